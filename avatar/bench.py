@@ -1,0 +1,92 @@
+"""`avatar bench`: how fast a profile streams, as ratios to real time."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from .profiles import load_profile
+from .session import Session
+
+
+def babble(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Speech-like test audio: voiced harmonics in ~4 Hz syllables, with pauses (not real speech)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    pitch = 140 + 25 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
+    syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0, None) ** 2
+    phrases = (np.sin(2 * np.pi * t / 3.0) > -0.5).astype(np.float64)  # a pause every 3 s
+    noise = rng.normal(0, 0.01, t.shape)
+    return (0.25 * voice * syllables * phrases + noise).astype(np.float32)
+
+
+def drawn_face(size: int = 256) -> np.ndarray:
+    """A simple drawn face for benchmarks (the image content does not change the cost)."""
+    img = np.full((size, size, 3), (90, 120, 160), np.uint8)
+    c = size // 2
+    cv2.ellipse(img, (c, c), (size // 4, size // 3), 0, 0, 360, (225, 190, 160), -1, cv2.LINE_AA)
+    for dx in (-1, 1):
+        cv2.circle(img, (c + dx * size // 10, c - size // 12), size // 30, (40, 30, 30), -1, cv2.LINE_AA)
+    cv2.ellipse(img, (c, c + size // 7), (size // 12, size // 40), 0, 0, 360, (150, 60, 60), -1, cv2.LINE_AA)
+    return img
+
+
+def _peak_memory_mb(device: torch.device) -> dict:
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=None, steps: int | None = None,
+              warmup_windows: int = 1) -> dict:
+    started = time.perf_counter()
+    profile = load_profile(profile_name, device, weights)
+    load_s = time.perf_counter() - started
+    audio = babble(seconds + 1.0 + profile.frames_per_window / profile.fps * warmup_windows, profile.sample_rate)
+    session = Session(profile, drawn_face(), seed=0)
+    session.push_audio(audio, profile.sample_rate)
+    sync = torch.cuda.synchronize if profile.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup_windows):
+        session.step(1, steps)
+    if profile.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(profile.device)
+    window_s, frames, idle = [], 0, 0
+    sync()
+    media_frames = int(seconds * profile.fps)
+    while frames < media_frames and session.windows_ready():
+        t0 = time.perf_counter()
+        out = session.step(1, steps)
+        sync()
+        window_s.append(time.perf_counter() - t0)
+        frames += len(out)
+        idle += bool(session.last_window_stats["idle"])
+    compute = sum(window_s)
+    media = frames / profile.fps
+    return {
+        "profile": profile.name,
+        "random_weights": profile.random_weights,
+        "device": str(profile.device) + (f" ({torch.cuda.get_device_name(profile.device)})"
+                                         if profile.device.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
+        "resolution": "x".join(map(str, profile.resolution)),
+        "steps": steps or profile.steps,
+        "windows": len(window_s),
+        "idle_windows": idle,
+        "frames_per_window": profile.frames_per_window,
+        "media_s": round(media, 3),
+        "compute_s": round(compute, 3),
+        "real_time_factor": round(compute / media, 4),
+        "fps": round(frames / compute, 2),
+        "window_latency_p50_s": round(float(np.percentile(window_s, 50)), 4),
+        "window_latency_p95_s": round(float(np.percentile(window_s, 95)), 4),
+        "algorithmic_latency_s": round(session.window_latency_s, 3),
+        "load_s": round(load_s, 2),
+        **_peak_memory_mb(profile.device),
+    }

@@ -1,0 +1,126 @@
+"""The `avatar` command: render, bench, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import AvatarError
+from .profiles import profile_names
+
+log = logging.getLogger("avatar")
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_device: str = "cpu") -> None:
+    p.add_argument("--profile", default="tiny", help=f"one of: {', '.join(profile_names())} (default tiny)")
+    p.add_argument("--weights", help="weights directory (1.3B profiles) or file (tiny); see README.md")
+    p.add_argument("--device", default=default_device, help="cpu, cuda or auto")
+
+
+def cmd_render(args) -> int:
+    from tqdm import tqdm
+
+    from .audio import load_audio_file
+    from .profiles import load_profile
+    from .session import Session
+    from .video import Mp4Writer
+
+    audio = load_audio_file(args.audio)
+    if len(audio) == 0:
+        raise AvatarError(f"{args.audio} holds no audio samples")
+    profile = load_profile(args.profile, args.device, args.weights)
+    for note in profile.notes:
+        print(f"note: {note}", file=sys.stderr)
+    session = Session(profile, args.image, prompt=args.prompt, seed=args.seed)
+    if not session.reference.face_found:
+        print("note: no face found in the reference image; using a centre crop", file=sys.stderr)
+    writer = Mp4Writer(args.out, profile.fps, profile.resolution, audio_rate=profile.sample_rate)
+    total_frames = -(-len(audio) // (profile.sample_rate // profile.fps))
+    started = time.perf_counter()
+    with tqdm(total=total_frames, unit="frame", desc="render", disable=args.quiet) as bar:
+        second = profile.sample_rate
+        for start in range(0, len(audio), second):  # push as a stream would, one second at a time
+            session.push_audio(audio[start:start + second], profile.sample_rate)
+            for frame in session.step(max_windows=1 << 30):
+                writer.write(frame.image, frame.index)
+                bar.update(1)
+        for frame in session.finish():
+            writer.write(frame.image, frame.index)
+            bar.update(1)
+    compute = time.perf_counter() - started
+    writer.close(audio)
+    media = len(audio) / profile.sample_rate
+    print(f"wrote {args.out}: {writer.frames} frames, {media:.2f} s at {profile.fps} fps, "
+          f"compute {compute:.2f} s, real-time factor {compute / media:.2f}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    result = run_bench(args.profile, args.seconds, args.device, args.weights, steps=args.steps)
+    for key, value in result.items():
+        print(f"{key:>24}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from streaming.server import serve_main  # the transport sits above the engine
+
+    return serve_main(args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avatar", description="Streaming talking-avatar engine and server")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    render = sub.add_parser("render", help="render a talking-head mp4 from an image and a speech file")
+    render.add_argument("--image", required=True)
+    render.add_argument("--audio", required=True)
+    render.add_argument("--out", required=True)
+    render.add_argument("--prompt")
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_args(render)
+    render.set_defaults(func=cmd_render)
+
+    bench = sub.add_parser("bench", help="real-time factor, window latency, fps and memory of a profile")
+    bench.add_argument("--seconds", type=float, default=10.0)
+    bench.add_argument("--steps", type=int, help="override the profile's sampling steps")
+    bench.add_argument("--json", help="also write the figures to this JSON file")
+    _add_model_args(bench)
+    bench.set_defaults(func=cmd_bench)
+
+    serve = sub.add_parser("serve", help="run the WebRTC server with the demo page")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--max-sessions", type=int, default=2)
+    serve.add_argument("--token", help="shared secret clients must send (or AVATAR_TOKEN)")
+    _add_model_args(serve)
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except AvatarError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

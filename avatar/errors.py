@@ -1,0 +1,21 @@
+"""Errors the engine raises on bad input: each says what was wrong and what would be right."""
+
+
+class AvatarError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ImageError(AvatarError, ValueError):
+    """The reference image cannot be used (not an image, too large, unreadable)."""
+
+
+class AudioError(AvatarError, ValueError):
+    """The audio cannot be used (unknown sample format, bad rate, unreadable file)."""
+
+
+class ProfileError(AvatarError, ValueError):
+    """Unknown profile name or a malformed profile file."""
+
+
+class WeightsError(AvatarError, FileNotFoundError):
+    """A weight file is missing, or its tensors do not match the model."""

@@ -1,0 +1,110 @@
+"""Reference image intake: decode safely, find the face, crop and resize to the profile's size."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageError
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 40_000_000  # refused from the header, before decoding (image bombs)
+MAX_BYTES = 30 * 1024 * 1024
+
+
+@dataclass
+class Reference:
+    image: np.ndarray  # HxWx3 uint8 RGB at the profile's resolution
+    face_found: bool
+    source_size: tuple[int, int]  # (width, height) of the input
+
+
+def decode_image(source: str | Path | bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Any PIL-readable image (path or bytes) or an RGB uint8 array -> HxWx3 uint8 RGB."""
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] not in (3, 4):
+            raise ImageError(f"an image array must be HxWx3 (or 4) uint8, got {source.dtype} {source.shape}")
+        if source.shape[0] * source.shape[1] > max_pixels:
+            raise ImageError(f"image is {source.shape[1]}x{source.shape[0]}; at most {max_pixels} pixels are accepted")
+        return np.ascontiguousarray(source[:, :, :3])
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"image file not found: {path}")
+        if path.stat().st_size > MAX_BYTES:
+            raise ImageError(f"image file {path} is larger than {MAX_BYTES // (1024 * 1024)} MB")
+        data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) > MAX_BYTES:
+            raise ImageError(f"image is larger than {MAX_BYTES // (1024 * 1024)} MB")
+    else:
+        raise ImageError(f"unsupported image source of type {type(source).__name__}")
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageError("not a supported image (PNG, JPEG, WebP, BMP, ...)") from exc
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageError(f"image is {width}x{height}; at most {max_pixels} pixels are accepted")
+    if width < 16 or height < 16:
+        raise ImageError(f"image is {width}x{height}; it must be at least 16x16")
+    try:
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
+        return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"image could not be decoded: {exc}") from exc
+
+
+_cascade = None
+
+
+def find_face(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Largest frontal face (x, y, w, h) by OpenCV's bundled Haar cascade, or None."""
+    global _cascade
+    if _cascade is None:
+        _cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    scale = min(1.0, 640 / max(rgb.shape[:2]))
+    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    faces = _cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    if len(faces) == 0:
+        return None
+    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+    return tuple(int(round(v / scale)) for v in (x, y, w, h))
+
+
+def crop_square(rgb: np.ndarray, centre: tuple[float, float], side: float) -> np.ndarray:
+    """Square crop around centre, shrunk to fit inside the image."""
+    height, width = rgb.shape[:2]
+    side = int(min(side, width, height))
+    x0 = int(round(min(max(centre[0] - side / 2, 0), width - side)))
+    y0 = int(round(min(max(centre[1] - side / 2, 0), height - side)))
+    return rgb[y0:y0 + side, x0:x0 + side]
+
+
+def prepare_reference(source, resolution: tuple[int, int]) -> Reference:
+    """Decode, crop around the face (centre crop when none is found, and say so), resize."""
+    rgb = decode_image(source)
+    height, width = rgb.shape[:2]
+    face = find_face(rgb)
+    if face is None:
+        log.info("no face found in the reference image; using a centre crop")
+        crop = crop_square(rgb, (width / 2, height / 2), min(width, height))
+    else:
+        x, y, w, h = face
+        # The face fills about half of the frame, a little above centre, as in portrait training data.
+        crop = crop_square(rgb, (x + w / 2, y + h * 0.55), max(w, h) * 2.0)
+    out_h, out_w = resolution
+    if out_h != out_w:
+        raise ImageError("only square profile resolutions are supported")
+    interp = cv2.INTER_AREA if crop.shape[0] > out_h else cv2.INTER_CUBIC
+    resized = cv2.resize(crop, (out_w, out_h), interpolation=interp)
+    return Reference(resized, face is not None, (width, height))

@@ -1,0 +1,258 @@
+"""A session: an audio timeline and a reference image in, a timeline of frames out, window by window.
+
+Window k generates latent frames [kN, (k+1)N) (4 video frames each) in one DiT sequence laid out as
+[reference | the last C latents of window k-1 (clean context) | N new latents]. Reference and context
+are given (mask 1, timestep 0, their latents in the known channels); only the new latents are
+sampled. The decoder continues its own state, so every frame is decoded exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.audio_features import SAMPLES_PER_FRAME, latent_token_window
+from models.dit import CrossContext
+from models.sampler import GuidancePlan, flow_sigmas, forward_count, sample
+
+from .audio import AudioTimeline, Resampler
+from .image import prepare_reference
+from .profiles import Profile
+
+log = logging.getLogger(__name__)
+
+# Energy gate used when no VAD marks speech: a frame is speech above this RMS (dBFS).
+SPEECH_DBFS = -45.0
+
+
+@dataclass
+class Frame:
+    index: int
+    pts: float  # seconds on the session's media clock; frame i shows samples [640 i, 640 (i+1))
+    image: np.ndarray  # HxWx3 uint8 RGB
+    speech: bool
+    window: int
+
+
+class Session:
+    def __init__(self, profile: Profile, image, prompt: str | None = None, seed: int = 0):
+        self.profile = profile
+        self.seed = int(seed)
+        self.reference = prepare_reference(image, profile.resolution)
+        self.timeline = AudioTimeline()
+        self._resampler = Resampler(profile.sample_rate)
+        self._speech_marks: list[tuple[int, int, bool]] = []  # (s0, s1, speech) from a VAD
+        self.finished = False
+        self.window_index = 0
+        self.frames_done = 0
+        self._end_frame: int | None = None
+        self._context: torch.Tensor | None = None  # (1, C, c, h, w)
+        self.last_window_stats: dict = {}
+
+        dev, dtype = profile.device, profile.dtype
+        with torch.inference_mode():
+            ref = torch.from_numpy(self.reference.image).to(dev, dtype).permute(2, 0, 1)[None] / 127.5 - 1
+            self._ref_latent = profile.codec.encode_reference(ref)  # (1, C, 1, h, w)
+            self._decoder_state = profile.codec.start_stream(self._ref_latent)
+            image_tokens = profile.encode_image(self.reference.image)
+            self._image_tokens = None if image_tokens is None else image_tokens.to(dev, dtype)
+        self._contexts: dict[str, CrossContext] = {}
+        self.set_prompt(prompt)
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def set_prompt(self, prompt: str | None) -> None:
+        self.prompt = prompt or ""
+        if prompt and self.profile.config.get("text", {}).get("encoder") == "none":
+            log.info("profile %s has no text encoder; the prompt is ignored", self.profile.name)
+        self._contexts.pop("cond", None)
+
+    def _context_for(self, variant: str) -> CrossContext:
+        key = {"cond": "cond", "audio": "cond", "text": "empty", "negative": "negative"}[variant]
+        if key not in self._contexts:
+            text = {"cond": self.prompt, "empty": "", "negative": self.profile.negative_prompt}[key]
+            p = self.profile
+            with torch.inference_mode():
+                emb = p.encode_text(text).to(p.device, p.dtype)
+                self._contexts[key] = p.dit.prepare_context(emb, self._image_tokens)
+        return self._contexts[key]
+
+    def push_audio(self, pcm: np.ndarray, sample_rate: int, speech: bool | None = None) -> None:
+        """Append audio (any rate, mono or stereo, int16 or float); `speech` comes from a VAD if any."""
+        if self.finished:
+            raise RuntimeError("push_audio after finish()")
+        samples = self._resampler.push(pcm, sample_rate)
+        if speech is not None and len(samples):
+            self._speech_marks.append((self.timeline.end, self.timeline.end + len(samples), bool(speech)))
+        self.timeline.append(samples)
+
+    def interrupt(self) -> None:
+        """Drop speech that has no frames yet: it becomes silence, so the next windows idle."""
+        s0 = self.frames_done * SAMPLES_PER_FRAME
+        self.timeline.silence_from(s0)
+        self._speech_marks = [(a, min(b, s0), sp) for a, b, sp in self._speech_marks if a < s0]
+
+    def finish(self) -> list[Frame]:
+        """End of input: run what is left (the tail padded with silence), trimmed to the audio length."""
+        self.timeline.append(self._resampler.flush())
+        self.finished = True
+        self._end_frame = -(-self.timeline.end // SAMPLES_PER_FRAME)
+        frames = []
+        while self.frames_done < self._end_frame:
+            frames += self._run_window()
+        return frames
+
+    # ---- scheduling ---------------------------------------------------------------------------
+    @property
+    def frames_per_window(self) -> int:
+        return self.profile.frames_per_window
+
+    @property
+    def lookahead_s(self) -> float:
+        return self.profile.lookahead_s
+
+    @property
+    def window_latency_s(self) -> float:
+        return self.frames_per_window / self.profile.fps + self.lookahead_s
+
+    @property
+    def fps(self) -> int:
+        return self.profile.fps
+
+    def _token_range(self, first_latent: int, last_latent: int) -> tuple[int, int]:
+        p = self.profile
+        behind, ahead = p.audio_window
+        fpl, tpf = p.codec.frames_per_latent, p.audio_encoder.tokens_per_frame
+        j0 = latent_token_window(first_latent, fpl, tpf, behind, ahead)[0]
+        j1 = latent_token_window(last_latent, fpl, tpf, behind, ahead)[1]
+        return j0, j1
+
+    def _samples_needed(self, window: int) -> int:
+        n = self.profile.new_latents
+        j0, j1 = self._token_range(window * n, (window + 1) * n - 1)
+        return self.profile.audio_encoder.token_span(j0, j1)[1]
+
+    def windows_ready(self) -> int:
+        """Windows whose audio (look-ahead included) is all in, so they can run now."""
+        if self.finished:
+            return 0 if self.frames_done >= self._end_frame else -(-(self._end_frame - self.frames_done) // self.frames_per_window)
+        count = 0
+        while self._samples_needed(self.window_index + count) <= self.timeline.end:
+            count += 1
+        return count
+
+    def step(self, max_windows: int = 1, steps: int | None = None) -> list[Frame]:
+        """Run up to `max_windows` ready windows (blocking); `steps` < the profile's degrades."""
+        frames = []
+        for _ in range(min(max_windows, self.windows_ready())):
+            frames += self._run_window(steps)
+        return frames
+
+    # ---- one window -----------------------------------------------------------------------
+    def _frame_speech(self, f0: int, f1: int) -> np.ndarray:
+        """Speech flag per video frame in [f0, f1): the VAD's marks, else an energy gate."""
+        s0, s1 = f0 * SAMPLES_PER_FRAME, f1 * SAMPLES_PER_FRAME
+        if self._speech_marks:
+            flags = np.zeros(f1 - f0, bool)
+            for a, b, speech in self._speech_marks:
+                if speech and b > s0 and a < s1:
+                    lo = max(a - s0, 0) // SAMPLES_PER_FRAME
+                    hi = -(-(min(b, s1) - s0) // SAMPLES_PER_FRAME)
+                    flags[lo:hi] = True
+            return flags
+        audio = self.timeline.read(s0, s1).reshape(f1 - f0, SAMPLES_PER_FRAME)
+        rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2, axis=1) + 1e-12)
+        return 20 * np.log10(rms) > SPEECH_DBFS
+
+    def _audio_tokens(self, first_latent: int, count: int) -> torch.Tensor:
+        """(count, K, D) audio tokens for latent frames [first, first + count)."""
+        p = self.profile
+        j0, j1 = self._token_range(first_latent, first_latent + count - 1)
+        s0, s1 = p.audio_encoder.token_span(j0, j1)
+        tokens = p.audio_encoder.encode(self.timeline.read(s0, s1), j1 - j0)
+        per_latent = []
+        for i in range(first_latent, first_latent + count):
+            a, b = self._token_range(i, i)
+            per_latent.append(tokens[a - j0:b - j0])
+        return torch.stack(per_latent).to(p.device, p.dtype)
+
+    def _run_window(self, steps: int | None = None) -> list[Frame]:
+        p = self.profile
+        started = time.perf_counter()
+        k, n = self.window_index, p.new_latents
+        f0 = k * self.frames_per_window
+        f1 = f0 + self.frames_per_window
+        lookahead_frames = -(-int(self.lookahead_s * p.sample_rate) // SAMPLES_PER_FRAME)
+        speech = self._frame_speech(f0, f1 + lookahead_frames)
+        idle = not speech.any()
+        steps = p.idle_steps if idle else (steps or p.steps)
+        plan = p.guidance.without("audio") if idle else p.guidance
+        sigmas = flow_sigmas(steps, p.shift)
+
+        ctx = self._context
+        c = 0 if ctx is None else ctx.shape[2]
+        with torch.inference_mode():
+            audio_new = self._audio_tokens(k * n, n)
+            audio_ctx = self._audio_tokens(k * n - c, c) if c else audio_new[:0]
+            null = torch.zeros_like(audio_new[:1])
+            audio = torch.cat([null, audio_ctx, audio_new])[None]  # (1, 1 + c + n, K, D)
+            if idle:
+                audio = torch.zeros_like(audio)
+            latents = self._sample_window(audio, sigmas, plan, k)
+            frames, self._decoder_state = p.codec.decode(latents, self._decoder_state)
+            keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
+            self._context = keep[:, :, -p.context_latents:] if p.context_latents else None
+            images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            images = images.permute(0, 2, 3, 1).cpu().numpy()
+
+        out = []
+        for i in range(self.frames_per_window):
+            index = f0 + i
+            if self._end_frame is not None and index >= self._end_frame:
+                break
+            out.append(Frame(index, index / p.fps, images[i], bool(speech[i]), k))
+        self.window_index += 1
+        self.frames_done = f1
+        self._discard_old_audio()
+        self.last_window_stats = {
+            "window": k, "compute_s": time.perf_counter() - started, "steps": steps, "idle": idle,
+            "forwards": forward_count(sigmas, plan), "context_latents": c,
+        }
+        return out
+
+    def _sample_window(self, audio: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan, k: int) -> torch.Tensor:
+        p = self.profile
+        ref, ctx = self._ref_latent, self._context
+        known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
+        n_known = known.shape[2]
+        _, ch, _, h, w = ref.shape
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device, p.dtype)
+        total = n_known + p.new_latents
+        mask = torch.zeros((1, 4, total, h, w), device=p.device, dtype=p.dtype)
+        mask[:, :, :n_known] = 1
+        known_channels = torch.cat([known, torch.zeros_like(noise)], dim=2)
+        condition = torch.cat([mask, known_channels], dim=1)
+
+        def denoise(x: torch.Tensor, sigma: float, variants: tuple[str, ...]) -> list[torch.Tensor]:
+            rows = len(variants)
+            hidden = torch.cat([torch.cat([known, x], dim=2), condition], dim=1).expand(rows, -1, -1, -1, -1)
+            timestep = torch.zeros((rows, total), device=p.device)
+            timestep[:, n_known:] = sigma * 1000.0
+            row_audio = torch.cat([torch.zeros_like(audio) if v == "audio" else audio for v in variants])
+            context = CrossContext.cat([self._context_for(v) for v in variants])
+            v = p.dit(hidden, timestep, context, row_audio)
+            return [v[i:i + 1, :, n_known:] for i in range(rows)]
+
+        return sample(denoise, noise, sigmas, plan)
+
+    def _discard_old_audio(self) -> None:
+        # Keep what the next window's context frames still read (their token window).
+        next_first = self.window_index * self.profile.new_latents - self.profile.context_latents
+        j0 = self._token_range(max(next_first, 0), max(next_first, 0))[0]
+        self.timeline.discard_before(min(self.profile.audio_encoder.token_span(j0, j0 + 1)[0],
+                                         (self.frames_done - 1) * SAMPLES_PER_FRAME))
+        self._speech_marks = [m for m in self._speech_marks if m[1] > self.timeline.start]

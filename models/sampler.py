@@ -1,0 +1,99 @@
+"""Few-step flow-matching sampler (Euler, shifted sigmas) with a phase-aware guidance plan.
+
+Flow matching convention (Wan): x_sigma = (1 - sigma) * x0 + sigma * noise, the model predicts the
+velocity v = noise - x0, and timestep = 1000 * sigma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+# A condition a guidance term can drop, and what the branch without it is:
+#   "audio"    -> null audio (zero features), classifier-free audio guidance
+#   "text"     -> empty prompt, classifier-free text guidance
+#   "negative" -> the negative prompt instead of the prompt, negative guidance
+GUIDANCE_CONDITIONS = ("audio", "text", "negative")
+
+
+@dataclass(frozen=True)
+class GuidanceTerm:
+    condition: str
+    scale: float
+
+    def __post_init__(self):
+        if self.condition not in GUIDANCE_CONDITIONS:
+            raise ValueError(f"unknown guidance condition {self.condition!r}; use one of {GUIDANCE_CONDITIONS}")
+
+
+@dataclass(frozen=True)
+class GuidancePhase:
+    """Guidance used while sigma >= min_sigma (phases are checked from the first)."""
+
+    min_sigma: float
+    terms: tuple[GuidanceTerm, ...] = ()
+
+
+@dataclass(frozen=True)
+class GuidancePlan:
+    phases: tuple[GuidancePhase, ...] = ()
+
+    @classmethod
+    def from_config(cls, phases: list[dict]) -> "GuidancePlan":
+        """[{"min_sigma": 0.6, "audio": 2.5, "negative": 1.5}, {"min_sigma": 0.0}] -> plan."""
+        out = []
+        for phase in phases:
+            terms = tuple(GuidanceTerm(k, float(v)) for k, v in phase.items() if k != "min_sigma")
+            out.append(GuidancePhase(float(phase.get("min_sigma", 0.0)), terms))
+        return cls(tuple(out))
+
+    def terms_at(self, sigma: float) -> tuple[GuidanceTerm, ...]:
+        for phase in self.phases:
+            if sigma >= phase.min_sigma:
+                return tuple(t for t in phase.terms if t.scale != 1.0)
+        return ()
+
+    def without(self, *conditions: str) -> "GuidancePlan":
+        return GuidancePlan(tuple(
+            GuidancePhase(p.min_sigma, tuple(t for t in p.terms if t.condition not in conditions))
+            for p in self.phases
+        ))
+
+
+def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
+    """steps + 1 decreasing sigmas from 1 to 0, warped by `shift` as Wan's schedulers do."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    s = shift * s / (1 + (shift - 1) * s)
+    return s.float()
+
+
+# denoise(x, sigma, variants) -> one velocity per variant; "cond" is always asked for first.
+Denoiser = Callable[[torch.Tensor, float, tuple[str, ...]], list[torch.Tensor]]
+
+
+def guided_velocity(denoise: Denoiser, x: torch.Tensor, sigma: float, plan: GuidancePlan) -> torch.Tensor:
+    terms = plan.terms_at(sigma)
+    velocities = denoise(x, sigma, ("cond",) + tuple(t.condition for t in terms))
+    v_cond = velocities[0]
+    v = v_cond
+    for term, v_without in zip(terms, velocities[1:]):
+        v = v + (term.scale - 1.0) * (v_cond - v_without)
+    return v
+
+
+def sample(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan) -> torch.Tensor:
+    """Euler integration of the flow from sigmas[0] to sigmas[-1]; returns the final latents."""
+    x = noise * sigmas[0]
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        v = guided_velocity(denoise, x, sigma, plan)
+        x = x + (sigma_next - sigma) * v
+    return x
+
+
+def forward_count(sigmas: torch.Tensor, plan: GuidancePlan) -> int:
+    """Model forwards (batch rows) one sampling run costs."""
+    return sum(1 + len(plan.terms_at(s)) for s in sigmas[:-1].tolist())

@@ -49,6 +49,8 @@ def decode_image(source: str | Path | bytes | np.ndarray, max_pixels: int = MAX_
         raise ImageError(f"unsupported image source of type {type(source).__name__}")
     try:
         img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image dimensions are too large; at most {max_pixels} pixels are accepted") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageError("not a supported image (PNG, JPEG, WebP, BMP, ...)") from exc
     width, height = img.size
@@ -57,7 +59,6 @@ def decode_image(source: str | Path | bytes | np.ndarray, max_pixels: int = MAX_
     if width < 16 or height < 16:
         raise ImageError(f"image is {width}x{height}; it must be at least 16x16")
     try:
-        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
         return np.asarray(img.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"image could not be decoded: {exc}") from exc

@@ -177,10 +177,10 @@ def _load_tiny(cfg: dict, device: torch.device, weights: str | Path | None) -> t
 
 
 def _load_wan(cfg: dict, device: torch.device, weights: str | Path | None) -> tuple:
-    from models import wan_components  # heavy (transformers); only the 1.3B profiles need it
-
     random = bool(cfg.get("random_weights"))
     root = None if random else _weights_dir(cfg, weights)
+    from models import wan_components  # heavy (transformers); only the 1.3B profiles need it
+
     try:
         return wan_components.load_components(cfg, root, device)
     except CheckpointError as exc:

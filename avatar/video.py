@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -21,19 +20,16 @@ class Mp4Writer:
         self.video = self.container.add_stream("libx264", rate=fps)
         self.video.height, self.video.width = size
         self.video.pix_fmt = "yuv420p"
-        self.video.time_base = Fraction(1, fps)
         self.video.options = {"crf": str(crf), "preset": "veryfast"}
         self.audio = None
         if audio_rate:
             # every stream must exist before the first packet is muxed
             self.audio = self.container.add_stream("aac", rate=audio_rate, layout="mono")
-            self.audio.time_base = Fraction(1, audio_rate)
         self.frames = 0
 
     def write(self, image: np.ndarray, index: int | None = None) -> None:
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = self.frames if index is None else index
-        frame.time_base = self.video.time_base
+        frame.pts = self.frames if index is None else index  # in frames: the codec's time base is 1/fps
         self.container.mux(self.video.encode(frame))
         self.frames += 1
 
@@ -49,7 +45,6 @@ class Mp4Writer:
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="flt", layout="mono")
                 frame.sample_rate = sample_rate
                 frame.pts = start
-                frame.time_base = stream.time_base
                 self.container.mux(stream.encode(frame))
             self.container.mux(stream.encode(None))
         self.container.close()

@@ -62,10 +62,12 @@ class MelEncoder:
         if x.shape[-1] != expected:
             raise ValueError(f"{n_tokens} tokens need {expected} samples, got {x.shape[-1]}")
         frames = x.unfold(-1, self.window, self.hop) * self.hann  # (n_tokens, window)
-        spectrum = torch.fft.rfft(frames, n=self.n_fft).abs() ** 2
+        # Power normalised by the window, so a full-scale sine peaks near 0.25 whatever the sizes.
+        spectrum = (torch.fft.rfft(frames, n=self.n_fft).abs() / self.hann.sum()) ** 2
         mel = spectrum @ self.filters
-        # Fixed affine map of log power (no per-clip normalisation: a stream cannot know its max).
-        return ((torch.log(mel + 1e-6) + 6.0) / 4.0).clamp(-2.0, 3.0)
+        # Fixed affine map of log power (no per-clip normalisation: a stream cannot know its max);
+        # digital silence maps to -2, loud speech to about +1.5.
+        return ((torch.log(mel + 1e-9) + 12.0) / 4.0).clamp(-2.0, 3.0)
 
 
 def latent_token_window(latent_index: int, frames_per_latent: int, tokens_per_frame: int,

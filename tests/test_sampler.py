@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from models.sampler import GuidancePlan, flow_sigmas, forward_count, guided_velocity, sample
+
+
+def test_sigmas_run_from_one_to_zero_and_shift_moves_them_up():
+    plain, shifted = flow_sigmas(4, 1.0), flow_sigmas(4, 5.0)
+    assert plain[0] == 1 and plain[-1] == 0 and len(plain) == 5
+    assert torch.all(plain[1:] < plain[:-1])
+    assert torch.all(shifted[1:-1] > plain[1:-1])
+    with pytest.raises(ValueError):
+        flow_sigmas(0)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_euler_recovers_the_target_of_an_exact_velocity_field(steps):
+    x0 = torch.randn(1, 4, 2, 3, 3)
+    noise = torch.randn_like(x0)
+
+    def denoise(x, sigma, variants):
+        return [noise - x0 for _ in variants]  # the straight flow's velocity is constant
+
+    out = sample(denoise, noise, flow_sigmas(steps, 3.0), GuidancePlan())
+    torch.testing.assert_close(out, x0)
+
+
+def test_guidance_plan_by_phase_and_cost():
+    plan = GuidancePlan.from_config([{"min_sigma": 0.6, "audio": 2.0, "negative": 1.5}, {"min_sigma": 0.0}])
+    assert [t.condition for t in plan.terms_at(0.9)] == ["audio", "negative"]
+    assert plan.terms_at(0.3) == ()
+    sigmas = flow_sigmas(3, 1.0)  # 1, 2/3, 1/3
+    assert forward_count(sigmas, plan) == 3 + 3 + 1 + 1 - 1  # two guided steps (3 rows), one plain
+    assert forward_count(sigmas, plan.without("audio", "negative")) == 3
+    with pytest.raises(ValueError):
+        GuidancePlan.from_config([{"min_sigma": 0.0, "colour": 2.0}])
+
+
+def test_guided_velocity_is_classifier_free_guidance():
+    plan = GuidancePlan.from_config([{"min_sigma": 0.0, "audio": 3.0}])
+    cond, uncond = torch.tensor([2.0]), torch.tensor([1.0])
+    asked = []
+
+    def denoise(x, sigma, variants):
+        asked.append(variants)
+        return [cond if v == "cond" else uncond for v in variants]
+
+    v = guided_velocity(denoise, torch.zeros(1), 0.5, plan)
+    assert asked == [("cond", "audio")]
+    torch.testing.assert_close(v, uncond + 3.0 * (cond - uncond))

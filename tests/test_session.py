@@ -1,0 +1,157 @@
+import numpy as np
+import pytest
+import torch
+
+from avatar.session import Session
+
+SR = 16000
+
+
+def render_offline(profile, image, audio, seed=0):
+    s = Session(profile, image, seed=seed)
+    s.push_audio(audio, SR)
+    return s.step(1 << 30) + s.finish()
+
+
+def test_streaming_in_20ms_pieces_equals_rendering_at_once(tiny_profile, face_image, speech_like):
+    audio = speech_like(2.5)
+    offline = render_offline(tiny_profile, face_image, audio)
+    s = Session(tiny_profile, face_image, seed=0)
+    streamed = []
+    for start in range(0, len(audio), 320):
+        s.push_audio(audio[start:start + 320], SR)
+        streamed += s.step(1 << 30)
+    streamed += s.finish()
+    assert [f.index for f in streamed] == [f.index for f in offline]
+    for a, b in zip(streamed, offline):
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+
+
+def test_every_frame_exactly_once_with_contiguous_timestamps(tiny_profile, face_image, speech_like):
+    audio = np.concatenate([speech_like(1.2), np.zeros(SR, np.float32), speech_like(1.3, seed=1)])
+    frames = render_offline(tiny_profile, face_image, audio)
+    expected = -(-len(audio) // 640)
+    assert [f.index for f in frames] == list(range(expected))
+    assert np.allclose(np.diff([f.pts for f in frames]), 1 / 25)
+    assert frames[0].pts == 0
+    windows = [f.window for f in frames]
+    assert windows == sorted(windows) and len(set(windows)) == -(-expected // 12)
+    speech = np.array([f.speech for f in frames])
+    assert speech[:25].any() and not speech[40:50].any() and speech[-20:].any()
+
+
+def test_ten_seconds_make_250_frames(tiny_profile, face_image, speech_like):
+    frames = render_offline(tiny_profile, face_image, speech_like(10.0))
+    assert len(frames) == 250 and frames[-1].index == 249
+    assert frames[0].image.shape == (128, 128, 3) and frames[0].image.dtype == np.uint8
+
+
+class RecordingDiT(torch.nn.Module):
+    """Wraps the real DiT and keeps the inputs of every forward."""
+
+    def __init__(self, dit):
+        super().__init__()
+        self.dit, self.calls = dit, []
+
+    def prepare_context(self, *a):
+        return self.dit.prepare_context(*a)
+
+    def forward(self, hidden, timestep, context, audio):
+        self.calls.append((hidden.clone(), timestep.clone()))
+        return self.dit(hidden, timestep, context, audio)
+
+
+def test_context_latents_pass_unchanged_into_the_next_window(tiny_profile, face_image, speech_like):
+    from dataclasses import replace
+
+    recorder = RecordingDiT(tiny_profile.dit)
+    profile = replace(tiny_profile, dit=recorder)
+    decoded = []
+    original_decode = profile.codec.decode
+
+    class Codec:
+        frames_per_latent = tiny_profile.codec.frames_per_latent
+        encode_reference = staticmethod(tiny_profile.codec.encode_reference)
+        start_stream = staticmethod(tiny_profile.codec.start_stream)
+
+        @staticmethod
+        def decode(latents, state):
+            decoded.append(latents.clone())
+            return original_decode(latents, state)
+
+    profile = replace(profile, codec=Codec)
+    s = Session(profile, face_image, seed=3)
+    s.push_audio(speech_like(1.5), SR)
+    s.step(2)
+    assert len(decoded) == 2
+    c = profile.context_latents
+    second_window_inputs = [h for h, t in recorder.calls if h.shape[2] == 1 + c + profile.new_latents]
+    assert second_window_inputs
+    for hidden in second_window_inputs:
+        expected = decoded[0][:, :, -c:].expand(hidden.shape[0], -1, -1, -1, -1)
+        torch.testing.assert_close(hidden[:, :16, 1:1 + c], expected, rtol=0, atol=0)
+        torch.testing.assert_close(hidden[:, 20:36, 1:1 + c], expected, rtol=0, atol=0)
+        assert torch.all(hidden[:, 16:20, :1 + c] == 1) and torch.all(hidden[:, 16:20, 1 + c:] == 0)
+    timesteps = [t for h, t in recorder.calls if h.shape[2] == 1 + c + profile.new_latents]
+    assert all(torch.all(t[:, :1 + c] == 0) and torch.all(t[:, 1 + c:] > 0) for t in timesteps)
+
+
+def test_silence_takes_the_cheaper_idle_path(tiny_profile, face_image):
+    s = Session(tiny_profile, face_image)
+    s.push_audio(np.zeros(SR * 2, np.float32), SR)
+    frames = s.step(1)
+    assert len(frames) == 12 and not any(f.speech for f in frames)
+    assert s.last_window_stats["idle"] and s.last_window_stats["forwards"] == tiny_profile.idle_steps
+
+
+def test_vad_marks_override_the_energy_gate(tiny_profile, face_image, speech_like):
+    s = Session(tiny_profile, face_image)
+    s.push_audio(speech_like(1.0), SR, speech=False)
+    s.push_audio(np.zeros(SR, np.float32), SR, speech=True)
+    frames = s.step(1 << 30) + s.finish()
+    flags = np.array([f.speech for f in frames])
+    assert not flags[:25].any() and flags[26:50].all()
+
+
+def test_interrupt_turns_pending_speech_into_idle(tiny_profile, face_image, speech_like):
+    s = Session(tiny_profile, face_image)
+    s.push_audio(speech_like(3.0), SR)
+    s.step(1)
+    assert not s.last_window_stats["idle"]
+    s.interrupt()
+    s.step(1)
+    assert s.last_window_stats["idle"]
+    frames = s.finish()
+    assert not any(f.speech for f in frames)
+
+
+def test_other_rates_channels_and_formats(tiny_profile, face_image, speech_like):
+    audio = speech_like(1.0)
+    stereo_44k = np.repeat(np.interp(np.arange(44100) / 44100, np.arange(SR) / SR, audio)[:, None], 2, axis=1)
+    s = Session(tiny_profile, face_image)
+    s.push_audio((stereo_44k * 32767).astype(np.int16), 44100)
+    frames = s.finish()
+    assert len(frames) == 25  # 1 s at 25 fps
+    s = Session(tiny_profile, face_image)
+    bad = audio.copy()
+    bad[100:200] = np.nan
+    s.push_audio(bad, SR)
+    assert len(s.finish()) == 25
+
+
+def test_empty_and_silent_input(tiny_profile, face_image):
+    s = Session(tiny_profile, face_image)
+    assert s.finish() == []
+    s = Session(tiny_profile, face_image)
+    s.push_audio(np.zeros(8000, np.float32), SR)
+    frames = s.finish()
+    assert len(frames) == 13 and not any(f.speech for f in frames)
+
+
+def test_a_long_stream_keeps_a_bounded_audio_buffer(tiny_profile, face_image):
+    s = Session(tiny_profile, face_image)
+    for _ in range(6):
+        s.push_audio(np.zeros(SR, np.float32), SR)
+        s.step(1 << 30)
+    held = s.timeline.end - s.timeline.start
+    assert s.timeline.start > 0 and held < 2 * SR

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio_features import SAMPLES_PER_FRAME, latent_token_window
+from models.audio_features import SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
 from models.sampler import GuidancePlan, flow_sigmas, forward_count, sample
 
@@ -170,14 +170,10 @@ class Session:
     def _audio_tokens(self, first_latent: int, count: int) -> torch.Tensor:
         """(count, K, D) audio tokens for latent frames [first, first + count)."""
         p = self.profile
-        j0, j1 = self._token_range(first_latent, first_latent + count - 1)
-        s0, s1 = p.audio_encoder.token_span(j0, j1)
-        tokens = p.audio_encoder.encode(self.timeline.read(s0, s1), j1 - j0)
-        per_latent = []
-        for i in range(first_latent, first_latent + count):
-            a, b = self._token_range(i, i)
-            per_latent.append(tokens[a - j0:b - j0])
-        return torch.stack(per_latent).to(p.device, p.dtype)
+        behind, ahead = p.audio_window
+        tokens = latent_audio_tokens(p.audio_encoder, self.timeline.read, first_latent, count,
+                                     p.codec.frames_per_latent, behind, ahead)
+        return tokens.to(p.device, p.dtype)
 
     def _run_window(self, steps: int | None = None) -> list[Frame]:
         p = self.profile

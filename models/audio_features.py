@@ -82,3 +82,18 @@ def lookahead_seconds(encoder, ahead_tokens: int) -> float:
     """Audio needed past a window's last frame before the window can run."""
     per_token = SAMPLES_PER_FRAME / encoder.tokens_per_frame
     return (math.ceil(ahead_tokens * per_token) + encoder.lookahead_samples) / SAMPLE_RATE
+
+
+def latent_audio_tokens(encoder, read, first_latent: int, count: int, frames_per_latent: int,
+                        behind: int, ahead: int) -> torch.Tensor:
+    """(count, K, D) tokens for latent frames [first, first + count); read(s0, s1) gives samples,
+    silence outside the audio. Used the same way by the session and by training."""
+    j0 = latent_token_window(first_latent, frames_per_latent, encoder.tokens_per_frame, behind, ahead)[0]
+    j1 = latent_token_window(first_latent + count - 1, frames_per_latent, encoder.tokens_per_frame, behind, ahead)[1]
+    s0, s1 = encoder.token_span(j0, j1)
+    tokens = encoder.encode(read(s0, s1), j1 - j0)
+    per_latent = []
+    for i in range(first_latent, first_latent + count):
+        a, b = latent_token_window(i, frames_per_latent, encoder.tokens_per_frame, behind, ahead)
+        per_latent.append(tokens[a - j0:b - j0])
+    return torch.stack(per_latent)

@@ -1,0 +1,247 @@
+"""One call: a peer connection, its audio intake and VAD, a generation worker, paced tracks, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.sdp import candidate_from_sdp
+
+from avatar.errors import AvatarError
+
+from .buffers import FrameBuffer, VoiceBuffer
+from .clock import MediaClock
+from .intake import AudioIntake
+from .protocol import ProtocolError
+from .stamp import stamp_index
+from .tracks import DelayedVoiceTrack, PacedVideoTrack
+from .vad import SpeechDetector
+from .worker import GenerationWorker
+
+log = logging.getLogger(__name__)
+
+STARVED_POLL_S = 0.1  # how often a silent input is checked (and filled with silence)
+
+
+def _prefer_vp8(pc: RTCPeerConnection) -> None:
+    """VP8 is the cheapest encoder aiortc has; keep rtx so loss recovery still works."""
+    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video":
+            transceiver.setCodecPreferences(codecs)
+
+
+class Call:
+    def __init__(self, call_id: str, profile, config, send, vad_model_factory, executor=None):
+        self.id = call_id
+        self.profile = profile
+        self.config = config
+        self._send = send  # async (dict) -> None; never raises
+        self._vad_model_factory = vad_model_factory
+        self._executor = executor  # runs the VAD off the loop (None: the default pool)
+        self.loop = asyncio.get_running_loop()
+        self.pc: RTCPeerConnection | None = None
+        self.worker: GenerationWorker | None = None
+        self.connected = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self.vad_events: list[dict] = []
+        self.intake: AudioIntake | None = None
+        self._stats_started = time.monotonic()
+        self._last_sent = 0
+        self._last_vad_lag: float | None = None
+
+    # ---- set-up -----------------------------------------------------------------------------
+    async def start(self, offer: dict, image) -> dict:
+        from avatar.session import Session
+
+        cfg = self.config
+        try:
+            session = await self.loop.run_in_executor(
+                None, lambda: Session(self.profile, image, prompt=offer.get("prompt"), seed=cfg.seed))
+            vad_model = await self.loop.run_in_executor(None, self._vad_model_factory)
+        except AvatarError as exc:
+            raise ProtocolError("bad_image", str(exc)) from None
+        self.session = session
+        fps, rate = self.profile.fps, 16000
+        self.window_s = session.frames_per_window / fps
+        self.clock = MediaClock(session.window_latency_s + cfg.compute_allowance_s, fps, rate)
+        self.frames = FrameBuffer(int((self.clock.delay_s + 2 * self.window_s) * fps) + session.frames_per_window)
+        self.voice = VoiceBuffer(self.clock.delay_s + 2.0, rate)
+        self.detector = SpeechDetector(vad_model)
+        self.intake = AudioIntake(self.clock)
+        self.worker = GenerationWorker(session, self.clock, self.frames, self._from_worker, name=f"gen-{self.id}")
+        decorate = stamp_index if cfg.stamp_frames else None
+        self.video = PacedVideoTrack(self.clock, self.frames, session.reference.image, decorate)
+        self.voice_track = DelayedVoiceTrack(self.clock, self.voice)
+
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_state)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ProtocolError("bad_sdp", f"the offer could not be used: {exc}") from None
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if kinds != {"audio", "video"}:
+            raise ProtocolError("bad_sdp", "the offer must have one audio and one video section")
+        pc.addTrack(self.voice_track)
+        pc.addTrack(self.video)
+        _prefer_vp8(pc)
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ProtocolError("bad_sdp", f"no answer could be made for this offer: {exc}") from None
+        self.worker.start()
+        self._spawn(self._stats_loop())
+        log.info("call %s: answered (output delay %.3fs)", self.id, self.clock.delay_s)
+        return {"type": "answer", "sdp": pc.localDescription.sdp, "delay_s": round(self.clock.delay_s, 3),
+                "fps": fps, "resolution": list(self.profile.resolution)}
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_track(self, track) -> None:
+        if track.kind == "audio":
+            self._spawn(self._intake_loop(track))
+        else:
+            self._spawn(self._discard_loop(track))
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState if self.pc else "closed"
+        log.info("call %s: connection %s", self.id, state)
+        if state == "connected":
+            self.connected.set()
+        elif state in ("failed", "closed"):
+            await self.close(f"connection {state}")
+
+    async def add_candidate(self, msg: dict) -> None:
+        if self.pc is None or msg["candidate"] is None:
+            return
+        try:
+            cand = candidate_from_sdp(msg["candidate"].removeprefix("candidate:"))
+        except (ValueError, IndexError) as exc:
+            raise ProtocolError("bad_message", f"bad ICE candidate: {exc}") from None
+        cand.sdpMid, cand.sdpMLineIndex = msg["sdpMid"], msg["sdpMLineIndex"]
+        await self.pc.addIceCandidate(cand)
+
+    # ---- media in -------------------------------------------------------------------------------
+    async def _intake_loop(self, track) -> None:
+        self.clock.start()
+        while not self.closed.is_set():
+            try:
+                frame = await asyncio.wait_for(track.recv(), STARVED_POLL_S)
+            except asyncio.TimeoutError:
+                await self._take_audio(self.intake.fill_silence())
+                continue
+            except MediaStreamError:
+                break
+            await self._take_audio(self.intake.push(frame))
+
+    async def _take_audio(self, pcm) -> None:
+        if not len(pcm):
+            return
+        self.voice.append(pcm)
+        chunks, events = await self.loop.run_in_executor(self._executor, self.detector.push, pcm)
+        for chunk in chunks:
+            self.worker.push_audio(chunk.pcm, chunk.speech)
+        for event in events:
+            self._report_vad(event)
+
+    def _report_vad(self, event) -> None:
+        offset = self.intake.input_offset or 0
+        now_media = self.clock.media_now()
+        self._last_vad_lag = now_media - event.seconds if event.kind == "speechstart" else self._last_vad_lag
+        msg = {"type": "vad", "event": event.kind, "t": round(event.seconds, 3),
+               "input_t": round((event.sample - offset) / 16000, 3),
+               "frame": event.sample // 640, "shows_in_s": round(self.clock.sample_due(event.sample) - time.monotonic(), 3)}
+        self.vad_events.append(msg)
+        self._spawn(self._send(msg))
+
+    async def _discard_loop(self, track) -> None:
+        while not self.closed.is_set():
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
+
+    # ---- control --------------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        self.worker.interrupt()
+
+    def set_prompt(self, text: str) -> None:
+        self.worker.set_prompt(text)
+
+    def _from_worker(self, kind: str, payload: dict) -> None:
+        """Called from the worker thread: hop onto the loop."""
+        self.loop.call_soon_threadsafe(self._on_worker_event, kind, payload)
+
+    def _on_worker_event(self, kind: str, payload: dict) -> None:
+        if kind == "interrupted":
+            self.voice.mute_from(payload["sample"])
+            self._spawn(self._send({"type": "interrupted", "t": round(payload["sample"] / 16000, 3)}))
+        elif kind == "degraded":
+            self._spawn(self._send({"type": "degraded", **payload}))
+        elif kind == "failed":
+            self._spawn(self._send({"type": "error", "code": "generation_failed", "message": payload["message"]}))
+            self._spawn(self.close("generation failed"))
+
+    # ---- stats ---------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        with self.worker.lock:
+            work = self.worker.stats.snapshot()
+        now = time.monotonic()
+        elapsed = max(now - self._stats_started, 1e-6)
+        sent = self.video.sent
+        fps = (sent - self._last_sent) / elapsed
+        self._stats_started, self._last_sent = now, sent
+        s = self.session
+        return {
+            "type": "stats",
+            "fps": round(fps, 2),
+            "frames_sent": sent,
+            "frames_repeated": self.video.repeated,
+            "frames_dropped": self.frames.late + self.frames.overflowed,
+            "queued_frames": len(self.frames),
+            "speaking": self.detector.speaking,
+            "input_offset_s": None if self.intake.input_offset is None else round(self.intake.input_offset / 16000, 4),
+            "input_gaps": self.intake.gaps,
+            "latency": {  # the budget, term by term (seconds)
+                "window_s": round(self.window_s, 3),
+                "lookahead_s": round(s.lookahead_s, 3),
+                "compute_allowance_s": self.config.compute_allowance_s,
+                "output_delay_s": round(self.clock.delay_s, 3),
+                "compute_last_s": work["compute_last_s"],
+                "compute_p95_s": work["compute_p95_s"],
+                "slack_min_s": work["slack_min_s"],
+                "vad_onset_s": None if self._last_vad_lag is None else round(self._last_vad_lag, 3),
+            },
+            "engine": {k: work[k] for k in ("windows", "idle_windows", "fewer_steps", "catch_ups", "late_windows")},
+        }
+
+    async def _stats_loop(self) -> None:
+        while not self.closed.is_set():
+            await asyncio.sleep(self.config.stats_interval_s)
+            if self.clock.started and not self.closed.is_set():
+                await self._send(self.stats())
+
+    # ---- tear-down ----------------------------------------------------------------------------
+    async def close(self, reason: str = "closed") -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        log.info("call %s: closing (%s)", self.id, reason)
+        if self.worker is not None:
+            worker = self.worker
+            await self.loop.run_in_executor(None, worker.stop)
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self.pc is not None:
+            await self.pc.close()

@@ -1,0 +1,43 @@
+"""One media clock per call: every outgoing frame and voice sample is due at a fixed delay after
+the moment its audio came in, so video and voice leave together and stay in sync."""
+
+from __future__ import annotations
+
+import time
+
+
+class MediaClock:
+    """Media time 0 is `t0` (wall, time.monotonic()); media time m is played out at t0 + delay + m."""
+
+    def __init__(self, delay_s: float, fps: int, sample_rate: int):
+        if delay_s < 0:
+            raise ValueError("the output delay cannot be negative")
+        self.delay_s = float(delay_s)
+        self.fps = int(fps)
+        self.sample_rate = int(sample_rate)
+        self.t0: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.t0 is not None
+
+    def start(self, now: float | None = None) -> float:
+        """Start the clock once (the first caller wins); returns t0."""
+        if self.t0 is None:
+            self.t0 = time.monotonic() if now is None else now
+        return self.t0
+
+    def media_now(self, now: float | None = None) -> float:
+        """Media time (s) of the input arriving now."""
+        return (time.monotonic() if now is None else now) - self.start()
+
+    def frame_due(self, index: int) -> float:
+        return self.start() + self.delay_s + index / self.fps
+
+    def sample_due(self, sample: int) -> float:
+        return self.start() + self.delay_s + sample / self.sample_rate
+
+    def frame_playing(self, now: float | None = None) -> int:
+        """Index of the frame due now (may be negative before the first one)."""
+        now = time.monotonic() if now is None else now
+        return int((now - self.start() - self.delay_s) * self.fps // 1)

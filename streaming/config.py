@@ -1,0 +1,58 @@
+"""Server settings: limits, safety and timing, all in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+TOKEN_ENV = "AVATAR_TOKEN"
+AVATARS_DIR_ENV = "AVATAR_AVATARS_DIR"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    profile: str = "tiny"
+    device: str = "cpu"
+    weights: str | None = None
+    max_sessions: int = 2
+    token: str | None = None  # shared secret; None = open
+    # Origins allowed to open the websocket (besides the server's own host); None header (non-browser) is allowed.
+    allowed_origins: tuple[str, ...] = ()
+    static_dir: Path = CLIENT_DIR
+    avatars_dir: Path | None = None  # extra server-side avatar images (*.png, *.jpg)
+    max_upload_bytes: int = 2 * 1024 * 1024
+    max_image_side: int = 2048
+    signaling_timeout_s: float = 10.0  # from websocket open to a connected call
+    ping_interval_s: float = 2.0  # websocket keep-alive: a vanished caller is noticed within ~2 x this
+    stats_interval_s: float = 1.0
+    compute_allowance_s: float = 0.2  # output delay = engine window latency + this
+    stamp_frames: bool = False  # paint each frame's index into its pixels (tests and the benchmark)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def max_message_bytes(self) -> int:
+        # An upload arrives base64-encoded inside a JSON message.
+        return self.max_upload_bytes * 4 // 3 + 64 * 1024
+
+    @classmethod
+    def from_args(cls, args) -> "ServerConfig":
+        token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+        avatars = getattr(args, "avatars", None) or os.environ.get(AVATARS_DIR_ENV)
+        cfg = cls(
+            host=getattr(args, "host", "127.0.0.1"),
+            port=int(getattr(args, "port", 8080)),
+            profile=getattr(args, "profile", "tiny"),
+            device=getattr(args, "device", "cpu") or "cpu",
+            weights=getattr(args, "weights", None),
+            max_sessions=int(getattr(args, "max_sessions", 2)),
+            token=token,
+            avatars_dir=Path(avatars) if avatars else None,
+        )
+        if cfg.max_sessions < 1:
+            raise ValueError("--max-sessions must be at least 1")
+        return cfg

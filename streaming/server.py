@@ -1,0 +1,216 @@
+"""The live server: one port for the demo page, the client, /healthz and the /ws signaling endpoint.
+
+Per websocket: the token and origin are checked in the HTTP handshake (before any work), then a
+session slot is taken (or the caller is told the server is full), then the caller sends an offer and
+gets an answer; control messages follow. One call's failure is contained to that call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+from .avatars import AvatarLibrary, decode_upload
+from .call import Call
+from .config import ServerConfig
+from .http import HttpRoutes
+from .protocol import ProtocolError, parse_message
+from .vad import load_vad_model
+
+log = logging.getLogger(__name__)
+
+CLOSE_FULL = 1013  # try again later
+CLOSE_POLICY = 1008
+
+
+class AvatarServer:
+    def __init__(self, config: ServerConfig, profile=None):
+        self.config = config
+        self.profile = profile
+        self.avatars = AvatarLibrary(config.avatars_dir)
+        self.calls: dict[str, Call | None] = {}  # a slot is taken from the first message on
+        self._ids = itertools.count(1)
+        self._ws_server = None
+        self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad")
+        self.port = config.port
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    async def start(self) -> "AvatarServer":
+        if self.profile is None:
+            from avatar.profiles import load_profile
+
+            cfg = self.config
+            self.profile = await asyncio.get_running_loop().run_in_executor(
+                None, load_profile, cfg.profile, cfg.device, cfg.weights)
+        cfg = self.config
+        self._ws_server = await serve(
+            self._handle, cfg.host, cfg.port, process_request=HttpRoutes(cfg, self.avatars, self.health),
+            max_size=cfg.max_message_bytes, ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_interval_s,
+            compression=None, server_header=None)
+        self.port = self._ws_server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"http://{host}:{self.port}/demo/"
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            if call is not None:
+                await call.close("server stopping")
+        if self._ws_server is not None:
+            self._ws_server.close()
+            await self._ws_server.wait_closed()
+        self._vad_pool.shutdown(wait=False)
+
+    def health(self) -> dict:
+        return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),
+                "max_sessions": self.config.max_sessions}
+
+    # ---- one websocket ------------------------------------------------------------------------
+    async def _handle(self, ws) -> None:
+        async def send(msg: dict) -> None:
+            try:
+                await ws.send(json.dumps(msg))
+            except ConnectionClosed:
+                pass
+
+        if len(self.calls) >= self.config.max_sessions:
+            await send({"type": "error", "code": "busy",
+                        "message": f"the server is full ({self.config.max_sessions} sessions); try again later"})
+            await ws.close(CLOSE_FULL, "server full")
+            return
+        call_id = f"c{next(self._ids)}"
+        self.calls[call_id] = None
+        log.info("call %s: websocket open (%d/%d sessions)", call_id, len(self.calls), self.config.max_sessions)
+        state = {"avatar": "drawn", "image": None, "call": None}
+        watchdog = asyncio.ensure_future(self._signaling_deadline(ws, send, state))
+        try:
+            await send({"type": "ready", "call": call_id, "avatars": self.avatars.ids(),
+                        "profile": self.profile.name, "fps": self.profile.fps,
+                        "limits": {"max_upload_bytes": self.config.max_upload_bytes,
+                                   "max_image_side": self.config.max_image_side}})
+            async for raw in ws:
+                try:
+                    msg = parse_message(raw)
+                    if await self._dispatch(msg, call_id, state, send) == "bye":
+                        break
+                except ProtocolError as exc:
+                    log.info("call %s: %s (%s)", call_id, exc.code, exc.message)
+                    await send(exc.to_message())
+                except ConnectionClosed:
+                    raise
+                except Exception as exc:  # a bug in one call must not end the server
+                    log.exception("call %s: message failed", call_id)
+                    await send({"type": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+        except ConnectionClosed:
+            pass
+        finally:
+            watchdog.cancel()
+            call = state["call"]
+            if call is not None:
+                await call.close("caller left")
+            self.calls.pop(call_id, None)
+            await ws.close()
+            log.info("call %s: slot freed (%d/%d sessions)", call_id, len(self.calls), self.config.max_sessions)
+
+    async def _signaling_deadline(self, ws, send, state) -> None:
+        """The caller has signaling_timeout_s to reach a connected call; a call that ends closes the socket."""
+        try:
+            await asyncio.sleep(self.config.signaling_timeout_s)
+            call = state["call"]
+            if call is None or not call.connected.is_set():
+                await send({"type": "error", "code": "timeout",
+                            "message": f"no connected call within {self.config.signaling_timeout_s:g} s"})
+                await ws.close(CLOSE_POLICY, "signaling timeout")
+                return
+            await call.closed.wait()
+            await send({"type": "close", "reason": "the call ended"})
+            await ws.close()
+        except asyncio.CancelledError:
+            pass
+
+    async def _dispatch(self, msg: dict, call_id: str, state: dict, send) -> str | None:
+        kind, call = msg["type"], state["call"]
+        if kind == "offer":
+            if call is not None:
+                raise ProtocolError("bad_state", "this call already has an offer; renegotiation is not supported")
+            if msg.get("image") is not None or msg.get("avatar") is not None:
+                image = self._image_from(msg.get("avatar"), msg.get("image"))
+            else:
+                image = self._image_from(state["avatar"], state["image"])
+            call = Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool)
+            try:
+                answer = await call.start(msg, image)
+            except BaseException:
+                await call.close("set-up failed")
+                raise
+            state["call"] = self.calls[call_id] = call
+            await send(answer)
+        elif kind == "avatar":
+            if call is not None:
+                raise ProtocolError("unsupported", "the avatar is chosen before the offer; reconnect to change it")
+            self._image_from(msg["id"], msg["image"])  # checked now, used with the offer
+            state["avatar"], state["image"] = msg["id"], msg["image"]
+            await send({"type": "avatar", "ok": True})
+        elif kind == "candidate":
+            if call is None:
+                raise ProtocolError("bad_state", "send the offer before ICE candidates")
+            await call.add_candidate(msg)
+        elif kind in ("interrupt", "prompt"):
+            if call is None:
+                raise ProtocolError("bad_state", f"{kind!r} needs a call: send the offer first")
+            if kind == "interrupt":
+                call.interrupt()
+            else:
+                call.set_prompt(msg["text"])
+                await send({"type": "prompt", "ok": True})
+        elif kind == "ping":
+            await send({"type": "pong"})
+        elif kind == "bye":
+            return "bye"
+        return None
+
+    def _image_from(self, avatar_id, upload):
+        if upload is not None:
+            return decode_upload(upload, self.config.max_upload_bytes, self.config.max_image_side)
+        return self.avatars.image(avatar_id or "drawn")
+
+
+async def run_server(config: ServerConfig, ready=None) -> None:
+    server = await AvatarServer(config).start()
+    for note in getattr(server.profile, "notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"avatar server: open {server.url}" + ("  (clients must send the token)" if config.token else ""),
+          flush=True)
+    if ready is not None:
+        ready(server)
+    try:
+        await asyncio.Future()
+    finally:
+        await server.stop()
+
+
+def serve_main(args) -> int:
+    """`avatar serve`: args has .host .port .profile .max_sessions .token .weights .device."""
+    config = ServerConfig.from_args(args)
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    try:
+        if uvloop is not None:
+            uvloop.run(run_server(config))
+        else:
+            asyncio.run(run_server(config))
+    except KeyboardInterrupt:
+        pass
+    return 0

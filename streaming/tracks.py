@@ -1,0 +1,105 @@
+"""Outgoing tracks paced by the call's media clock.
+
+aiortc sends a frame as soon as recv() returns, so recv() sleeps until each frame is due. Both
+tracks take their timestamps from the same clock (video 90 kHz, voice at the timeline's 16 kHz),
+so the receiver's A/V sync keeps the lips on the voice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .buffers import FrameBuffer, VoiceBuffer
+from .clock import MediaClock
+
+VIDEO_CLOCK_RATE = 90000
+VOICE_PTIME_S = 0.020
+
+
+async def _sleep_until(due: float) -> None:
+    delay = due - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+class PacedVideoTrack(MediaStreamTrack):
+    """Frame i leaves at clock.frame_due(i) with pts i * 90000 / fps. A frame that is not ready
+    in time is replaced by the last one shown (counted as repeated); the stream never stalls."""
+
+    kind = "video"
+
+    def __init__(self, clock: MediaClock, frames: FrameBuffer, placeholder: np.ndarray,
+                 decorate=None):
+        super().__init__()
+        if VIDEO_CLOCK_RATE % clock.fps:
+            raise ValueError(f"{clock.fps} fps does not divide the 90 kHz video clock")
+        self.clock = clock
+        self.frames = frames
+        self.decorate = decorate  # optional (image, index) -> image, e.g. the frame-index stamp
+        self._last = placeholder
+        self._next: int | None = None
+        self._ticks = VIDEO_CLOCK_RATE // clock.fps
+        self.sent = 0
+        self.repeated = 0
+        self.first_index: int | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._next is None:
+            self._next = max(self.clock.frame_playing(), 0)
+            self.first_index = self._next
+        index = self._next
+        self._next += 1
+        await _sleep_until(self.clock.frame_due(index))
+        frame = self.frames.take(index)
+        if frame is None:
+            self.repeated += 1
+        else:
+            self._last = frame.image
+        image = self._last if self.decorate is None else self.decorate(self._last, index)
+        out = av.VideoFrame.from_ndarray(image, format="rgb24")
+        out.pts = index * self._ticks
+        out.time_base = Fraction(1, VIDEO_CLOCK_RATE)
+        self.sent += 1
+        return out
+
+
+class DelayedVoiceTrack(MediaStreamTrack):
+    """The caller's voice, 20 ms frames, sample s leaving at clock.sample_due(s) (pts s)."""
+
+    kind = "audio"
+
+    def __init__(self, clock: MediaClock, voice: VoiceBuffer):
+        super().__init__()
+        self.clock = clock
+        self.voice = voice
+        self._samples = int(round(clock.sample_rate * VOICE_PTIME_S))
+        self._next: int | None = None
+        self.sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = self._samples
+        if self._next is None:
+            now_s = (time.monotonic() - self.clock.start() - self.clock.delay_s) * self.clock.sample_rate
+            self._next = max(int(now_s) // n * n, 0)
+        position = self._next
+        self._next += n
+        await _sleep_until(self.clock.sample_due(position))
+        pcm = self.voice.read(position, n)
+        self.voice.discard_before(position + n)
+        samples = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
+        out = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+        out.sample_rate = self.clock.sample_rate
+        out.pts = position
+        out.time_base = Fraction(1, self.clock.sample_rate)
+        self.sent += 1
+        return out

@@ -1,0 +1,164 @@
+"""Generation off the event loop: one thread drives one engine Session.
+
+Audio and commands come in through a queue; frames go out through a bounded FrameBuffer. Each
+window is planned against its due time on the media clock: when it would be late the worker
+degrades (fewer sampling steps; far behind, it drops pending speech and catches up on the idle
+path), so latency never grows without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from .buffers import FrameBuffer
+from .clock import MediaClock
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_FRAME = 640
+
+
+class WorkerStats:
+    """Counters the worker updates and the call reads (under the worker's lock)."""
+
+    def __init__(self):
+        self.windows = 0
+        self.idle_windows = 0
+        self.fewer_steps = 0  # windows run with fewer steps to stay on time
+        self.catch_ups = 0  # times pending speech was dropped to catch up on the idle path
+        self.late_windows = 0  # windows whose first frame was ready after its due time
+        self.compute_s = deque(maxlen=50)
+        self.slack_s = deque(maxlen=50)  # due time of a window's first frame - time it was ready
+
+    def snapshot(self) -> dict:
+        compute = list(self.compute_s)
+        slack = list(self.slack_s)
+        return {
+            "windows": self.windows, "idle_windows": self.idle_windows, "fewer_steps": self.fewer_steps,
+            "catch_ups": self.catch_ups, "late_windows": self.late_windows,
+            "compute_last_s": round(compute[-1], 4) if compute else None,
+            "compute_p95_s": round(float(np.percentile(compute, 95)), 4) if compute else None,
+            "slack_min_s": round(min(slack), 4) if slack else None,
+        }
+
+
+class GenerationWorker:
+    def __init__(self, session, clock: MediaClock, frames: FrameBuffer, notify=None, name: str = "generation"):
+        self.session = session
+        self.clock = clock
+        self.frames = frames
+        self.notify = notify or (lambda kind, payload: None)  # called from the worker thread
+        self.stats = WorkerStats()
+        self.lock = threading.Lock()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._est_full: float | None = None
+        self._est_fast: float | None = None
+        self.full_steps = session.profile.steps
+        self.error: BaseException | None = None
+
+    # ---- called from the event loop ---------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def push_audio(self, pcm: np.ndarray, speech: bool) -> None:
+        self._inbox.put(("audio", pcm, speech))
+
+    def interrupt(self) -> None:
+        self._inbox.put(("interrupt",))
+
+    def set_prompt(self, text: str | None) -> None:
+        self._inbox.put(("prompt", text))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._inbox.put(("stop",))
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---- the thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._drain(block=self.session.windows_ready() == 0)
+                if not self._stop.is_set() and self.session.windows_ready():
+                    self._run_window()
+        except BaseException as exc:  # reported to the call, which closes; other calls go on
+            self.error = exc
+            log.exception("generation worker failed")
+            self.notify("failed", {"message": f"{type(exc).__name__}: {exc}"})
+
+    def _drain(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=0.05) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._handle(item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "audio":
+            self.session.push_audio(item[1], self.clock.sample_rate, speech=item[2])
+        elif kind == "interrupt":
+            self.session.interrupt()
+            self.notify("interrupted", {"sample": self.session.frames_done * SAMPLES_PER_FRAME})
+        elif kind == "prompt":
+            self.session.set_prompt(item[1])
+        elif kind == "stop":
+            self._stop.set()
+
+    def _plan_steps(self, slack: float) -> int | None:
+        """Steps for the next window: the profile's, or fewer when it would finish late."""
+        if self._est_full is not None and slack < self._est_full * 1.2 and self.full_steps > 1:
+            if self._est_fast is None or self._est_fast < self._est_full:
+                return 1
+        return None
+
+    def _run_window(self) -> None:
+        s = self.session
+        first = s.window_index * s.frames_per_window
+        due = self.clock.frame_due(first)
+        slack = due - time.monotonic()
+        window_s = s.frames_per_window / self.clock.fps
+        if slack < -window_s:  # a whole window behind: drop pending speech, idle until caught up
+            s.interrupt()
+            with self.lock:
+                self.stats.catch_ups += 1
+            self.notify("degraded", {"reason": "catch-up", "behind_s": round(-slack, 3)})
+        steps = self._plan_steps(slack)
+        started = time.monotonic()
+        frames = s.step(1, steps)
+        done = time.monotonic()
+        self.frames.put(frames)
+        info = s.last_window_stats
+        compute = done - started
+        if info.get("idle"):
+            pass
+        elif steps is None:
+            self._est_full = compute if self._est_full is None else 0.7 * self._est_full + 0.3 * compute
+        else:
+            self._est_fast = compute if self._est_fast is None else 0.7 * self._est_fast + 0.3 * compute
+        with self.lock:
+            st = self.stats
+            st.windows += 1
+            st.idle_windows += bool(info.get("idle"))
+            st.fewer_steps += steps is not None and not info.get("idle")
+            st.compute_s.append(compute)
+            st.slack_s.append(due - done)
+            st.late_windows += done > due

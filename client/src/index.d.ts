@@ -1,0 +1,84 @@
+export interface ConnectOptions {
+  /** ws(s)://host:port/ws, or http(s)://host:port (the /ws path is added); default: this page's server. */
+  url?: string;
+  /** The voice to send: a MediaStream with an audio track, or 'mic' to ask for the microphone. */
+  audio?: MediaStream | 'mic';
+  /** Where the avatar plays (video and its delayed voice, kept in sync). */
+  video: HTMLVideoElement;
+  /** An uploaded reference image (the server limits its size and dimensions). */
+  image?: File | Blob | string;
+  /** A server-side avatar id (see GET /avatars.json). Ignored when image is given. */
+  avatar?: string;
+  prompt?: string;
+  /** The server's shared secret, if it has one. */
+  token?: string;
+}
+
+export interface VadEventDetail {
+  /** Seconds on the call's media clock. */
+  t: number;
+  /** Seconds since the first audio the server received from this caller. */
+  inputT: number;
+  /** Index of the first frame showing this moment. */
+  frame: number;
+  /** Seconds until that frame is sent. */
+  showsInS: number;
+}
+
+export interface LatencyTerms {
+  window_s: number;
+  lookahead_s: number;
+  compute_allowance_s: number;
+  output_delay_s: number;
+  compute_last_s: number | null;
+  compute_p95_s: number | null;
+  slack_min_s: number | null;
+  vad_onset_s: number | null;
+}
+
+export interface ServerStats {
+  type: 'stats';
+  fps: number;
+  frames_sent: number;
+  frames_repeated: number;
+  frames_dropped: number;
+  queued_frames: number;
+  speaking: boolean;
+  input_offset_s: number | null;
+  input_gaps: number;
+  latency: LatencyTerms;
+  engine: { windows: number; idle_windows: number; fewer_steps: number; catch_ups: number; late_windows: number };
+}
+
+export declare class AvatarError extends Error {
+  code: string;
+  constructor(code: string, message: string);
+}
+
+export interface AvatarCallEvents {
+  ready: { call: string; avatars: string[]; profile: string; fps: number; limits: Record<string, number> };
+  speechstart: VadEventDetail;
+  speechend: VadEventDetail;
+  stats: ServerStats;
+  interrupted: { t: number };
+  degraded: { reason: string; behind_s: number };
+  error: AvatarError;
+  close: { reason: string };
+}
+
+export declare class AvatarCall extends EventTarget {
+  readonly ws: WebSocket;
+  readonly pc: RTCPeerConnection;
+  readonly video: HTMLVideoElement;
+  info: AvatarCallEvents['ready'] | null;
+  lastStats: ServerStats | null;
+  closed: boolean;
+  on<K extends keyof AvatarCallEvents>(type: K, listener: (detail: AvatarCallEvents[K], event: CustomEvent) => void): this;
+  interrupt(): void;
+  setPrompt(text: string): void;
+  getStats(): Promise<{ server: ServerStats | null; video: { framesPerSecond: number | null; framesDecoded: number | null; framesDropped: number | null; jitterBufferDelayS: number | null } | null }>;
+  close(reason?: string): void;
+}
+
+export declare function signalingUrl(url?: string, token?: string): string;
+export declare function connect(options: ConnectOptions): Promise<AvatarCall>;

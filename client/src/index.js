@@ -1,0 +1,218 @@
+// Talking-avatar client: one WebRTC call to the avatar server. ES module, no build step.
+//
+//   import { connect } from './index.js';
+//   const call = await connect({ url: 'ws://127.0.0.1:8080/ws', audio: 'mic', video: videoElement });
+//   call.on('speechstart', (e) => ...); call.interrupt(); call.setPrompt('smile'); call.close();
+
+const ICE_GATHER_TIMEOUT_MS = 3000;
+const ANSWER_TIMEOUT_MS = 20000;
+
+export class AvatarError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'AvatarError';
+    this.code = code;
+  }
+}
+
+/** The websocket URL of a server: accepts ws(s)://.../ws, http(s)://host[:port][/...], or nothing (this page's server). */
+export function signalingUrl(url, token) {
+  const base = typeof location !== 'undefined' ? location.href : 'http://127.0.0.1:8080/';
+  const u = new URL(url || '/ws', base);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (!u.pathname.endsWith('/ws')) u.pathname = '/ws';
+  if (token) u.searchParams.set('token', token);
+  return u.toString();
+}
+
+async function imageToDataUrl(image) {
+  if (typeof image === 'string') return image;
+  if (typeof Blob !== 'undefined' && image instanceof Blob) {
+    return await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(new AvatarError('bad_image', 'the image could not be read'));
+      reader.readAsDataURL(image);
+    });
+  }
+  throw new AvatarError('bad_image', 'image must be a File, a Blob or a data: URL');
+}
+
+function waitForIceGathering(pc) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { pc.removeEventListener('icegatheringstatechange', check); resolve(); };
+    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+    pc.addEventListener('icegatheringstatechange', check);
+    setTimeout(done, ICE_GATHER_TIMEOUT_MS);
+  });
+}
+
+/** A live call. Events: ready, speechstart, speechend, stats, interrupted, degraded, error, close. */
+export class AvatarCall extends EventTarget {
+  constructor(ws, pc, video) {
+    super();
+    this.ws = ws;
+    this.pc = pc;
+    this.video = video;
+    this.info = null; // the server's "ready" message
+    this.answer = null;
+    this.lastStats = null;
+    this.closed = false;
+    this._ownedStream = null;
+  }
+
+  on(type, listener) {
+    this.addEventListener(type, (event) => listener(event.detail, event));
+    return this;
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _send(message) {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  /** Drop speech the avatar has not said yet and go back to idle. */
+  interrupt() { this._send({ type: 'interrupt' }); }
+
+  /** Change the text prompt for the coming windows. */
+  setPrompt(text) { this._send({ type: 'prompt', text: String(text ?? '') }); }
+
+  /** Browser-side receive figures (fps, jitter buffer) merged with the server's last stats. */
+  async getStats() {
+    const out = { server: this.lastStats, video: null };
+    if (!this.pc || this.closed) return out;
+    const report = await this.pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        out.video = {
+          framesPerSecond: s.framesPerSecond ?? null,
+          framesDecoded: s.framesDecoded ?? null,
+          framesDropped: s.framesDropped ?? null,
+          jitterBufferDelayS: s.jitterBufferEmittedCount ? s.jitterBufferDelay / s.jitterBufferEmittedCount : null,
+        };
+      }
+    });
+    return out;
+  }
+
+  /** Hang up (idempotent). */
+  close(reason = 'closed by the caller') {
+    if (this.closed) return;
+    this.closed = true;
+    try { this._send({ type: 'bye' }); } catch (_) { /* already gone */ }
+    try { this.ws.close(); } catch (_) { /* already gone */ }
+    try { this.pc.close(); } catch (_) { /* already gone */ }
+    if (this._ownedStream) this._ownedStream.getTracks().forEach((t) => t.stop());
+    this._emit('close', { reason });
+  }
+}
+
+function openSocket(url) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new AvatarError('refused',
+      'the server refused the connection (wrong token or origin, or it is not running)'));
+  });
+}
+
+/**
+ * Start a call.
+ * @param {object} options  { url, audio: MediaStream | 'mic', video: HTMLVideoElement, image?, avatar?, prompt?, token? }
+ * @returns {Promise<AvatarCall>} resolved once the server has answered.
+ */
+export async function connect(options = {}) {
+  const { url, audio = 'mic', video, image, avatar, prompt, token } = options;
+  if (!video || typeof video !== 'object' || !('srcObject' in video)) {
+    throw new AvatarError('bad_option', 'connect() needs a video element: { video: HTMLVideoElement }');
+  }
+  let stream = audio;
+  let owned = null;
+  if (audio === 'mic') {
+    stream = owned = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+  }
+  if (!stream || typeof stream.getAudioTracks !== 'function' || stream.getAudioTracks().length === 0) {
+    throw new AvatarError('bad_option', "audio must be a MediaStream with an audio track, or 'mic'");
+  }
+  const imageData = image ? await imageToDataUrl(image) : undefined;
+
+  const ws = await openSocket(signalingUrl(url, token));
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  const call = new AvatarCall(ws, pc, video);
+  call._ownedStream = owned;
+
+  let settle;
+  const answered = new Promise((resolve, reject) => { settle = { resolve, reject }; });
+  const timer = setTimeout(() => settle.reject(new AvatarError('timeout', 'the server did not answer in time')),
+    ANSWER_TIMEOUT_MS);
+
+  ws.onmessage = async (event) => {
+    let msg;
+    try { msg = JSON.parse(event.data); } catch (_) { return; }
+    switch (msg.type) {
+      case 'ready': call.info = msg; call._emit('ready', msg); break;
+      case 'answer':
+        call.answer = msg;
+        try {
+          await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+          settle.resolve(call);
+        } catch (err) {
+          settle.reject(new AvatarError('bad_sdp', `the answer could not be used: ${err}`));
+        }
+        break;
+      case 'vad': call._emit(msg.event, { t: msg.t, inputT: msg.input_t, frame: msg.frame, showsInS: msg.shows_in_s }); break;
+      case 'stats': call.lastStats = msg; call._emit('stats', msg); break;
+      case 'interrupted': call._emit('interrupted', msg); break;
+      case 'degraded': call._emit('degraded', msg); break;
+      case 'error': {
+        const err = new AvatarError(msg.code, msg.message);
+        call._emit('error', err);
+        if (!call.answer) settle.reject(err);
+        break;
+      }
+      case 'close': call.close(msg.reason || 'the server ended the call'); break;
+      default: break;
+    }
+  };
+  ws.onclose = (event) => {
+    if (!call.answer) settle.reject(new AvatarError('closed', event.reason || 'the server closed the connection'));
+    call.close(event.reason || 'the connection closed');
+  };
+
+  pc.ontrack = (event) => {
+    const [remote] = event.streams;
+    if (remote && video.srcObject !== remote) {
+      video.srcObject = remote; // voice and video in one stream: the browser keeps them in sync
+      video.play().catch(() => { /* autoplay needs a gesture; the page can call video.play() */ });
+    }
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'failed') {
+      call._emit('error', new AvatarError('connection_failed', 'the media connection failed'));
+      call.close('connection failed');
+    }
+  };
+
+  stream.getAudioTracks().forEach((track) => pc.addTrack(track, stream));
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitForIceGathering(pc);
+  const offer = { type: 'offer', sdp: pc.localDescription.sdp };
+  if (imageData) offer.image = imageData;
+  else if (avatar) offer.avatar = avatar;
+  if (prompt) offer.prompt = prompt;
+  call._send(offer);
+  try {
+    return await answered;
+  } catch (err) {
+    call.close(err.message);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}

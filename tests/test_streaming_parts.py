@@ -1,0 +1,255 @@
+"""The transport's parts on their own: buffers, clock, frame stamps through a real VP8 codec,
+the signaling message checks, uploads, static files, token and origin gates, audio intake, VAD."""
+
+import base64
+import io
+import time
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from streaming.avatars import AvatarLibrary, decode_upload
+from streaming.buffers import FrameBuffer, VoiceBuffer
+from streaming.clock import MediaClock
+from streaming.http import origin_ok, static_file, token_ok
+from streaming.intake import AudioIntake
+from streaming.protocol import ProtocolError, parse_message
+from streaming.stamp import read_index, stamp_index
+from streaming.vad import SpeechDetector
+
+DATA = Path(__file__).parent / "data"
+
+
+def speech_wav() -> np.ndarray:
+    with wave.open(str(DATA / "speech_hello.wav")) as w:
+        assert w.getframerate() == 16000
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+
+
+class F:  # a frame as the engine hands it over
+    def __init__(self, index):
+        self.index = index
+        self.image = np.full((16, 16, 3), index % 256, np.uint8)
+
+
+def test_frame_buffer_takes_in_order_drops_late_and_overflow():
+    buf = FrameBuffer(capacity=4)
+    buf.put([F(i) for i in range(6)])  # 0 and 1 pushed out
+    assert buf.overflowed == 2 and len(buf) == 4
+    assert buf.take(1) is None  # already gone
+    assert buf.take(3).index == 3  # 2 is dropped as late
+    assert buf.late == 1
+    assert buf.take(3) is None  # taken once
+    assert [buf.take(4).index, buf.take(5).index] == [4, 5]
+    with pytest.raises(ValueError):
+        FrameBuffer(0)
+
+
+def test_voice_buffer_reads_silence_outside_and_mutes():
+    voice = VoiceBuffer(max_seconds=1.0, sample_rate=100)
+    voice.append(np.arange(1, 51, dtype=np.float32))
+    assert voice.read(-5, 10).tolist() == [0] * 5 + [1, 2, 3, 4, 5]
+    assert voice.read(48, 4).tolist() == [49, 50, 0, 0]
+    voice.discard_before(10)
+    assert voice.start == 10 and voice.read(5, 6).tolist() == [0] * 5 + [11]
+    voice.mute_from(45)
+    assert voice.read(43, 4).tolist() == [44, 45, 0, 0]
+    voice.append(np.ones(200, np.float32))  # over max: keeps the newest second
+    assert voice.end == 250 and voice.start == 150
+
+
+def test_media_clock_maps_frames_and_samples_to_the_same_time():
+    clock = MediaClock(delay_s=0.5, fps=25, sample_rate=16000)
+    clock.start(now=100.0)
+    assert clock.start(now=200.0) == 100.0  # the first start wins
+    assert clock.frame_due(25) == pytest.approx(101.5)
+    assert clock.sample_due(16000) == pytest.approx(clock.frame_due(25))
+    assert clock.frame_playing(now=101.5 + 0.039) == 25
+    with pytest.raises(ValueError):
+        MediaClock(-1, 25, 16000)
+
+
+def test_frame_stamp_survives_vp8():
+    from aiortc.codecs import get_encoder
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000)
+    encoder = get_encoder(codec)
+    decoder_ctx = av.CodecContext.create("libvpx", "r")
+    rng = np.random.default_rng(0)
+    decoded = []
+    for index in (0, 1, 2, 777, 12345):
+        image = stamp_index(rng.integers(0, 255, (128, 128, 3), np.uint8), index)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = index * 3600, Fraction(1, 90000)
+        payloads, _ = encoder.encode(frame, force_keyframe=True)
+        from aiortc.codecs.vpx import VpxPayloadDescriptor
+
+        data = b""
+        for p in payloads:
+            desc, rest = VpxPayloadDescriptor.parse(p)
+            data += rest
+        for out in decoder_ctx.decode(av.Packet(data)):
+            decoded.append(read_index(out.to_ndarray(format="rgb24")))
+    assert decoded == [0, 1, 2, 777, 12345]
+    assert read_index(np.full((128, 128, 3), 128, np.uint8)) is None  # no stamp: no false reading
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"\x00\x01", "bad_message"),
+    ("not json", "bad_message"),
+    ("[1, 2]", "bad_message"),
+    ('{"type": "dance"}', "bad_message"),
+    ('{"no": "type"}', "bad_message"),
+    ('{"type": "offer"}', "bad_message"),
+    ('{"type": "offer", "sdp": 5}', "bad_message"),
+    ('{"type": "offer", "sdp": "v=0\\r\\nm=video 9"}', "bad_sdp"),
+    ('{"type": "offer", "sdp": "m=audio m=video", "avatar": "a", "image": "b"}', "bad_message"),
+    ('{"type": "candidate", "candidate": 7}', "bad_message"),
+    ('{"type": "candidate", "candidate": "x", "sdpMLineIndex": -1}', "bad_message"),
+    ('{"type": "avatar"}', "bad_message"),
+    ('{"type": "prompt", "text": ' + '"' + "x" * 3000 + '"}', "bad_message"),
+    ("[" * 100000, "bad_message"),
+])
+def test_malformed_messages_are_refused_with_a_code(raw, code):
+    with pytest.raises(ProtocolError) as info:
+        parse_message(raw)
+    assert info.value.code == code and info.value.to_message()["type"] == "error"
+
+
+def test_good_messages_parse():
+    offer = parse_message('{"type": "offer", "sdp": "m=audio 9\\r\\nm=video 9", "avatar": "drawn", "prompt": "hi"}')
+    assert offer["avatar"] == "drawn" and offer["prompt"] == "hi"
+    assert parse_message('{"type": "candidate", "candidate": ""}')["candidate"] is None
+    assert parse_message('{"type": "prompt"}')["text"] == ""
+    assert parse_message('{"type": "interrupt"}') == {"type": "interrupt"}
+
+
+def _png(width, height) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 150, 120)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_uploads_are_limited_before_decoding():
+    ok = base64.b64encode(_png(64, 48)).decode()
+    assert decode_upload("data:image/png;base64," + ok, 100_000, 512)[:4] == b"\x89PNG"
+    with pytest.raises(ProtocolError, match="at most 512x512") as info:
+        decode_upload(base64.b64encode(_png(600, 20)).decode(), 100_000, 512)
+    assert info.value.code == "image_too_large"
+    with pytest.raises(ProtocolError, match="larger than") as info:
+        decode_upload(base64.b64encode(b"\x00" * 5000).decode(), 1000, 512)
+    assert info.value.code == "image_too_large"
+    for bad in ("%%%", base64.b64encode(b"not an image").decode(), "data:image/png,abc", ""):
+        with pytest.raises(ProtocolError) as info:
+            decode_upload(bad, 100_000, 512)
+        assert info.value.code == "bad_image"
+
+
+def test_avatar_library(tmp_path):
+    (tmp_path / "alice.png").write_bytes(_png(80, 80))
+    (tmp_path / ".hidden.png").write_bytes(_png(80, 80))
+    lib = AvatarLibrary(tmp_path)
+    assert lib.ids() == ["drawn", "alice"]
+    assert lib.image("alice") == tmp_path / "alice.png"
+    assert lib.image("drawn").shape[2] == 3
+    assert lib.png("drawn")[:4] == b"\x89PNG"
+    for bad in ("../etc/passwd", "nobody", 5):
+        with pytest.raises(ProtocolError):
+            lib.image(bad)
+
+
+def test_static_files_stay_inside_the_root(tmp_path):
+    root = tmp_path / "client"
+    (root / "demo").mkdir(parents=True)
+    (root / "demo" / "index.html").write_text("<p>hi</p>")
+    (tmp_path / "secret.txt").write_text("no")
+    ok = static_file(root, "/demo/")
+    assert ok.status_code == 200 and ok.body == b"<p>hi</p>" and ok.headers["Content-Type"].startswith("text/html")
+    for path in ("/../secret.txt", "/demo/%2e%2e/%2e%2e/secret.txt", "/.git/config", "/nothing.js", "/demo/\x00"):
+        assert static_file(root, path).status_code == 404
+
+
+def test_token_and_origin_checks():
+    assert token_ok(None, None) and token_ok("", "anything")
+    assert token_ok("s3cret", "s3cret")
+    assert not token_ok("s3cret", None) and not token_ok("s3cret", "s3creT")
+    assert origin_ok(None, "127.0.0.1:8080", ())  # not a browser
+    assert origin_ok("http://127.0.0.1:8080", "127.0.0.1:8080", ())
+    assert not origin_ok("http://evil.example", "127.0.0.1:8080", ())
+    assert origin_ok("https://app.example", "127.0.0.1:8080", ("https://app.example",))
+
+
+def _audio_frame(pcm: np.ndarray, rate: int, pts: int) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray((pcm * 32767).astype(np.int16)[None], format="s16", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
+    return frame
+
+
+def test_intake_places_audio_by_timestamps_and_fills_gaps():
+    clock = MediaClock(0.5, 25, 16000)
+    clock.start(now=1000.0)
+    intake = AudioIntake(clock)
+    tone = 0.5 * np.sin(np.arange(960) * 2 * np.pi * 440 / 48000).astype(np.float32)
+    out = [intake.push(_audio_frame(tone, 48000, 0), now=1000.25)]  # arrives 250 ms in: lands there
+    assert intake.input_offset == 4000
+    out.append(intake.push(_audio_frame(tone, 48000, 960), now=1000.27))
+    out.append(intake.push(_audio_frame(tone, 48000, 960 * 4), now=1000.33))  # two frames lost
+    assert intake.gaps == 1
+    total = sum(len(o) for o in out)
+    # 250 ms of leading silence + 2 frames + a 40 ms gap + 1 frame, less the resampler's pending tail
+    assert intake.end == total
+    assert abs(total - (4000 + 5 * 320)) <= 64
+    assert np.all(out[0][:3900] == 0)
+
+
+def test_intake_fills_silence_when_starved_then_cuts_the_overlap():
+    clock = MediaClock(0.5, 25, 16000)
+    clock.start(now=0.0)
+    intake = AudioIntake(clock)
+    tone = np.full(960, 0.25, np.float32)
+    intake.push(_audio_frame(tone, 48000, 0), now=0.0)
+    filled = intake.fill_silence(now=2.0, margin_s=0.3)  # nothing came for 2 s
+    assert intake.end == int(1.7 * 16000) and not filled.any()
+    late = intake.push(_audio_frame(tone, 48000, 960 * 5), now=2.01)  # belongs at 0.1 s: already silence
+    assert len(late) == 0 and intake.end == int(1.7 * 16000)
+    assert len(intake.fill_silence(now=2.0)) == 0  # not starved any more
+
+
+@pytest.fixture(scope="module")
+def vad_model():
+    from streaming.vad import load_vad_model
+
+    return load_vad_model()
+
+
+def test_vad_marks_speech_and_reports_onsets(vad_model):
+    speech = speech_wav()
+    silence = np.zeros(16000, np.float32)
+    audio = np.concatenate([silence, speech, silence, silence, speech, silence])
+    detector = SpeechDetector(vad_model)
+    chunks, events = [], []
+    for i in range(0, len(audio), 320):  # 20 ms at a time, as a call delivers it
+        c, e = detector.push(audio[i:i + 320])
+        chunks += c
+        events += e
+    assert all(len(c.pcm) == 512 for c in chunks)
+    assert [c.start for c in chunks[:3]] == [0, 512, 1024]
+    kinds = [e.kind for e in events]
+    assert kinds == ["speechstart", "speechend"] * (len(kinds) // 2) and len(kinds) >= 4  # alternate
+    second = 1.0 + len(speech) / 16000 + 2.0
+    starts = [e.seconds for e in events if e.kind == "speechstart"]
+    ends = [e.seconds for e in events if e.kind == "speechend"]
+    assert starts[0] == pytest.approx(1.0, abs=0.12)  # the recording's speech begins at its start
+    assert min(abs(t - second) for t in starts) < 0.12
+    assert ends[-1] == pytest.approx(second + len(speech) / 16000, abs=0.35)
+    in_silence = [t for t in starts + ends if t < 0.85 or 1.0 + len(speech) / 16000 + 0.4 < t < second - 0.15]
+    assert in_silence == []
+    flags = np.array([c.speech for c in chunks])
+    times = np.array([c.start for c in chunks]) / 16000
+    assert not flags[times < 0.8].any() and flags[(times > 1.3) & (times < 3.5)].mean() > 0.8

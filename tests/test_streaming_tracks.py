@@ -1,0 +1,88 @@
+"""The paced tracks' timestamps and hand-over, with synthetic frames. The clock is started in the past
+so that every frame is already due: no test here depends on how fast the machine is."""
+
+import time
+
+import numpy as np
+import pytest
+
+from streaming.buffers import FrameBuffer, VoiceBuffer
+from streaming.clock import MediaClock
+from streaming.stamp import read_index, stamp_index
+from streaming.tracks import DelayedVoiceTrack, PacedVideoTrack
+
+
+class F:
+    def __init__(self, index):
+        self.index = index
+        self.image = np.full((32, 32, 3), 10 + index, np.uint8)
+
+
+def clock_due_long_ago(frames_ago: int) -> MediaClock:
+    clock = MediaClock(delay_s=0.5, fps=25, sample_rate=16000)
+    clock.start(now=time.monotonic() - 0.5 - frames_ago / 25)
+    return clock
+
+
+async def test_video_pts_are_exact_and_missing_frames_repeat_the_last():
+    clock = clock_due_long_ago(0)  # frame 0 is due now
+    buf = FrameBuffer(64)
+    placeholder = np.zeros((32, 32, 3), np.uint8)
+    track = PacedVideoTrack(clock, buf, placeholder)
+    buf.put([F(0), F(1), F(3)])  # 2 is missing
+    frames = [await track.recv() for _ in range(5)]
+    assert [f.pts for f in frames] == [0, 3600, 7200, 10800, 14400]
+    assert all(f.time_base.denominator == 90000 for f in frames)
+    shown = [int(f.to_ndarray(format="rgb24")[0, 0, 0]) for f in frames]
+    assert shown == [10, 11, 11, 13, 13]  # 2 and 4 repeat the frame before
+    assert track.repeated == 2 and track.sent == 5
+
+
+async def test_video_starting_late_begins_at_the_due_frame_and_drops_stale_ones():
+    clock = clock_due_long_ago(100)  # the first recv comes 100 frames after the clock began
+    buf = FrameBuffer(256)
+    buf.put([F(i) for i in range(95, 110)])
+    track = PacedVideoTrack(clock, buf, np.zeros((32, 32, 3), np.uint8))
+    first = await track.recv()
+    assert track.first_index in (100, 101)
+    assert first.pts == track.first_index * 3600
+    assert buf.late == track.first_index - 95  # frames older than the first due one are dropped
+    second = await track.recv()
+    assert second.pts - first.pts == 3600
+
+
+async def test_video_stamp_decorates_each_frame_with_its_index():
+    clock = clock_due_long_ago(0)
+    track = PacedVideoTrack(clock, FrameBuffer(8), np.zeros((128, 128, 3), np.uint8), stamp_index)
+    got = [read_index((await track.recv()).to_ndarray(format="rgb24")) for _ in range(3)]
+    assert got == [0, 1, 2]
+
+
+def test_video_clock_must_divide_90khz():
+    clock = MediaClock(0.5, 7, 16000)
+    with pytest.raises(ValueError, match="90 kHz"):
+        PacedVideoTrack(clock, FrameBuffer(4), np.zeros((8, 8, 3), np.uint8))
+
+
+async def test_voice_is_the_timeline_delayed_with_contiguous_pts():
+    clock = clock_due_long_ago(0)
+    voice = VoiceBuffer(10.0)
+    ramp = (np.arange(16000, dtype=np.float32) % 320) / 1000.0
+    voice.append(ramp)
+    track = DelayedVoiceTrack(clock, voice)
+    frames = [await track.recv() for _ in range(4)]
+    assert [f.pts for f in frames] == [0, 320, 640, 960]
+    assert all(f.sample_rate == 16000 and f.samples == 320 for f in frames)
+    pcm = frames[1].to_ndarray().reshape(-1) / 32767.0
+    np.testing.assert_allclose(pcm, ramp[320:640], atol=1e-4)
+    assert voice.start == 1280  # what was sent is released
+
+
+async def test_voice_and_video_share_the_clock():
+    clock = clock_due_long_ago(50)
+    video = PacedVideoTrack(clock, FrameBuffer(4), np.zeros((16, 16, 3), np.uint8))
+    voice = DelayedVoiceTrack(clock, VoiceBuffer(2.0))
+    v = await video.recv()
+    a = await voice.recv()
+    # Both start at the media time due now: the same instant on both clocks, to within a frame.
+    assert abs(v.pts / 90000 - a.pts / 16000) < 1 / 25 + 1e-9

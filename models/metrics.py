@@ -33,29 +33,30 @@ def _crop(frames: np.ndarray, region) -> np.ndarray:
 
 
 def mouth_opening(frames: np.ndarray) -> np.ndarray:
-    """(T,) lip-gap height as a fraction of the frame height, from the mouth's dark inside.
+    """(T,) lip-gap height as a fraction of the frame height, from the mouth's inside.
 
-    Darkness is relative to the face's own skin (the region's median brightness), so it works for
-    every skin tone; it is soft (a blurred gap still counts in proportion); only dark areas enclosed
-    in the region count; and it takes the tallest dark columns wherever they are in the region, so
-    head motion does not move the measure.
+    The inside is what is much darker than the face's own skin (the region's median brightness, so
+    every skin tone works) plus what is much brighter (teeth). Both are soft, so a blurred gap still
+    counts in proportion; only areas enclosed in the region count; and the measure takes the tallest
+    columns wherever they are in the region, so head motion does not move it.
     """
     frames = np.asarray(frames)
     region = _luma(_crop(frames, MOUTH_REGION))
     skin = np.median(region.reshape(len(region), -1), axis=1)[:, None, None]
-    darkness = np.clip((0.45 * skin - region) / (0.2 * skin + 1e-6), 0.0, 1.0)
-    darkness *= _enclosed(darkness > 0.05)
-    column_height = darkness.sum(axis=1)  # (T, W)
+    inside = np.clip((0.75 * skin - region) / (0.5 * skin + 1e-6), 0.0, 1.0)
+    inside += np.clip((region - skin - 40.0) / 60.0, 0.0, 1.0)
+    inside *= _enclosed(inside > 0.05)
+    column_height = inside.sum(axis=1)  # (T, W)
     k = min(_TOP_COLUMNS, column_height.shape[1])
     tallest = np.sort(column_height, axis=1)[:, -k:]
     return (tallest.mean(axis=1) / frames.shape[1]).astype(np.float32)
 
 
-def _enclosed(dark: np.ndarray) -> np.ndarray:
-    """Dark pixels not connected to the region's border: a mouth is enclosed by lips, while
-    background, hair or a dark shirt that enter the region always reach its edge."""
-    keep = np.zeros(dark.shape, np.float32)
-    for i, mask in enumerate(dark):
+def _enclosed(masks: np.ndarray) -> np.ndarray:
+    """Mask pixels not connected to the region's border: a mouth is enclosed by lips, while
+    background, hair or a shirt that enter the region always reach its edge."""
+    keep = np.zeros(masks.shape, np.float32)
+    for i, mask in enumerate(masks):
         _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
         border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
         keep[i] = (labels > 0) & ~np.isin(labels, border)
@@ -126,17 +127,17 @@ def seam_ratio(frames: np.ndarray, boundaries: list[int]) -> float:
     return float(changes[at_seam].mean() / max(inside, 1e-6))
 
 
-def _face_signature(frames: np.ndarray, side: int = 32) -> np.ndarray:
-    """Downscaled, blurred grey face region, zero mean and unit norm per frame: (T, side*side)."""
-    grey = _luma(_crop(np.asarray(frames), FACE_REGION))
-    small = np.stack([cv2.GaussianBlur(cv2.resize(g, (side, side), interpolation=cv2.INTER_AREA), (0, 0), 1.0)
-                      for g in grey]).reshape(len(grey), -1)
+def _face_signature(frames: np.ndarray, side: int = 24) -> np.ndarray:
+    """Downscaled, blurred colour face region, zero mean and unit norm per frame: (T, side*side*3)."""
+    face = _crop(np.asarray(frames), FACE_REGION).astype(np.float32)
+    small = np.stack([cv2.GaussianBlur(cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA), (0, 0), 1.0)
+                      for f in face]).reshape(len(face), -1)
     small -= small.mean(axis=1, keepdims=True)
     return small / (np.linalg.norm(small, axis=1, keepdims=True) + 1e-6)
 
 
 def identity_similarity(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(T,) normalised cross-correlation of each frame's face with the reference's, in [-1, 1]."""
+    """(T,) normalised cross-correlation of each frame's face (colour) with the reference's, in [-1, 1]."""
     return (_face_signature(frames) @ _face_signature(reference[None])[0]).astype(np.float32)
 
 

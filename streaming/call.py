@@ -9,7 +9,7 @@ import time
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from avatar.errors import AvatarError
 
@@ -33,6 +33,19 @@ def _prefer_vp8(pc: RTCPeerConnection) -> None:
     for transceiver in pc.getTransceivers():
         if transceiver.kind == "video":
             transceiver.setCodecPreferences(codecs)
+
+
+def check_offer_sdp(sdp: str) -> None:
+    """Parse the offer (cheap) so a bad one is refused before a session is built."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser asserts on malformed lines
+        raise ProtocolError("bad_sdp", f"the offer is not valid SDP ({type(exc).__name__} {exc})") from None
+    kinds = sorted(m.kind for m in parsed.media)
+    if kinds != ["audio", "video"]:
+        raise ProtocolError("bad_sdp", f"the offer must have one audio and one video section, not {kinds}")
+    if not any(m.kind == "audio" and m.direction in ("sendrecv", "sendonly", None) for m in parsed.media):
+        raise ProtocolError("bad_sdp", "the offer's audio section must send")
 
 
 class Call:
@@ -60,6 +73,7 @@ class Call:
         from avatar.session import Session
 
         cfg = self.config
+        check_offer_sdp(offer["sdp"])  # before any work
         try:
             session = await self.loop.run_in_executor(
                 None, lambda: Session(self.profile, image, prompt=offer.get("prompt"), seed=cfg.seed))
@@ -84,8 +98,8 @@ class Call:
         pc.on("connectionstatechange", self._on_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            raise ProtocolError("bad_sdp", f"the offer could not be used: {exc}") from None
+        except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
+            raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         kinds = {t.kind for t in pc.getTransceivers()}
         if kinds != {"audio", "video"}:
             raise ProtocolError("bad_sdp", "the offer must have one audio and one video section")
@@ -94,8 +108,8 @@ class Call:
         _prefer_vp8(pc)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            raise ProtocolError("bad_sdp", f"no answer could be made for this offer: {exc}") from None
+        except Exception as exc:
+            raise ProtocolError("bad_sdp", f"no answer could be made for this offer: {type(exc).__name__} {exc}") from None
         self.worker.start()
         self._spawn(self._stats_loop())
         log.info("call %s: answered (output delay %.3fs)", self.id, self.clock.delay_s)

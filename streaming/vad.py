@@ -32,9 +32,13 @@ class VadEvent:
 
 def load_vad_model():
     """A fresh silero-vad model (JIT, shipped inside the wheel: nothing is downloaded)."""
+    import warnings
+
     from silero_vad import load_silero_vad
 
-    return load_silero_vad()
+    with warnings.catch_warnings():  # its loader uses deprecated importlib/jit calls; not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_silero_vad()
 
 
 class SpeechDetector:

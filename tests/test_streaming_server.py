@@ -1,0 +1,237 @@
+"""The server in this process, with real aiortc callers (tiny-random profile): HTTP routes, the token
+and origin gates, malformed signaling, uploads, limits, two callers at once, a vanishing caller."""
+
+import asyncio
+import base64
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from streaming.config import ServerConfig
+from streaming.pyclient import CallClient
+from streaming.server import AvatarServer
+
+DATA = Path(__file__).parent / "data"
+
+
+def speech(seconds_silence_before: float = 0.5) -> np.ndarray:
+    with wave.open(str(DATA / "speech_hello.wav")) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    return np.concatenate([np.zeros(int(seconds_silence_before * 16000), np.float32), pcm])
+
+
+@pytest.fixture
+async def server(tiny_profile):
+    servers = []
+
+    async def start(**overrides):
+        config = ServerConfig(port=0, stamp_frames=True, **overrides)
+        srv = await AvatarServer(config, tiny_profile).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        await srv.stop()
+
+
+def ws_url(srv, token=None) -> str:
+    return f"ws://127.0.0.1:{srv.port}/ws" + (f"?token={token}" if token else "")
+
+
+async def http_get(srv, path: str, headers: dict | None = None):
+    def fetch():
+        request = urllib.request.Request(f"http://127.0.0.1:{srv.port}{path}", headers=headers or {})
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        try:
+            with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    return await asyncio.to_thread(fetch)
+
+
+async def next_message(ws, kind: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.01)))
+        if msg["type"] == kind:
+            return msg
+
+
+async def test_http_routes(server):
+    srv = await server()
+    status, _, body = await http_get(srv, "/healthz")
+    assert status == 200 and json.loads(body) == {"ok": True, "profile": "tiny-random", "sessions": 0,
+                                                  "max_sessions": 2}
+    status, headers, _ = await http_get(srv, "/")
+    assert status == 302 and headers["Location"] == "/demo/"
+    status, headers, body = await http_get(srv, "/demo/")
+    assert status == 200 and b"<video" in body and headers["Content-Type"].startswith("text/html")
+    status, headers, body = await http_get(srv, "/src/index.js")
+    assert status == 200 and b"export async function connect" in body
+    assert headers["Content-Type"] == "text/javascript"
+    status, _, body = await http_get(srv, "/avatars.json")
+    assert json.loads(body) == {"avatars": ["drawn"]}
+    status, headers, body = await http_get(srv, "/avatars/drawn.png")
+    assert status == 200 and body[:4] == b"\x89PNG"
+    assert (await http_get(srv, "/avatars/nobody.png"))[0] == 404
+    assert (await http_get(srv, "/../pyproject.toml"))[0] == 404
+    assert (await http_get(srv, "/ws"))[0] == 426  # plain HTTP on the websocket path
+
+
+async def test_wrong_token_or_origin_gets_nothing_but_a_refusal(server):
+    srv = await server(token="s3cret")
+    for url in (ws_url(srv), ws_url(srv, "wrong")):
+        with pytest.raises(InvalidStatus) as info:
+            await connect(url)
+        assert info.value.response.status_code == 401 and info.value.response.body == b"unauthorized"
+    with pytest.raises(InvalidStatus) as info:
+        await connect(ws_url(srv, "s3cret"), origin="http://evil.example")
+    assert info.value.response.status_code == 403
+    assert json.loads((await http_get(srv, "/healthz"))[2])["sessions"] == 0  # no slot was taken
+    async with connect(ws_url(srv, "s3cret"), origin=f"http://127.0.0.1:{srv.port}") as ws:
+        ready = await next_message(ws, "ready")
+        assert ready["profile"] == "tiny-random" and ready["avatars"] == ["drawn"]
+
+
+async def test_malformed_signaling_gets_errors_and_never_a_crash(server):
+    srv = await server()
+    async with connect(ws_url(srv)) as ws:
+        await next_message(ws, "ready")
+        bad = [b"\x00binary", "{", '{"type": "offer", "sdp": 1}', '{"type": "warp"}',
+               '{"type": "interrupt"}',  # no call yet
+               '{"type": "offer", "sdp": "m=audio 0 RTP/AVP 0\\r\\nm=video\\r\\nnonsense"}',
+               json.dumps({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
+               json.dumps({"type": "offer", "sdp": "m=audio m=video", "avatar": "nobody"}),
+               json.dumps({"type": "avatar", "id": "../../etc"})]
+        codes = []
+        for raw in bad:
+            await ws.send(raw)
+            codes.append((await next_message(ws, "error"))["code"])
+        assert codes == ["bad_message", "bad_message", "bad_message", "bad_message", "bad_state",
+                         "bad_sdp", "bad_sdp", "bad_avatar", "bad_avatar"]
+        await ws.send('{"type": "ping"}')
+        assert (await next_message(ws, "pong"))["type"] == "pong"  # still serving
+    # and the server still takes a real call afterwards
+    client = await CallClient.open(ws_url(srv), speech(), 16000)
+    try:
+        assert client.answer["fps"] == 25
+    finally:
+        await client.close()
+
+
+def png_data_url(width: int, height: int) -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (180, 140, 120)).save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+async def test_uploads_are_checked_and_a_good_one_is_used(server):
+    srv = await server(max_upload_bytes=200_000, max_image_side=256)
+    async with connect(ws_url(srv)) as ws:
+        await next_message(ws, "ready")
+        await ws.send(json.dumps({"type": "avatar", "image": png_data_url(300, 100)}))
+        too_big = await next_message(ws, "error")
+        assert too_big["code"] == "image_too_large" and "256x256" in too_big["message"]
+        await ws.send(json.dumps({"type": "avatar", "image": "data:image/png;base64," + "A" * 300_000}))
+        assert (await next_message(ws, "error"))["code"] == "image_too_large"
+        await ws.send(json.dumps({"type": "avatar", "image": base64.b64encode(b"GIF89a junk").decode()}))
+        assert (await next_message(ws, "error"))["code"] == "bad_image"
+        # Far over the limit: the websocket layer refuses the message itself (1009) before parsing it.
+        await ws.send(json.dumps({"type": "avatar", "image": "A" * 1_000_000}))
+        with pytest.raises(ConnectionClosed):
+            await next_message(ws, "error")
+        assert ws.close_code == 1009
+    client = await CallClient.open(ws_url(srv), speech(), 16000, offer_extra={"image": png_data_url(200, 160)})
+    try:
+        await client.wait_for("stats", timeout=10)
+    finally:
+        await client.close()
+
+
+async def test_signaling_timeout_closes_an_idle_socket(server):
+    srv = await server(signaling_timeout_s=0.5)
+    async with connect(ws_url(srv)) as ws:
+        await next_message(ws, "ready")
+        assert (await next_message(ws, "error"))["code"] == "timeout"
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1008
+    assert json.loads((await http_get(srv, "/healthz"))[2])["sessions"] == 0
+
+
+async def wait_until(predicate, timeout: float, step: float = 0.05) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError
+        await asyncio.sleep(step)
+    return time.monotonic() - started
+
+
+@pytest.mark.slow
+async def test_two_callers_third_refused_vanished_caller_frees_its_slot(server):
+    srv = await server(max_sessions=2)
+    a = await CallClient.open(ws_url(srv), speech(), 16000)
+    b = await CallClient.open(ws_url(srv), speech(1.5), 16000)
+    try:
+        # Each gets its own stream: its own frames, numbered from its own clock.
+        await wait_until(lambda: len(a.received.video) >= 30 and len(b.received.video) >= 30, 20)
+        for client in (a, b):
+            stamps = [i for _, _, i in client.received.video if i is not None]
+            assert len(stamps) >= 25 and stamps == sorted(stamps)
+        assert a.pc.remoteDescription.sdp != b.pc.remoteDescription.sdp
+
+        async with connect(ws_url(srv)) as third:
+            refusal = json.loads(await asyncio.wait_for(third.recv(), 5))
+            assert refusal["type"] == "error" and refusal["code"] == "busy" and "full" in refusal["message"]
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(third.recv(), 5)
+            assert third.close_code == 1013
+
+        # Caller a vanishes: its socket drops without a goodbye, its peer connection is never closed.
+        a.ws.transport.abort()
+        freed_in = await wait_until(lambda: len(srv.calls) == 1, timeout=5.0)
+        assert freed_in < 5.0
+        frames_b = len(b.received.video)
+        await asyncio.sleep(1.0)
+        assert len(b.received.video) >= frames_b + 15  # b's stream did not stall
+
+        c = await CallClient.open(ws_url(srv), speech(), 16000)  # the slot is usable again
+        await c.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.slow
+async def test_interrupt_and_prompt(server):
+    srv = await server()
+    client = await CallClient.open(ws_url(srv), speech(0.2), 16000)
+    try:
+        await client.wait_for("vad", timeout=10)
+        await client.send({"type": "prompt", "text": "a calm smile"})
+        assert (await client.wait_for("prompt"))["ok"] is True
+        await client.send({"type": "interrupt"})
+        interrupted = await client.wait_for("interrupted", timeout=5)
+        assert interrupted["t"] >= 0
+        stats = await client.wait_for("stats", timeout=5, count=3)
+        assert stats["engine"]["windows"] >= 2
+    finally:
+        await client.close()

@@ -61,9 +61,9 @@ def _smooth_next(x: np.ndarray) -> np.ndarray:
     return 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
 
 
-def _rate_limit(x: np.ndarray, up: float, down: float) -> np.ndarray:
+def _rate_limit(x: np.ndarray, up: float, down: float, start: float = 0.0) -> np.ndarray:
     out = np.empty_like(x)
-    prev = 0.0
+    prev = start
     for i, v in enumerate(x):
         prev = min(prev + up, max(prev - down, v))
         out[i] = prev
@@ -80,7 +80,7 @@ def mouth_track(pcm16k: np.ndarray, fps: int = FPS) -> np.ndarray:
     openness = loudness_openness(rms) ** 0.8
     spread = _spread(windows, fps) * np.clip(openness * 3.0, 0.0, 1.0)  # silent lips are neutral
     openness = _rate_limit(_smooth_next(openness), _MAX_OPENING_STEP, _MAX_CLOSING_STEP)
-    spread = np.clip(_rate_limit(_smooth_next(spread) + 1.0, 0.5, 0.5) - 1.0, -1.0, 1.0)
+    spread = np.clip(_rate_limit(_smooth_next(spread), 0.5, 0.5), -1.0, 1.0)
     return np.stack([openness, spread], axis=1).astype(np.float32)
 
 

@@ -35,16 +35,16 @@ def _crop(frames: np.ndarray, region) -> np.ndarray:
 def mouth_opening(frames: np.ndarray) -> np.ndarray:
     """(T,) lip-gap height as a fraction of the frame height, from the mouth's inside.
 
-    The inside is what is much darker than the face's own skin (the region's median brightness, so
-    every skin tone works) plus what is much brighter (teeth). Both are soft, so a blurred gap still
-    counts in proportion; only areas enclosed in the region count; and the measure takes the tallest
-    columns wherever they are in the region, so head motion does not move it.
+    The inside is what differs strongly in brightness from the face's own skin (the region's median,
+    so every skin tone works): the dark mouth and the bright teeth, not the lips. The measure is
+    soft, so a blurred gap still counts in proportion; only areas enclosed in the region count; and
+    it takes the tallest columns wherever they are in the region, so head motion does not move it.
     """
     frames = np.asarray(frames)
     region = _luma(_crop(frames, MOUTH_REGION))
     skin = np.median(region.reshape(len(region), -1), axis=1)[:, None, None]
-    inside = np.clip((0.75 * skin - region) / (0.5 * skin + 1e-6), 0.0, 1.0)
-    inside += np.clip((region - skin - 40.0) / 60.0, 0.0, 1.0)
+    contrast = np.abs(region - skin) / (0.5 * skin + 25.0)
+    inside = np.clip((contrast - 0.35) / 0.5, 0.0, 1.0)
     inside *= _enclosed(inside > 0.05)
     column_height = inside.sum(axis=1)  # (T, W)
     k = min(_TOP_COLUMNS, column_height.shape[1])

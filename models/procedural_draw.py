@@ -89,7 +89,7 @@ def draw_back_hair(img, pose: Pose, ident: FaceIdentity):
     if ident.hair_style == "long":
         pts = np.array([[-w - 0.2, -0.2], [-w - 0.28, 0.6], [-w - 0.3, 1.45], [-0.2, 1.3],
                         [0.2, 1.3], [w + 0.3, 1.45], [w + 0.28, 0.6], [w + 0.2, -0.2]])
-        _fill(img, pose, np.concatenate([_ellipse_pts(0, -0.05, w + 0.2, 1.12)[16:], pts]), colour, -0.3)
+        _fill(img, pose, np.concatenate([_ellipse_pts(0, -0.05, w + 0.2, 1.12)[16:], pts[::-1]]), colour, -0.3)
     elif ident.hair_style == "afro":
         _fill(img, pose, _ellipse_pts(0, -0.3, w + 0.5, 1.2), colour, -0.3)
     elif ident.hair_style == "bun":
@@ -208,8 +208,8 @@ def draw_mouth(img, pose: Pose, ident: FaceIdentity, openness: float, spread: fl
     if gap * pose.scale > 0.6:
         inside = np.concatenate([np.stack([x, inner_top], 1), np.stack([x, inner_bottom], 1)[::-1]])
         _fill(img, pose, inside, mouth_interior_colour(ident.skin), 1)
-        if ident.teeth and openness > 0.25:
-            teeth_depth = np.minimum(0.35 * gap, 0.05) * profile
+        if ident.teeth and openness > 0.3:
+            teeth_depth = np.minimum(0.28 * gap, 0.04) * profile
             teeth = np.concatenate([np.stack([x * 0.8, inner_top], 1), np.stack([x * 0.8, inner_top + teeth_depth], 1)[::-1]])
             _fill(img, pose, teeth, (236, 232, 220), 1)
     else:

@@ -16,17 +16,18 @@ FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
 # Loudness is read on an absolute scale: a streaming model cannot know a clip's maximum.
-SILENCE_DB = -50.0
+SILENCE_DB = -45.0
 LOUD_DB = -15.0
 
-# Frame i's analysis window is 80 ms centred on the frame: samples [640 i - 320, 640 i + 960).
+# Frame i's spectral window is 80 ms centred on the frame: samples [640 i - 320, 640 i + 960);
+# its loudness is read on the frame's own 40 ms, so the mouth can close between syllables.
 _HALF_FRAME = SAMPLES_PER_FRAME // 2
 _WINDOW = 2 * SAMPLES_PER_FRAME
 _LOW_BAND = (250.0, 900.0)
 _MID_BAND = (1000.0, 3200.0)
 # log10(mid / low) band energy of typical voiced speech; above it the lips spread, below they round.
 _NEUTRAL_SPECTRAL_TILT = -0.6
-_MAX_OPENING_STEP, _MAX_CLOSING_STEP = 0.45, 0.3  # per frame: a jaw cannot jump
+_MAX_OPENING_STEP, _MAX_CLOSING_STEP = 0.5, 0.35  # per frame: a jaw cannot jump
 
 
 def frame_windows(pcm: np.ndarray, fps: int = FPS) -> np.ndarray:
@@ -56,9 +57,9 @@ def _spread(windows: np.ndarray, fps: int) -> np.ndarray:
 
 
 def _smooth_next(x: np.ndarray) -> np.ndarray:
-    """[0.25, 0.5, 0.25] over frames i-1, i, i+1 (one frame of look-ahead)."""
+    """[0.2, 0.6, 0.2] over frames i-1, i, i+1 (one frame of look-ahead)."""
     padded = np.concatenate([x[:1], x, x[-1:]])
-    return 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
+    return 0.2 * padded[:-2] + 0.6 * padded[1:-1] + 0.2 * padded[2:]
 
 
 def _rate_limit(x: np.ndarray, up: float, down: float, start: float = 0.0) -> np.ndarray:
@@ -76,8 +77,8 @@ def mouth_track(pcm16k: np.ndarray, fps: int = FPS) -> np.ndarray:
     Frame i depends only on samples before 640 (i + 2) + 320, i.e. at most 80 ms after its end.
     """
     windows = frame_windows(np.asarray(pcm16k, np.float32), fps)
-    rms = np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1))
-    openness = loudness_openness(rms) ** 0.8
+    own = windows[:, _HALF_FRAME:_HALF_FRAME + SAMPLES_PER_FRAME].astype(np.float64)
+    openness = loudness_openness(np.sqrt(np.mean(own ** 2, axis=1))) ** 1.3
     spread = _spread(windows, fps) * np.clip(openness * 3.0, 0.0, 1.0)  # silent lips are neutral
     openness = _rate_limit(_smooth_next(openness), _MAX_OPENING_STEP, _MAX_CLOSING_STEP)
     spread = np.clip(_rate_limit(_smooth_next(spread), 0.5, 0.5), -1.0, 1.0)

@@ -40,17 +40,17 @@ def test_silence_closes_the_mouth_and_loud_voice_opens_it():
 
 
 def test_openness_uses_an_absolute_loudness_scale():
-    quiet = mouth_track(tone_bursts(2.0, [(0.5, 1.5)], db=-40.0))[20:30, 0].mean()
+    quiet = mouth_track(tone_bursts(2.0, [(0.5, 1.5)], db=-35.0))[20:30, 0].mean()
     loud = mouth_track(tone_bursts(2.0, [(0.5, 1.5)], db=-18.0))[20:30, 0].mean()
-    very_quiet = mouth_track(tone_bursts(2.0, [(0.5, 1.5)], db=-58.0))[:, 0].max()
-    assert 0.1 < quiet < 0.6 < loud
+    very_quiet = mouth_track(tone_bursts(2.0, [(0.5, 1.5)], db=-50.0))[:, 0].max()
+    assert 0.1 < quiet < 0.5 < loud
     assert very_quiet == 0
 
 
 def test_mouth_cannot_jump_open():
     track = mouth_track(tone_bursts(2.0, [(1.0, 1.5)], db=-10.0))[:, 0]
-    assert np.max(np.diff(track)) <= 0.45 + 1e-6
-    assert np.max(-np.diff(track)) <= 0.3 + 1e-6
+    assert np.max(np.diff(track)) <= 0.5 + 1e-6
+    assert np.max(-np.diff(track)) <= 0.35 + 1e-6
 
 
 def test_mouth_track_looks_ahead_at_most_two_frames():
@@ -100,7 +100,7 @@ def test_rendered_mouth_opens_with_the_voice_for_every_identity():
         frames = render_clip(sample_identity(rng), pcm, rng)
         opening = mouth_opening(frames)
         assert opening[28:38].mean() > 0.03
-        assert opening[:15].max() < 0.01
+        assert opening[:15].max() < 0.3 * opening[28:38].mean()
 
 
 def test_reference_is_neutral_and_identities_differ():
@@ -109,7 +109,7 @@ def test_reference_is_neutral_and_identities_differ():
     ref_a = render_reference(a)
     assert ref_a.shape == (128, 128, 3) and ref_a.dtype == np.uint8
     assert np.array_equal(ref_a, render_reference(a))
-    assert mouth_opening(ref_a[None])[0] < 0.01
+    assert mouth_opening(ref_a[None])[0] < 0.015
     assert np.abs(ref_a.astype(int) - render_reference(b).astype(int)).mean() > 10
     # the face fills the middle: the centre of the frame is skin
     centre = ref_a[60:70, 58:70].reshape(-1, 3).mean(axis=0)

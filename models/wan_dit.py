@@ -136,18 +136,20 @@ def param_dtype(dit: AudioWanTransformer, name: str, dtype: torch.dtype) -> torc
 
 
 def random_fill_(dit: AudioWanTransformer, std: float = 0.02) -> AudioWanTransformer:
-    """Cheap random init for random-weight profiles: N(0, std) weights, zero biases, unit norms."""
+    """Cheap random init for random-weight profiles: uniform weights of standard deviation `std`
+    (uniform_ is about twice as fast as normal_ on a 1.3B model), zero biases, unit norms."""
+    bound = std * 3 ** 0.5
     dim = dit.config.num_attention_heads * dit.config.attention_head_dim
     with torch.no_grad():
         for name, p in dit.named_parameters():
             if name.endswith("scale_shift_table"):
-                p.normal_(0.0, dim ** -0.5)
+                p.uniform_(-(3 / dim) ** 0.5, (3 / dim) ** 0.5)
             elif name.endswith("bias"):
                 p.zero_()
             elif p.ndim == 1:  # norm gains
                 p.fill_(1.0)
             else:
-                p.normal_(0.0, std)
+                p.uniform_(-bound, bound)
     return dit
 
 

@@ -1,0 +1,118 @@
+"""The 1.3B profiles' components through the session path.
+
+A full echomimic-v3-random window (1.3B DiT in float32 on 2 CPU cores) takes 35-50 s on a quiet
+machine and minutes on a busy one, so the default test runs a shrunken config (small DiT and VAE;
+the real wav2vec2-base shapes) through the same `load_components` and `Session` code; the full-size
+window runs with AVATAR_FULL_1P3B=1.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from avatar.profiles import Profile, _merge, load_profile, read_profile_config
+from avatar.session import Session
+from models.checkpoints import CheckpointError
+from models.wan_components import load_components
+from models.wan_dit import build_dit, ours_to_original, random_fill_
+
+SHRINK = {
+    "dit": dict(num_attention_heads=2, attention_head_dim=32, text_dim=32, ffn_dim=128, num_layers=2,
+                image_dim=16, added_kv_proj_dim=64, rope_max_seq_len=64),
+    "codec": {"vae": dict(base_dim=8, dim_mult=[1, 2, 2, 2], num_res_blocks=1)},
+}
+
+
+def small_cfg(name="echomimic-v3-random", **over):
+    return _merge(_merge(read_profile_config(name), SHRINK), over)
+
+
+def make_profile(cfg, root=None):
+    torch.manual_seed(0)
+    dit, codec, audio, text, image = load_components(cfg, root, "cpu")
+    return Profile(cfg["name"], cfg, torch.device("cpu"), torch.float32, dit.eval().requires_grad_(False),
+                   codec.eval().requires_grad_(False), audio, text, image, root is None)
+
+
+@pytest.fixture(scope="module")
+def small_profile():
+    return make_profile(small_cfg())
+
+
+def run_windows(profile, image, audio, windows):
+    session = Session(profile, image, seed=0)
+    session.push_audio(audio, 16000)
+    frames = []
+    for _ in range(windows):
+        frames += session.step(1)
+    return session, frames
+
+
+def test_random_components_have_the_real_interfaces(small_profile):
+    p = small_profile
+    assert p.codec.frames_per_latent == 4 and p.codec.latent_channels == 16 and p.codec.spatial_factor == 8
+    assert p.audio_encoder.tokens_per_frame == 2 and p.audio_encoder.feature_dim == 768
+    assert p.encode_text("a prompt").shape == (1, 512, 32)
+    assert p.encode_image(np.zeros((64, 64, 3), np.uint8)).shape == (1, 257, 16)
+    # 4 ahead tokens (80 ms) + 0.16 s right context + wav2vec2's 80 ms receptive-field overhang
+    assert p.lookahead_s == pytest.approx(0.08 + 0.16 + 0.005)
+
+
+def test_two_windows_through_the_session(small_profile, face_image, speech_like):
+    session, frames = run_windows(small_profile, face_image, speech_like(3.0), 2)
+    assert [f.index for f in frames] == list(range(24))
+    assert all(f.image.shape == (64, 64, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert session.last_window_stats["context_latents"] == 2
+    assert np.std(np.stack([f.image for f in frames]).astype(np.float32)) > 1.0  # not a flat image
+
+
+def test_audio_changes_the_frames(small_profile, face_image, speech_like):
+    _, speech = run_windows(small_profile, face_image, speech_like(2.0, seed=1), 1)
+    _, other = run_windows(small_profile, face_image, speech_like(2.0, seed=2), 1)
+    _, again = run_windows(small_profile, face_image, speech_like(2.0, seed=1), 1)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(speech, again))  # deterministic
+    assert any(not np.array_equal(a.image, b.image) for a, b in zip(speech, other))
+
+
+def test_real_weights_path_with_small_files(tmp_path):
+    cfg = small_cfg("echomimic-v3", text={"encoder": "zeros"}, image={"encoder": "zeros"})
+    with pytest.raises(CheckpointError, match="missing directory .*Wan2.1-Fun-V1.1-1.3B-InP"):
+        load_components(cfg, tmp_path, "cpu")
+    base = tmp_path / "Wan2.1-Fun-V1.1-1.3B-InP"
+    base.mkdir()
+    with pytest.raises(CheckpointError, match=r"missing weight file .*transformer/diffusion_pytorch_model\.safetensors"):
+        load_components(cfg, tmp_path, "cpu")
+    source = make_profile(small_cfg())
+    (tmp_path / "transformer").mkdir()
+    save_file({ours_to_original(k): v.contiguous() for k, v in source.dit.state_dict().items()},
+              str(tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"Wan2\.1_VAE\.pth"):
+        load_components(cfg, tmp_path, "cpu")
+    source.codec.vae.save_pretrained(base / "vae")
+    with pytest.raises(CheckpointError, match=r"wav2vec2-base-960h/config\.json"):
+        load_components(cfg, tmp_path, "cpu")
+    source.audio_encoder.model.save_pretrained(tmp_path / "wav2vec2-base-960h")
+    dit, codec, audio, _, _ = load_components(cfg, tmp_path, "cpu")
+    for a, b in ((source.dit, dit), (source.codec, codec), (source.audio_encoder.model, audio.model)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_the_fast_profile_reads_its_own_transformer_file(tmp_path):
+    cfg = small_cfg("echomimic-v3-fast")
+    (tmp_path / "Wan2.1-Fun-V1.1-1.3B-InP").mkdir()
+    with pytest.raises(CheckpointError, match=r"transformer-fast/diffusion_pytorch_model\.safetensors"):
+        load_components(cfg, tmp_path, "cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("AVATAR_FULL_1P3B"), reason="set AVATAR_FULL_1P3B=1 (1.3B DiT, ~6 GB, ~45 s)")
+def test_one_full_size_window(face_image, speech_like):
+    profile = load_profile("echomimic-v3-random", "cpu")
+    assert sum(p.numel() for p in profile.dit.parameters()) > 1.3e9
+    _, frames = run_windows(profile, face_image, speech_like(2.0), 1)
+    assert len(frames) == 12 and frames[0].image.shape == (64, 64, 3)

@@ -71,18 +71,41 @@ class PacedVideoTrack(MediaStreamTrack):
         return out
 
 
+def _upsampling_kernel(factor: int, taps_per_phase: int) -> np.ndarray:
+    """A symmetric (zero-delay) windowed-sinc low-pass for integer upsampling."""
+    n = np.arange(-factor * taps_per_phase, factor * taps_per_phase + 1)
+    return (np.sinc(n / factor) * np.blackman(len(n) + 2)[1:-1]).astype(np.float32)
+
+
 class DelayedVoiceTrack(MediaStreamTrack):
-    """The caller's voice, 20 ms frames, sample s leaving at clock.sample_due(s) (pts s)."""
+    """The caller's voice, sample s of the 16 kHz timeline leaving at clock.sample_due(s), sent as
+    48 kHz mono 20 ms frames: the rate and frame size aiortc's Opus encoder takes without buffering
+    (any other makes its resampler hold back one frame, 20 ms of A/V offset). The upsampling filter
+    is symmetric and reads ahead in the (delayed) timeline, so it adds no delay either."""
 
     kind = "audio"
+    OUT_RATE = 48000
+    TAPS = 8  # input samples each side
 
     def __init__(self, clock: MediaClock, voice: VoiceBuffer):
         super().__init__()
+        if self.OUT_RATE % clock.sample_rate:
+            raise ValueError(f"{clock.sample_rate} Hz does not divide {self.OUT_RATE} Hz")
         self.clock = clock
         self.voice = voice
-        self._samples = int(round(clock.sample_rate * VOICE_PTIME_S))
+        self._factor = self.OUT_RATE // clock.sample_rate
+        self._kernel = _upsampling_kernel(self._factor, self.TAPS)
+        self._samples = int(round(clock.sample_rate * VOICE_PTIME_S))  # per frame, timeline rate
         self._next: int | None = None
         self.sent = 0
+
+    def _upsample(self, position: int) -> np.ndarray:
+        n, f, k = self._samples, self._factor, self.TAPS
+        source = self.voice.read(position - k, n + 2 * k)
+        stuffed = np.zeros(len(source) * f, np.float32)
+        stuffed[::f] = source
+        full = np.convolve(stuffed, self._kernel, mode="same")
+        return full[k * f:(k + n) * f]
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -94,12 +117,12 @@ class DelayedVoiceTrack(MediaStreamTrack):
         position = self._next
         self._next += n
         await _sleep_until(self.clock.sample_due(position))
-        pcm = self.voice.read(position, n)
-        self.voice.discard_before(position + n)
+        pcm = self._upsample(position)
+        self.voice.discard_before(position + n - self.TAPS)
         samples = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
         out = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
-        out.sample_rate = self.clock.sample_rate
-        out.pts = position
-        out.time_base = Fraction(1, self.clock.sample_rate)
+        out.sample_rate = self.OUT_RATE
+        out.pts = position * self._factor
+        out.time_base = Fraction(1, self.OUT_RATE)
         self.sent += 1
         return out

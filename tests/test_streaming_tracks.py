@@ -67,15 +67,19 @@ def test_video_clock_must_divide_90khz():
 async def test_voice_is_the_timeline_delayed_with_contiguous_pts():
     clock = clock_due_long_ago(0)
     voice = VoiceBuffer(10.0)
-    ramp = (np.arange(16000, dtype=np.float32) % 320) / 1000.0
-    voice.append(ramp)
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    voice.append(tone)
     track = DelayedVoiceTrack(clock, voice)
     frames = [await track.recv() for _ in range(4)]
-    assert [f.pts for f in frames] == [0, 320, 640, 960]
-    assert all(f.sample_rate == 16000 and f.samples == 320 for f in frames)
-    pcm = frames[1].to_ndarray().reshape(-1) / 32767.0
-    np.testing.assert_allclose(pcm, ramp[320:640], atol=1e-4)
-    assert voice.start == 1280  # what was sent is released
+    assert [f.pts for f in frames] == [0, 960, 1920, 2880]  # 48 kHz, 20 ms each, no gaps
+    assert all(f.sample_rate == 48000 and f.samples == 960 and f.time_base.denominator == 48000 for f in frames)
+    out = frames[1].to_ndarray().reshape(-1) / 32767.0
+    # The original samples come through unchanged (no delay), the ones between are interpolated.
+    np.testing.assert_allclose(out[::3], tone[320:640], atol=2e-4)
+    expected = 0.5 * np.sin(2 * np.pi * 300 * (320 + np.arange(960) / 3) / 16000)
+    np.testing.assert_allclose(out, expected, atol=5e-3)
+    assert voice.start == 1280 - DelayedVoiceTrack.TAPS  # what was sent is released
 
 
 async def test_voice_and_video_share_the_clock():
@@ -85,4 +89,4 @@ async def test_voice_and_video_share_the_clock():
     v = await video.recv()
     a = await voice.recv()
     # Both start at the media time due now: the same instant on both clocks, to within a frame.
-    assert abs(v.pts / 90000 - a.pts / 16000) < 1 / 25 + 1e-9
+    assert abs(v.pts / 90000 - a.pts / 48000) < 1 / 25 + 1e-9

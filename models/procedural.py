@@ -6,13 +6,11 @@ from `mouth_track`), moves its head and blinks. Same rng state in, same frames o
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import procedural_draw as draw
 from .procedural_identity import FaceIdentity, sample_identity  # noqa: F401  (public API)
-from .procedural_motion import FPS, SAMPLE_RATE, blinks, gaze, head_motion, mouth_track, speech_activity
+from .procedural_motion import FPS, blinks, gaze, head_motion, mouth_track, speech_activity
 
 __all__ = ["FaceIdentity", "sample_identity", "mouth_track", "render_clip", "render_reference", "background"]
 
@@ -89,7 +87,3 @@ def render_clip(identity: FaceIdentity, pcm16k: np.ndarray, rng: np.random.Gener
         _draw_frame(frames[i], identity, pose, body, float(track[i, 0]), float(track[i, 1]), float(closure[i]),
                     eyes[i], 0.04 * activity[i])
     return frames
-
-
-def clip_frames(seconds: float, fps: int = FPS) -> int:
-    return math.ceil(seconds * SAMPLE_RATE / (SAMPLE_RATE // fps))

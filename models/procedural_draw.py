@@ -210,7 +210,8 @@ def draw_mouth(img, pose: Pose, ident: FaceIdentity, openness: float, spread: fl
         _fill(img, pose, inside, mouth_interior_colour(ident.skin), 1)
         if ident.teeth and openness > 0.3:
             teeth_depth = np.minimum(0.28 * gap, 0.04) * profile
-            teeth = np.concatenate([np.stack([x * 0.8, inner_top], 1), np.stack([x * 0.8, inner_top + teeth_depth], 1)[::-1]])
+            teeth = np.concatenate([np.stack([x * 0.8, inner_top], 1),
+                                    np.stack([x * 0.8, inner_top + teeth_depth], 1)[::-1]])
             _fill(img, pose, teeth, (236, 232, 220), 1)
     else:
         _line(img, pose, np.stack([x, inner_top], 1), corner_shade, 1, 1)

@@ -7,6 +7,7 @@ import logging
 import time
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import SessionDescription, candidate_from_sdp
@@ -48,11 +49,27 @@ def check_offer_sdp(sdp: str) -> None:
         raise ProtocolError("bad_sdp", "the offer's audio section must send")
 
 
+def _shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
+    """aiortc has no setting for its audio jitter buffer; replace it while it is still empty.
+    Left alone (with a log line) if aiortc's internals are not what this expects."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "audio":
+            continue
+        receiver = transceiver.receiver
+        current = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+        if isinstance(current, JitterBuffer) and current._origin is None:
+            receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
+        else:
+            log.info("aiortc's audio jitter buffer is not where expected; keeping its prefetch")
+
+
 class Call:
-    def __init__(self, call_id: str, profile, config, send, vad_model_factory, executor=None):
+    def __init__(self, call_id: str, profile, config, send, vad_model_factory, executor=None,
+                 compute_allowance_s: float = 0.2):
         self.id = call_id
         self.profile = profile
         self.config = config
+        self.compute_allowance_s = compute_allowance_s
         self._send = send  # async (dict) -> None; never raises
         self._vad_model_factory = vad_model_factory
         self._executor = executor  # runs the VAD off the loop (None: the default pool)
@@ -83,7 +100,7 @@ class Call:
         self.session = session
         fps, rate = self.profile.fps, 16000
         self.window_s = session.frames_per_window / fps
-        self.clock = MediaClock(session.window_latency_s + cfg.compute_allowance_s, fps, rate)
+        self.clock = MediaClock(session.window_latency_s + self.compute_allowance_s, fps, rate)
         self.frames = FrameBuffer(int((self.clock.delay_s + 2 * self.window_s) * fps) + session.frames_per_window)
         self.voice = VoiceBuffer(self.clock.delay_s + 2.0, rate)
         self.detector = SpeechDetector(vad_model)
@@ -100,6 +117,8 @@ class Call:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
+        if cfg.audio_receive_prefetch is not None:
+            _shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
         kinds = {t.kind for t in pc.getTransceivers()}
         if kinds != {"audio", "video"}:
             raise ProtocolError("bad_sdp", "the offer must have one audio and one video section")
@@ -229,7 +248,7 @@ class Call:
             "latency": {  # the budget, term by term (seconds)
                 "window_s": round(self.window_s, 3),
                 "lookahead_s": round(s.lookahead_s, 3),
-                "compute_allowance_s": self.config.compute_allowance_s,
+                "compute_allowance_s": round(self.compute_allowance_s, 3),
                 "output_delay_s": round(self.clock.delay_s, 3),
                 "compute_last_s": work["compute_last_s"],
                 "compute_p95_s": work["compute_p95_s"],

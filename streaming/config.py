@@ -29,7 +29,11 @@ class ServerConfig:
     signaling_timeout_s: float = 10.0  # from websocket open to a connected call
     ping_interval_s: float = 2.0  # websocket keep-alive: a vanished caller is noticed within ~2 x this
     stats_interval_s: float = 1.0
-    compute_allowance_s: float = 0.2  # output delay = engine window latency + this
+    # Output delay = the engine's window latency + this. None: measured at start-up (streaming/calibrate.py).
+    compute_allowance_s: float | None = None
+    # aiortc holds 4 incoming audio packets (80 ms) for reordering before decoding; 1 is enough on a
+    # LAN and saves 60 ms of latency. None keeps aiortc's own.
+    audio_receive_prefetch: int | None = 1
     stamp_frames: bool = False  # paint each frame's index into its pixels (tests and the benchmark)
     seed: int = 0
     extra: dict = field(default_factory=dict)

@@ -50,6 +50,12 @@ class AvatarServer:
             self.profile = await asyncio.get_running_loop().run_in_executor(
                 None, load_profile, cfg.profile, cfg.device, cfg.weights)
         cfg = self.config
+        self.compute_allowance_s = cfg.compute_allowance_s
+        if self.compute_allowance_s is None:
+            from .calibrate import compute_allowance
+
+            self.compute_allowance_s = await asyncio.get_running_loop().run_in_executor(
+                None, compute_allowance, self.profile)
         self._ws_server = await serve(
             self._handle, cfg.host, cfg.port, process_request=HttpRoutes(cfg, self.avatars, self.health),
             max_size=cfg.max_message_bytes, ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_interval_s,
@@ -147,7 +153,8 @@ class AvatarServer:
                 image = self._image_from(msg.get("avatar"), msg.get("image"))
             else:
                 image = self._image_from(state["avatar"], state["image"])
-            call = Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool)
+            call = Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
+                        compute_allowance_s=self.compute_allowance_s)
             try:
                 answer = await call.start(msg, image)
             except BaseException:

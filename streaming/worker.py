@@ -35,6 +35,7 @@ class WorkerStats:
         self.late_windows = 0  # windows whose first frame was ready after its due time
         self.compute_s = deque(maxlen=50)
         self.slack_s = deque(maxlen=50)  # due time of a window's first frame - time it was ready
+        self.recent = deque(maxlen=200)  # per window: index, first frame, started, done, steps, idle
 
     def snapshot(self) -> dict:
         compute = list(self.compute_s)
@@ -162,3 +163,5 @@ class GenerationWorker:
             st.compute_s.append(compute)
             st.slack_s.append(due - done)
             st.late_windows += done > due
+            st.recent.append({"window": info.get("window"), "first_frame": first, "started": started,
+                              "done": done, "steps": info.get("steps"), "idle": bool(info.get("idle"))})

@@ -110,7 +110,6 @@ async def test_twenty_second_call_is_paced_continuous_and_in_sync(tiny_profile):
         heard = audio_offset - RECEIVER_AUDIO_HOLD_S + (lo + loud[0]) / rate
         shown = video_offset - RECEIVER_VIDEO_HOLD_S + (frame_pts[frame] - pts[0]) / 90000
         errors.append(shown - (heard - (sample % 640) / RATE))
-    print("sync errors (s):", [round(float(e), 4) for e in errors], "fps", round(fps, 2), "stats", stats)
     assert max(abs(e) for e in errors) < 0.040, errors
 
     # VAD: a speech start near each spoken phrase (input time), none before the first.

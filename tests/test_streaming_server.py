@@ -35,7 +35,7 @@ async def server(tiny_profile):
     servers = []
 
     async def start(**overrides):
-        config = ServerConfig(port=0, stamp_frames=True, **overrides)
+        config = ServerConfig(port=0, stamp_frames=True, **{"compute_allowance_s": 0.2, **overrides})
         srv = await AvatarServer(config, tiny_profile).start()
         servers.append(srv)
         return srv

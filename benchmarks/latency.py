@@ -1,0 +1,171 @@
+"""Mouth-to-pixel latency of the live server, term by term.
+
+A Python caller (a real aiortc peer, in this process) speaks a phrase several times; for each speech
+onset it measures, on one clock, the time from the onset leaving the caller to the arrival at the
+caller of the first frame generated for it, and splits that into the budget's terms:
+
+    python benchmarks/latency.py [--profile tiny] [--phrases 5] [--allowance 0.2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import platform
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streaming.config import ServerConfig  # noqa: E402
+from streaming.pyclient import CallClient  # noqa: E402
+from streaming.server import AvatarServer  # noqa: E402
+
+RATE = 16000
+GAP_S = 3.0
+ONSET_LEVEL = 0.02
+TERMS = [
+    ("input_s", "caller -> server timeline (network + aiortc receive buffer)"),
+    ("window_fill_s", "rest of the window + audio look-ahead arriving"),
+    ("queue_s", "waiting for the worker (VAD hop, previous window)"),
+    ("compute_s", "window compute (DiT steps + decode)"),
+    ("pacing_slack_s", "held until due (the output delay's spare)"),
+    ("send_s", "encode + network + aiortc receiver's hold (until the next frame starts: 40 ms)"),
+    ("total_s", "mouth-to-pixel"),
+    ("vad_onset_s", "VAD speechstart reaching the caller (off the critical path)"),
+]
+
+
+def phrase() -> np.ndarray:
+    with wave.open(str(ROOT / "tests" / "data" / "speech_hello.wav")) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+
+
+def caller_audio(count: int) -> tuple[np.ndarray, list[float]]:
+    speech = phrase()
+    gap = np.zeros(int(GAP_S * RATE), np.float32)
+    pieces, onsets, t = [gap[: RATE]], [], 1.0
+    first = int(np.argmax(np.abs(speech) > ONSET_LEVEL))
+    for _ in range(count):
+        onsets.append(t + first / RATE)
+        pieces += [speech, gap]
+        t += (len(speech) + len(gap)) / RATE
+    return np.concatenate(pieces), onsets
+
+
+def measure(call, client, timeline: np.ndarray, onsets: list[float]) -> list[dict]:
+    clock, session = call.clock, call.session
+    fpw = session.frames_per_window
+    windows = {w["first_frame"]: w for w in call.worker.stats.recent}
+    video = client.received.video
+    pts0 = video[0][1]
+    offsets = [i - (p - pts0) // 3600 for _, p, i in video if i is not None]
+    first_index = max(set(offsets), key=offsets.count)
+    arrival = {first_index + (p - pts0) // 3600: a for a, p, _ in video}
+    vad = [(a, m) for a, m in client.received.messages if m.get("type") == "vad" and m["event"] == "speechstart"]
+    input_offset = call.intake.input_offset
+    rows = []
+    for onset in onsets:
+        near = input_offset + int(onset * RATE)
+        loud = np.nonzero(np.abs(timeline[max(near - 1600, 0):near + 4800]) > ONSET_LEVEL)[0]
+        if not len(loud):
+            continue
+        sample = max(near - 1600, 0) + int(loud[0])
+        frame = sample // 640
+        window = windows.get(frame // fpw * fpw)
+        if window is None or frame not in arrival:
+            continue
+        sent = client.source.started_at + onset
+        heard = clock.t0 + sample / RATE
+        audio_complete = clock.t0 + (frame // fpw + 1) * fpw * 640 / RATE + session.lookahead_s
+        vad_at = next((a for a, m in vad if m["t"] >= sample / RATE - 0.3), None)
+        # A window that finished after its first frames were due had those frames dropped (the track
+        # repeated the last one): the first frame for this onset that was shown comes later.
+        shown = frame
+        while clock.frame_due(shown) < window["done"] and shown + 1 in arrival:
+            shown += 1
+        rows.append({
+            "input_s": heard - sent,
+            "window_fill_s": audio_complete - heard,
+            "queue_s": window["started"] - audio_complete,
+            "compute_s": window["done"] - window["started"],
+            "pacing_slack_s": clock.frame_due(frame) - window["done"],
+            "send_s": arrival[shown] - clock.frame_due(shown),
+            "total_s": arrival[shown] - sent,
+            "frames_late": shown - frame,
+            "vad_onset_s": None if vad_at is None else vad_at - heard,
+            "steps": window["steps"],
+        })
+    return rows
+
+
+async def run(args) -> dict:
+    from avatar.profiles import load_profile
+
+    profile = load_profile(args.profile, args.device)
+    config = ServerConfig(port=0, stamp_frames=True, compute_allowance_s=args.allowance)
+    server = await AvatarServer(config, profile).start()
+    audio, onsets = caller_audio(args.phrases)
+    client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", audio, RATE)
+    (call,) = [c for c in server.calls.values() if c is not None]
+    timeline = []
+    into_engine = call.worker.push_audio
+    call.worker.push_audio = lambda pcm, speech: (timeline.append(pcm), into_engine(pcm, speech))
+    try:
+        await asyncio.sleep(len(audio) / RATE + 1.0)
+        rows = measure(call, client, np.concatenate(timeline), onsets)
+        stats = call.stats()
+    finally:
+        await client.close()
+        await server.stop()
+    return {"profile": profile.name, "random_weights": profile.random_weights,
+            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+            "output_delay_s": round(call.clock.delay_s, 3), "window_s": stats["latency"]["window_s"],
+            "lookahead_s": stats["latency"]["lookahead_s"], "onsets": rows, "server_stats": stats}
+
+
+def report(result: dict) -> None:
+    rows = result["onsets"]
+    print(f"profile {result['profile']} (random weights: {result['random_weights']}), {result['machine']}")
+    print(f"output delay {result['output_delay_s']} s = window {result['window_s']} s + look-ahead "
+          f"{result['lookahead_s']} s + compute allowance; {len(rows)} speech onsets measured")
+    print(f"{'term':<16}{'mean ms':>9}{'max ms':>9}  what")
+    for key, what in TERMS:
+        values = [r[key] for r in rows if r[key] is not None]
+        if values:
+            print(f"{key:<16}{1000 * np.mean(values):>9.0f}{1000 * np.max(values):>9.0f}  {what}")
+    late = [r["frames_late"] for r in rows if r["frames_late"]]
+    if late:
+        print(f"{len(late)} onsets had their first frames late (dropped, last frame repeated): "
+              f"{late} frames; total_s counts to the first one shown")
+    s = result["server_stats"]
+    print(f"frames sent {s['frames_sent']}, repeated {s['frames_repeated']}, dropped {s['frames_dropped']}; "
+          f"windows {s['engine']['windows']}, fewer steps {s['engine']['fewer_steps']}, "
+          f"late {s['engine']['late_windows']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--phrases", type=int, default=5)
+    parser.add_argument("--allowance", type=float, default=None,
+                        help="compute allowance in the output delay (s); default: measured at start-up")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    result = asyncio.run(run(args))
+    report(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+    return 0 if result["onsets"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

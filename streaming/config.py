@@ -9,6 +9,7 @@ from pathlib import Path
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
 TOKEN_ENV = "AVATAR_TOKEN"
 AVATARS_DIR_ENV = "AVATAR_AVATARS_DIR"
+ORIGINS_ENV = "AVATAR_ALLOWED_ORIGINS"  # comma-separated origins allowed besides the server's own
 
 
 @dataclass
@@ -56,7 +57,10 @@ class ServerConfig:
             max_sessions=int(getattr(args, "max_sessions", 2)),
             token=token,
             avatars_dir=Path(avatars) if avatars else None,
+            allowed_origins=tuple(o.strip() for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip()),
         )
         if cfg.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")
+        if not 0 <= cfg.port <= 65535:
+            raise ValueError(f"--port must be 0-65535, not {cfg.port}")
         return cfg

@@ -208,7 +208,11 @@ async def run_server(config: ServerConfig, ready=None) -> None:
 
 def serve_main(args) -> int:
     """`avatar serve`: args has .host .port .profile .max_sessions .token .weights .device."""
-    config = ServerConfig.from_args(args)
+    try:
+        config = ServerConfig.from_args(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         import uvloop
     except ImportError:
@@ -220,4 +224,7 @@ def serve_main(args) -> int:
             asyncio.run(run_server(config))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # e.g. the port is taken
+        print(f"error: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -253,3 +253,33 @@ def test_vad_marks_speech_and_reports_onsets(vad_model):
     flags = np.array([c.speech for c in chunks])
     times = np.array([c.start for c in chunks]) / 16000
     assert not flags[times < 0.8].any() and flags[(times > 1.3) & (times < 3.5)].mean() > 0.8
+
+
+def test_server_config_from_cli_args_and_environment(monkeypatch):
+    from argparse import Namespace
+
+    from streaming.config import ServerConfig
+
+    args = Namespace(host="0.0.0.0", port=9000, profile="tiny-random", max_sessions=3, token=None,
+                     weights=None, device="cpu")
+    monkeypatch.setenv("AVATAR_TOKEN", "from-env")
+    monkeypatch.setenv("AVATAR_ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    cfg = ServerConfig.from_args(args)
+    assert (cfg.host, cfg.port, cfg.max_sessions, cfg.token) == ("0.0.0.0", 9000, 3, "from-env")
+    assert cfg.allowed_origins == ("https://a.example", "https://b.example")
+    args.token = "from-flag"
+    assert ServerConfig.from_args(args).token == "from-flag"
+    args.max_sessions = 0
+    with pytest.raises(ValueError, match="max-sessions"):
+        ServerConfig.from_args(args)
+
+
+def test_serve_main_refuses_bad_settings_with_a_message(capsys):
+    from argparse import Namespace
+
+    from streaming.server import serve_main
+
+    args = Namespace(host="127.0.0.1", port=70000, profile="tiny-random", max_sessions=2, token=None,
+                     weights=None, device="cpu")
+    assert serve_main(args) == 2
+    assert "--port" in capsys.readouterr().err

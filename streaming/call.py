@@ -98,6 +98,7 @@ class Call:
         except AvatarError as exc:
             raise ProtocolError("bad_image", str(exc)) from None
         self.session = session
+        self.prompt = offer.get("prompt")
         fps, rate = self.profile.fps, 16000
         self.window_s = session.frames_per_window / fps
         self.clock = MediaClock(session.window_latency_s + self.compute_allowance_s, fps, rate)
@@ -209,7 +210,19 @@ class Call:
         self.worker.interrupt()
 
     def set_prompt(self, text: str) -> None:
+        self.prompt = text
         self.worker.set_prompt(text)
+
+    async def change_avatar(self, image) -> None:
+        """A new session for the new image (built off the loop), taken over at the next window."""
+        from avatar.session import Session
+
+        try:
+            session = await self.loop.run_in_executor(
+                None, lambda: Session(self.profile, image, prompt=self.prompt, seed=self.config.seed))
+        except AvatarError as exc:
+            raise ProtocolError("bad_image", str(exc)) from None
+        self.worker.swap_session(session)
 
     def _from_worker(self, kind: str, payload: dict) -> None:
         """Called from the worker thread: hop onto the loop."""
@@ -219,6 +232,8 @@ class Call:
         if kind == "interrupted":
             self.voice.mute_from(payload["sample"])
             self._spawn(self._send({"type": "interrupted", "t": round(payload["sample"] / 16000, 3)}))
+        elif kind == "avatar":
+            self._spawn(self._send({"type": "avatar", "ok": True, "frame": payload["frame"]}))
         elif kind == "degraded":
             self._spawn(self._send({"type": "degraded", **payload}))
         elif kind == "failed":

@@ -93,6 +93,7 @@ class CallClient:
         self.read_stamps = read_stamps
         self.ws = await connect(ws_url, origin=origin, max_size=None, open_timeout=timeout)
         self._tasks.append(asyncio.ensure_future(self._read_messages()))
+        self.ready = await self.wait_for("ready", timeout)  # a full server says so here (RuntimeError)
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.source = RecordingTrack(to_48k_mono(pcm, rate))
         pc.addTrack(self.source)
@@ -112,14 +113,15 @@ class CallClient:
             pass
 
     async def wait_for(self, kind: str, timeout: float = 10.0, count: int = 1) -> dict:
-        """The count-th message of this type (an error message raises instead)."""
+        """The count-th message of this type (an error message arriving meanwhile raises instead)."""
         deadline = time.monotonic() + timeout
+        errors_before = len(self.received.of_type("error"))
         while time.monotonic() < deadline:
             found = self.received.of_type(kind)
             if len(found) >= count:
                 return found[count - 1]
             errors = self.received.of_type("error")
-            if errors and kind != "error":
+            if len(errors) > errors_before and kind != "error":
                 raise RuntimeError(f"server error: {errors[-1]}")
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no {kind!r} message within {timeout} s")

@@ -163,11 +163,12 @@ class AvatarServer:
             state["call"] = self.calls[call_id] = call
             await send(answer)
         elif kind == "avatar":
-            if call is not None:
-                raise ProtocolError("unsupported", "the avatar is chosen before the offer; reconnect to change it")
-            self._image_from(msg["id"], msg["image"])  # checked now, used with the offer
-            state["avatar"], state["image"] = msg["id"], msg["image"]
-            await send({"type": "avatar", "ok": True})
+            image = self._image_from(msg["id"], msg["image"])  # checked now
+            if call is None:  # used with the offer
+                state["avatar"], state["image"] = msg["id"], msg["image"]
+                await send({"type": "avatar", "ok": True})
+            else:  # acknowledged by the call when the new face takes over
+                await call.change_avatar(image)
         elif kind == "candidate":
             if call is None:
                 raise ProtocolError("bad_state", "send the offer before ICE candidates")

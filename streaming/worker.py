@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from .clock import MediaClock
 log = logging.getLogger(__name__)
 
 SAMPLES_PER_FRAME = 640
+REPLAY_S = 4.0  # recent audio kept to replay into a new session when the avatar changes
 
 
 class WorkerStats:
@@ -64,6 +66,9 @@ class GenerationWorker:
         self._est_fast: float | None = None
         self.full_steps = session.profile.steps
         self.error: BaseException | None = None
+        self._base_frame = 0  # the call's frame index of the session's frame 0
+        self._pushed = 0  # call timeline samples pushed so far
+        self._recent: deque = deque()  # (start sample, pcm, speech), about REPLAY_S of it
 
     # ---- called from the event loop ---------------------------------------------------------
     def start(self) -> None:
@@ -77,6 +82,10 @@ class GenerationWorker:
 
     def set_prompt(self, text: str | None) -> None:
         self._inbox.put(("prompt", text))
+
+    def swap_session(self, session) -> None:
+        """Continue with another session (a new avatar) from the next window on."""
+        self._inbox.put(("swap", session))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -115,14 +124,37 @@ class GenerationWorker:
     def _handle(self, item: tuple) -> None:
         kind = item[0]
         if kind == "audio":
-            self.session.push_audio(item[1], self.clock.sample_rate, speech=item[2])
+            self._push(item[1], item[2])
         elif kind == "interrupt":
             self.session.interrupt()
-            self.notify("interrupted", {"sample": self.session.frames_done * SAMPLES_PER_FRAME})
+            self.notify("interrupted", {"sample": (self._base_frame + self.session.frames_done) * SAMPLES_PER_FRAME})
+        elif kind == "swap":
+            self._swap(item[1])
         elif kind == "prompt":
             self.session.set_prompt(item[1])
         elif kind == "stop":
             self._stop.set()
+
+    def _push(self, pcm: np.ndarray, speech: bool) -> None:
+        self.session.push_audio(pcm, self.clock.sample_rate, speech=speech)
+        self._recent.append((self._pushed, pcm, speech))
+        self._pushed += len(pcm)
+        while self._recent and self._pushed - self._recent[0][0] > REPLAY_S * self.clock.sample_rate:
+            self._recent.popleft()
+
+    def _swap(self, session) -> None:
+        """The new session starts where the old one's next window would have: its frame 0 is that
+        call frame, and the audio already given to the old one from there on is replayed into it."""
+        switch = self._base_frame + self.session.frames_done
+        start = switch * SAMPLES_PER_FRAME
+        kept = self._recent[0][0] if self._recent else self._pushed
+        if kept > start:  # older than what is kept: silence (not expected: REPLAY_S covers a window)
+            session.push_audio(np.zeros(kept - start, np.float32), self.clock.sample_rate, speech=False)
+        for at, pcm, speech in self._recent:
+            if at + len(pcm) > start:
+                session.push_audio(pcm[max(start - at, 0):], self.clock.sample_rate, speech=speech)
+        self.session, self._base_frame = session, switch
+        self.notify("avatar", {"frame": switch})
 
     def _plan_steps(self, slack: float) -> int | None:
         """Steps for the next window: the profile's, or fewer when it would finish late."""
@@ -133,7 +165,7 @@ class GenerationWorker:
 
     def _run_window(self) -> None:
         s = self.session
-        first = s.window_index * s.frames_per_window
+        first = self._base_frame + s.window_index * s.frames_per_window
         due = self.clock.frame_due(first)
         slack = due - time.monotonic()
         window_s = s.frames_per_window / self.clock.fps
@@ -146,6 +178,8 @@ class GenerationWorker:
         started = time.monotonic()
         frames = s.step(1, steps)
         done = time.monotonic()
+        if self._base_frame:
+            frames = [replace(f, index=f.index + self._base_frame) for f in frames]
         self.frames.put(frames)
         info = s.last_window_stats
         compute = done - started

@@ -221,7 +221,7 @@ async def test_two_callers_third_refused_vanished_caller_frees_its_slot(server):
 
 
 @pytest.mark.slow
-async def test_interrupt_and_prompt(server):
+async def test_control_messages_interrupt_prompt_avatar(server):
     srv = await server()
     client = await CallClient.open(ws_url(srv), speech(0.2), 16000)
     try:
@@ -231,7 +231,15 @@ async def test_interrupt_and_prompt(server):
         await client.send({"type": "interrupt"})
         interrupted = await client.wait_for("interrupted", timeout=5)
         assert interrupted["t"] >= 0
+        await client.send({"type": "avatar", "image": png_data_url(96, 96)})
+        switched = await client.wait_for("avatar", timeout=10)
+        assert switched["ok"] is True and switched["frame"] % 12 == 0
+        await client.send({"type": "avatar", "id": "nobody"})
+        assert (await client.wait_for("error"))["code"] == "bad_avatar"  # refused; the call goes on
         stats = await client.wait_for("stats", timeout=5, count=3)
         assert stats["engine"]["windows"] >= 2
+        frames = len(client.received.video)
+        await asyncio.sleep(0.5)
+        assert len(client.received.video) > frames
     finally:
         await client.close()

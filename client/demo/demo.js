@@ -65,6 +65,7 @@ async function start() {
     call.on('speechend', (d) => { record('speechend', d); $('speaking').textContent = 'silent'; $('speaking').classList.remove('on'); log(`speech ends at ${d.t}s`); });
     call.on('stats', (s) => { record('stats', s); showStats(s); });
     call.on('interrupted', (d) => { record('interrupted', d); log('interrupted'); });
+    call.on('avatar', (d) => { record('avatar', d); log(`new avatar from frame ${d.frame}`); });
     call.on('degraded', (d) => { record('degraded', d); log(`degraded: ${d.reason}`); });
     call.on('error', (e) => { record('error', { code: e.code, message: e.message }); log(`error ${e.code}: ${e.message}`); });
     call.on('close', (d) => { record('close', d); log(`closed: ${d.reason}`); $('start').disabled = false; $('interrupt').disabled = true; $('stop').disabled = true; });
@@ -82,5 +83,7 @@ $('start').onclick = start;
 $('interrupt').onclick = () => demo.call && demo.call.interrupt();
 $('stop').onclick = () => demo.call && demo.call.close();
 $('prompt').onchange = () => demo.call && demo.call.setPrompt($('prompt').value);
+$('upload').onchange = () => demo.call && $('upload').files[0] && demo.call.setAvatar({ image: $('upload').files[0] });
+$('avatars').onchange = (event) => demo.call && event.target.name === 'avatar' && demo.call.setAvatar({ avatar: event.target.value });
 await loadAvatars();
 if (params.get('autostart') === '1') start();

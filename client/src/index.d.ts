@@ -61,6 +61,8 @@ export interface AvatarCallEvents {
   speechend: VadEventDetail;
   stats: ServerStats;
   interrupted: { t: number };
+  /** A new avatar took over from this frame on. */
+  avatar: { frame: number };
   degraded: { reason: string; behind_s: number };
   error: AvatarError;
   close: { reason: string };
@@ -76,6 +78,7 @@ export declare class AvatarCall extends EventTarget {
   on<K extends keyof AvatarCallEvents>(type: K, listener: (detail: AvatarCallEvents[K], event: CustomEvent) => void): this;
   interrupt(): void;
   setPrompt(text: string): void;
+  setAvatar(choice: { avatar?: string; image?: File | Blob | string }): Promise<void>;
   getStats(): Promise<{ server: ServerStats | null; video: { framesPerSecond: number | null; framesDecoded: number | null; framesDropped: number | null; jitterBufferDelayS: number | null } | null }>;
   close(reason?: string): void;
 }

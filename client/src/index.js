@@ -49,7 +49,7 @@ function waitForIceGathering(pc) {
   });
 }
 
-/** A live call. Events: ready, speechstart, speechend, stats, interrupted, degraded, error, close. */
+/** A live call. Events: ready, speechstart, speechend, stats, avatar, interrupted, degraded, error, close. */
 export class AvatarCall extends EventTarget {
   constructor(ws, pc, video) {
     super();
@@ -78,6 +78,13 @@ export class AvatarCall extends EventTarget {
 
   /** Drop speech the avatar has not said yet and go back to idle. */
   interrupt() { this._send({ type: 'interrupt' }); }
+
+  /** Change the avatar mid-call: { avatar: 'id' } or { image: File | Blob | data: URL }. */
+  async setAvatar({ avatar, image } = {}) {
+    if (image) this._send({ type: 'avatar', image: await imageToDataUrl(image) });
+    else if (avatar) this._send({ type: 'avatar', id: avatar });
+    else throw new AvatarError('bad_option', 'setAvatar needs { avatar } or { image }');
+  }
 
   /** Change the text prompt for the coming windows. */
   setPrompt(text) { this._send({ type: 'prompt', text: String(text ?? '') }); }
@@ -168,6 +175,7 @@ export async function connect(options = {}) {
       case 'vad': call._emit(msg.event, { t: msg.t, inputT: msg.input_t, frame: msg.frame, showsInS: msg.shows_in_s }); break;
       case 'stats': call.lastStats = msg; call._emit('stats', msg); break;
       case 'interrupted': call._emit('interrupted', msg); break;
+      case 'avatar': if (msg.frame !== undefined) call._emit('avatar', { frame: msg.frame }); break;
       case 'degraded': call._emit('degraded', msg); break;
       case 'error': {
         const err = new AvatarError(msg.code, msg.message);

@@ -71,6 +71,18 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate
+
+    result = evaluate(args.profile, args.weights, args.steps, args.minutes, args.device, args.seed)
+    for key, value in result.items():
+        print(f"{key:>32}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from streaming.server import serve_main  # the transport sits above the engine
 
@@ -98,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="also write the figures to this JSON file")
     _add_model_args(bench)
     bench.set_defaults(func=cmd_bench)
+
+    evaluation = sub.add_parser("eval", help="lip sync, seams and drift on held-out speech")
+    evaluation.add_argument("--minutes", type=float, default=10.0, help="length of the drift stream (0: skip)")
+    evaluation.add_argument("--steps", type=int, help="override the profile's sampling steps")
+    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--json", help="also write the figures to this JSON file")
+    _add_model_args(evaluation)
+    evaluation.set_defaults(func=cmd_eval)
 
     serve = sub.add_parser("serve", help="run the WebRTC server with the demo page")
     serve.add_argument("--host", default="127.0.0.1")

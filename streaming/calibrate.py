@@ -31,5 +31,5 @@ def measure_window_compute(profile, windows: int = 3) -> float:
 def compute_allowance(profile) -> float:
     measured = measure_window_compute(profile)
     allowance = max(FLOOR_S, MARGIN * measured + 0.02)
-    log.info("one speech window computes in %.3fs here; compute allowance %.3fs", measured, allowance)
+    log.info("event=calibrated window_compute_s=%.3f compute_allowance_s=%.3f", measured, allowance)
     return allowance

@@ -60,7 +60,7 @@ def _shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
         if isinstance(current, JitterBuffer) and current._origin is None:
             receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
         else:
-            log.info("aiortc's audio jitter buffer is not where expected; keeping its prefetch")
+            log.info("event=prefetch_unchanged reason=\"aiortc internals differ\"")
 
 
 class Call:
@@ -132,7 +132,7 @@ class Call:
             raise ProtocolError("bad_sdp", f"no answer could be made for this offer: {type(exc).__name__} {exc}") from None
         self.worker.start()
         self._spawn(self._stats_loop())
-        log.info("call %s: answered (output delay %.3fs)", self.id, self.clock.delay_s)
+        log.info("call=%s event=answered output_delay_s=%.3f", self.id, self.clock.delay_s)
         return {"type": "answer", "sdp": pc.localDescription.sdp, "delay_s": round(self.clock.delay_s, 3),
                 "fps": fps, "resolution": list(self.profile.resolution)}
 
@@ -149,7 +149,7 @@ class Call:
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState if self.pc else "closed"
-        log.info("call %s: connection %s", self.id, state)
+        log.info("call=%s event=connection state=%s", self.id, state)
         if state == "connected":
             self.connected.set()
         elif state in ("failed", "closed"):
@@ -273,18 +273,35 @@ class Call:
             "engine": {k: work[k] for k in ("windows", "idle_windows", "fewer_steps", "catch_ups", "late_windows")},
         }
 
+    async def _network_rtt(self) -> float | None:
+        """Round-trip time the caller reports for our video (RTCP receiver reports), if any yet."""
+        try:
+            report = await self.pc.getStats()
+        except Exception:  # stats are best effort; a closing connection has none
+            return None
+        rtts = [s.roundTripTime for s in report.values()
+                if type(s).__name__ == "RTCRemoteInboundRtpStreamStats" and s.kind == "video"
+                and s.roundTripTime is not None]
+        return round(rtts[0], 4) if rtts else None
+
     async def _stats_loop(self) -> None:
         while not self.closed.is_set():
             await asyncio.sleep(self.config.stats_interval_s)
             if self.clock.started and not self.closed.is_set():
-                await self._send(self.stats())
+                try:
+                    stats = self.stats()
+                    stats["latency"]["network_rtt_s"] = await self._network_rtt()
+                except Exception:  # stats must never end the call
+                    log.exception("call=%s event=stats_failed", self.id)
+                    continue
+                await self._send(stats)
 
     # ---- tear-down ----------------------------------------------------------------------------
     async def close(self, reason: str = "closed") -> None:
         if self.closed.is_set():
             return
         self.closed.set()
-        log.info("call %s: closing (%s)", self.id, reason)
+        log.info("call=%s event=closing reason=\"%s\"", self.id, reason)
         if self.worker is not None:
             worker = self.worker
             await self.loop.run_in_executor(None, worker.stop)

@@ -28,7 +28,10 @@ class ServerConfig:
     max_upload_bytes: int = 2 * 1024 * 1024
     max_image_side: int = 2048
     signaling_timeout_s: float = 10.0  # from websocket open to a connected call
-    ping_interval_s: float = 2.0  # websocket keep-alive: a vanished caller is noticed within ~2 x this
+    # Websocket keep-alive: a caller that vanishes silently is noticed within interval + timeout
+    # (+ 1 s to close), so its slot is free in under 5 s.
+    ping_interval_s: float = 1.0
+    ping_timeout_s: float = 1.5
     stats_interval_s: float = 1.0
     # Output delay = the engine's window latency + this. None: measured at start-up (streaming/calibrate.py).
     compute_allowance_s: float | None = None

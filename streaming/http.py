@@ -105,10 +105,10 @@ class HttpRoutes:
         if given is None and auth and auth.startswith("Bearer "):
             given = auth[len("Bearer "):]
         if not token_ok(self.config.token, given):
-            log.info("refused a websocket: wrong or missing token")
+            log.info("event=refused reason=token")
             return response(401, "unauthorized")
         origin = request.headers.get("Origin")
         if not origin_ok(origin, request.headers.get("Host"), self.config.allowed_origins):
-            log.info("refused a websocket from origin %s", origin)
+            log.info("event=refused reason=origin origin=\"%s\"", origin)
             return response(403, "origin not allowed")
         return None

@@ -91,7 +91,7 @@ class CallClient:
                    origin: str | None = None, read_stamps: bool = True, timeout: float = 20.0) -> "CallClient":
         self = cls()
         self.read_stamps = read_stamps
-        self.ws = await connect(ws_url, origin=origin, max_size=None, open_timeout=timeout)
+        self.ws = await connect(ws_url, origin=origin, max_size=None, open_timeout=timeout, close_timeout=1.0)
         self._tasks.append(asyncio.ensure_future(self._read_messages()))
         self.ready = await self.wait_for("ready", timeout)  # a full server says so here (RuntimeError)
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

@@ -58,7 +58,8 @@ class AvatarServer:
                 None, compute_allowance, self.profile)
         self._ws_server = await serve(
             self._handle, cfg.host, cfg.port, process_request=HttpRoutes(cfg, self.avatars, self.health),
-            max_size=cfg.max_message_bytes, ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_interval_s,
+            max_size=cfg.max_message_bytes, ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_timeout_s,
+            close_timeout=1.0,
             compression=None, server_header=None)
         self.port = self._ws_server.sockets[0].getsockname()[1]
         return self
@@ -90,13 +91,14 @@ class AvatarServer:
                 pass
 
         if len(self.calls) >= self.config.max_sessions:
+            log.info("event=refused reason=full sessions=%d", len(self.calls))
             await send({"type": "error", "code": "busy",
                         "message": f"the server is full ({self.config.max_sessions} sessions); try again later"})
             await ws.close(CLOSE_FULL, "server full")
             return
         call_id = f"c{next(self._ids)}"
         self.calls[call_id] = None
-        log.info("call %s: websocket open (%d/%d sessions)", call_id, len(self.calls), self.config.max_sessions)
+        log.info("call=%s event=open sessions=%d max_sessions=%d", call_id, len(self.calls), self.config.max_sessions)
         state = {"avatar": "drawn", "image": None, "call": None}
         watchdog = asyncio.ensure_future(self._signaling_deadline(ws, send, state))
         try:
@@ -110,12 +112,12 @@ class AvatarServer:
                     if await self._dispatch(msg, call_id, state, send) == "bye":
                         break
                 except ProtocolError as exc:
-                    log.info("call %s: %s (%s)", call_id, exc.code, exc.message)
+                    log.info("call=%s event=refused_message code=%s message=\"%s\"", call_id, exc.code, exc.message)
                     await send(exc.to_message())
                 except ConnectionClosed:
                     raise
                 except Exception as exc:  # a bug in one call must not end the server
-                    log.exception("call %s: message failed", call_id)
+                    log.exception("call=%s event=message_failed", call_id)
                     await send({"type": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
         except ConnectionClosed:
             pass
@@ -126,7 +128,7 @@ class AvatarServer:
                 await call.close("caller left")
             self.calls.pop(call_id, None)
             await ws.close()
-            log.info("call %s: slot freed (%d/%d sessions)", call_id, len(self.calls), self.config.max_sessions)
+            log.info("call=%s event=slot_freed sessions=%d max_sessions=%d", call_id, len(self.calls), self.config.max_sessions)
 
     async def _signaling_deadline(self, ws, send, state) -> None:
         """The caller has signaling_timeout_s to reach a connected call; a call that ends closes the socket."""

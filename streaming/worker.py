@@ -106,7 +106,7 @@ class GenerationWorker:
                     self._run_window()
         except BaseException as exc:  # reported to the call, which closes; other calls go on
             self.error = exc
-            log.exception("generation worker failed")
+            log.exception("thread=%s event=generation_failed", self._thread.name)
             self.notify("failed", {"message": f"{type(exc).__name__}: {exc}"})
 
     def _drain(self, block: bool) -> None:

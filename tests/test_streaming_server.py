@@ -214,6 +214,11 @@ async def test_two_callers_third_refused_vanished_caller_frees_its_slot(server):
         assert len(b.received.video) >= frames_b + 15  # b's stream did not stall
 
         c = await CallClient.open(ws_url(srv), speech(), 16000)  # the slot is usable again
+
+        # Caller b vanishes silently: its socket stays open but nothing comes back (no FIN, no pongs).
+        b.ws.transport.pause_reading()
+        freed_in = await wait_until(lambda: len(srv.calls) == 1, timeout=5.0)
+        assert freed_in < 5.0
         await c.close()
     finally:
         await a.close()
@@ -238,6 +243,7 @@ async def test_control_messages_interrupt_prompt_avatar(server):
         assert (await client.wait_for("error"))["code"] == "bad_avatar"  # refused; the call goes on
         stats = await client.wait_for("stats", timeout=5, count=3)
         assert stats["engine"]["windows"] >= 2
+        assert 0 <= stats["latency"]["network_rtt_s"] < 1.0  # from the caller's RTCP reports
         frames = len(client.received.video)
         await asyncio.sleep(0.5)
         assert len(client.received.video) > frames

@@ -34,6 +34,8 @@ export interface LatencyTerms {
   compute_p95_s: number | null;
   slack_min_s: number | null;
   vad_onset_s: number | null;
+  /** Round-trip time from the caller's RTCP reports (null until the first one). */
+  network_rtt_s: number | null;
 }
 
 export interface ServerStats {

@@ -37,7 +37,7 @@ function showStats(stats) {
   $('stats').textContent = [
     `fps ${stats.fps}   sent ${stats.frames_sent}   repeated ${stats.frames_repeated}   dropped ${stats.frames_dropped}`,
     `latency budget: window ${l.window_s}s + look-ahead ${l.lookahead_s}s + compute allowance ${l.compute_allowance_s}s = output delay ${l.output_delay_s}s`,
-    `compute last ${l.compute_last_s}s p95 ${l.compute_p95_s}s   slack min ${l.slack_min_s}s   VAD onset ${l.vad_onset_s}s`,
+    `compute last ${l.compute_last_s}s p95 ${l.compute_p95_s}s   slack min ${l.slack_min_s}s   VAD onset ${l.vad_onset_s}s   network RTT ${l.network_rtt_s}s`,
     `engine: ${JSON.stringify(stats.engine)}`,
   ].join('\n');
 }

@@ -7,16 +7,15 @@ import logging
 import time
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import candidate_from_sdp
 
 from avatar.errors import AvatarError
 
 from .buffers import FrameBuffer, VoiceBuffer
 from .clock import MediaClock
 from .intake import AudioIntake
+from .peer import check_offer_sdp, prefer_vp8, shorten_audio_prefetch
 from .protocol import ProtocolError
 from .stamp import stamp_index
 from .tracks import DelayedVoiceTrack, PacedVideoTrack
@@ -28,48 +27,14 @@ log = logging.getLogger(__name__)
 STARVED_POLL_S = 0.1  # how often a silent input is checked (and filled with silence)
 
 
-def _prefer_vp8(pc: RTCPeerConnection) -> None:
-    """VP8 is the cheapest encoder aiortc has; keep rtx so loss recovery still works."""
-    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
-    for transceiver in pc.getTransceivers():
-        if transceiver.kind == "video":
-            transceiver.setCodecPreferences(codecs)
-
-
-def check_offer_sdp(sdp: str) -> None:
-    """Parse the offer (cheap) so a bad one is refused before a session is built."""
-    try:
-        parsed = SessionDescription.parse(sdp)
-    except Exception as exc:  # aiortc's parser asserts on malformed lines
-        raise ProtocolError("bad_sdp", f"the offer is not valid SDP ({type(exc).__name__} {exc})") from None
-    kinds = sorted(m.kind for m in parsed.media)
-    if kinds != ["audio", "video"]:
-        raise ProtocolError("bad_sdp", f"the offer must have one audio and one video section, not {kinds}")
-    if not any(m.kind == "audio" and m.direction in ("sendrecv", "sendonly", None) for m in parsed.media):
-        raise ProtocolError("bad_sdp", "the offer's audio section must send")
-
-
-def _shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
-    """aiortc has no setting for its audio jitter buffer; replace it while it is still empty.
-    Left alone (with a log line) if aiortc's internals are not what this expects."""
-    for transceiver in pc.getTransceivers():
-        if transceiver.kind != "audio":
-            continue
-        receiver = transceiver.receiver
-        current = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
-        if isinstance(current, JitterBuffer) and current._origin is None:
-            receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
-        else:
-            log.info("event=prefetch_unchanged reason=\"aiortc internals differ\"")
-
-
 class Call:
     def __init__(self, call_id: str, profile, config, send, vad_model_factory, executor=None,
-                 compute_allowance_s: float = 0.2):
+                 compute_allowance_s: float = 0.2, torch_threads=None):
         self.id = call_id
         self.profile = profile
         self.config = config
         self.compute_allowance_s = compute_allowance_s
+        self._torch_threads = torch_threads  # () -> int, asked before each window
         self._send = send  # async (dict) -> None; never raises
         self._vad_model_factory = vad_model_factory
         self._executor = executor  # runs the VAD off the loop (None: the default pool)
@@ -106,7 +71,8 @@ class Call:
         self.voice = VoiceBuffer(self.clock.delay_s + 2.0, rate)
         self.detector = SpeechDetector(vad_model)
         self.intake = AudioIntake(self.clock)
-        self.worker = GenerationWorker(session, self.clock, self.frames, self._from_worker, name=f"gen-{self.id}")
+        self.worker = GenerationWorker(session, self.clock, self.frames, self._from_worker, name=f"gen-{self.id}",
+                                       threads=self._torch_threads)
         decorate = stamp_index if cfg.stamp_frames else None
         self.video = PacedVideoTrack(self.clock, self.frames, session.reference.image, decorate)
         self.voice_track = DelayedVoiceTrack(self.clock, self.voice)
@@ -119,13 +85,13 @@ class Call:
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         if cfg.audio_receive_prefetch is not None:
-            _shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
+            shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
         kinds = {t.kind for t in pc.getTransceivers()}
         if kinds != {"audio", "video"}:
             raise ProtocolError("bad_sdp", "the offer must have one audio and one video section")
         pc.addTrack(self.voice_track)
         pc.addTrack(self.video)
-        _prefer_vp8(pc)
+        prefer_vp8(pc)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +23,7 @@ from .call import Call
 from .config import ServerConfig
 from .http import HttpRoutes
 from .protocol import ProtocolError, parse_message
-from .vad import load_vad_model
+from .vad import load_vad_model, single_threaded
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class AvatarServer:
         self.calls: dict[str, Call | None] = {}  # a slot is taken from the first message on
         self._ids = itertools.count(1)
         self._ws_server = None
-        self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad")
+        self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad", initializer=single_threaded)
         self.port = config.port
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -77,6 +78,11 @@ class AvatarServer:
             self._ws_server.close()
             await self._ws_server.wait_closed()
         self._vad_pool.shutdown(wait=False)
+
+    def torch_threads(self) -> int:
+        """Threads for each generation worker: the cores shared by the calls running now."""
+        running = sum(call is not None for call in self.calls.values())
+        return max(1, (os.cpu_count() or 1) // max(running, 1))
 
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),
@@ -156,7 +162,7 @@ class AvatarServer:
             else:
                 image = self._image_from(state["avatar"], state["image"])
             call = Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
-                        compute_allowance_s=self.compute_allowance_s)
+                        compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads)
             try:
                 answer = await call.start(msg, image)
             except BaseException:

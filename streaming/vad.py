@@ -41,6 +41,12 @@ def load_vad_model():
         return load_silero_vad()
 
 
+def single_threaded() -> None:
+    """Thread initializer for the VAD's thread: silero is tiny, and torch's thread count is per
+    thread here (OpenMP), so 1 keeps it from fighting the engine for the cores."""
+    torch.set_num_threads(1)
+
+
 class SpeechDetector:
     """Feed any amount of timeline audio; get back whole chunks marked speech/silence, and events."""
 

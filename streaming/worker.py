@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from .buffers import FrameBuffer
 from .clock import MediaClock
@@ -52,11 +53,13 @@ class WorkerStats:
 
 
 class GenerationWorker:
-    def __init__(self, session, clock: MediaClock, frames: FrameBuffer, notify=None, name: str = "generation"):
+    def __init__(self, session, clock: MediaClock, frames: FrameBuffer, notify=None, name: str = "generation",
+                 threads=None):
         self.session = session
         self.clock = clock
         self.frames = frames
         self.notify = notify or (lambda kind, payload: None)  # called from the worker thread
+        self.threads = threads  # () -> torch threads for this worker (per thread under OpenMP), or None
         self.stats = WorkerStats()
         self.lock = threading.Lock()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -164,6 +167,10 @@ class GenerationWorker:
         return None
 
     def _run_window(self) -> None:
+        if self.threads is not None:
+            wanted = self.threads()
+            if wanted != torch.get_num_threads():
+                torch.set_num_threads(wanted)
         s = self.session
         first = self._base_frame + s.window_index * s.frames_per_window
         due = self.clock.frame_due(first)

@@ -3,7 +3,6 @@ the signaling message checks, uploads, static files, token and origin gates, aud
 
 import base64
 import io
-import time
 import wave
 from fractions import Fraction
 from pathlib import Path

@@ -6,7 +6,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from avatar.session import Session
 from streaming.buffers import FrameBuffer
@@ -93,19 +92,22 @@ def test_worker_far_behind_catches_up_on_the_idle_path_and_says_so(tiny_profile,
 
 def test_worker_slightly_behind_uses_fewer_steps(tiny_profile, face_image, speech_like):
     clock = MediaClock(delay_s=0.0, fps=25, sample_rate=16000)
-    clock.start(now=time.monotonic() + 3600)  # on time for the first window's estimate...
+    clock.start(now=time.monotonic() + 3600)  # window 0 on time: it measures the full-steps cost
     worker, frames, _ = make_worker(tiny_profile, face_image, clock)
     worker.start()
     try:
-        feed(worker, speech_like(1.2))
+        feed(worker, speech_like(0.7))  # enough audio for window 0 only
         wait_for(lambda: worker.stats.windows >= 1)
-        clock.t0 = time.monotonic() - 0.2  # ...then the next windows are due about now: not enough time
+        assert worker.session.windows_ready() == 0
+        # Window 1 (frames 12..23) is now due in 50 ms: less than a full-steps window takes.
+        clock.t0 = time.monotonic() + 0.05 - 12 / 25
         feed(worker, speech_like(2.0, seed=1))
-        wait_for(lambda: worker.stats.windows >= 3)
+        wait_for(lambda: worker.stats.windows >= 2)
     finally:
         worker.stop()
+    second = list(worker.stats.recent)[1]
+    assert second["first_frame"] == 12 and not second["idle"] and second["steps"] == 1
     assert worker.stats.fewer_steps >= 1
-    assert any(w["steps"] == 1 for w in list(worker.stats.recent)[1:] if not w["idle"])
 
 
 def test_interrupt_reports_where_speech_was_dropped(tiny_profile, face_image, speech_like):

@@ -134,14 +134,20 @@ class Call:
     # ---- media in -------------------------------------------------------------------------------
     async def _intake_loop(self, track) -> None:
         self.clock.start()
+        ended = False
         while not self.closed.is_set():
+            if ended:  # no more input: silence keeps the face idling until the call closes
+                await asyncio.sleep(STARVED_POLL_S)
+                await self._take_audio(self.intake.fill_silence())
+                continue
             try:
                 frame = await asyncio.wait_for(track.recv(), STARVED_POLL_S)
             except asyncio.TimeoutError:
                 await self._take_audio(self.intake.fill_silence())
                 continue
             except MediaStreamError:
-                break
+                ended = True
+                continue
             await self._take_audio(self.intake.push(frame))
 
     async def _take_audio(self, pcm) -> None:

@@ -63,7 +63,7 @@ class AudioIntake:
         self.end += len(pcm)
         return pcm
 
-    def fill_silence(self, now: float | None = None, margin_s: float = 0.3) -> np.ndarray:
+    def fill_silence(self, now: float | None = None, margin_s: float = 0.15) -> np.ndarray:
         """When input is starved for longer than margin_s, silence up to now - margin_s."""
         target = int((self.clock.media_now(now) - margin_s) * self.rate)
         if target <= self.end:

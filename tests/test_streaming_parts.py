@@ -217,7 +217,7 @@ def test_intake_fills_silence_when_starved_then_cuts_the_overlap():
     assert intake.end == int(1.7 * 16000) and not filled.any()
     late = intake.push(_audio_frame(tone, 48000, 960 * 5), now=2.01)  # belongs at 0.1 s: already silence
     assert len(late) == 0 and intake.end == int(1.7 * 16000)
-    assert len(intake.fill_silence(now=2.0)) == 0  # not starved any more
+    assert len(intake.fill_silence(now=2.0, margin_s=0.3)) == 0  # nothing more to fill yet
 
 
 @pytest.fixture(scope="module")

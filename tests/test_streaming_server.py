@@ -249,3 +249,21 @@ async def test_control_messages_interrupt_prompt_avatar(server):
         assert len(client.received.video) > frames
     finally:
         await client.close()
+
+
+@pytest.mark.slow
+async def test_a_caller_gone_quiet_keeps_an_idling_face_at_full_rate(server):
+    srv = await server()
+    client = await CallClient.open(ws_url(srv), speech(0.2)[:16000], 16000)
+    try:
+        await client.wait_for("stats", timeout=10)
+        client.source.stop()  # the caller's audio stops: no more packets at all
+        (call,) = [c for c in srv.calls.values() if c is not None]
+        windows, frames = call.worker.stats.windows, len(client.received.video)
+        await asyncio.sleep(2.0)
+        # The server fills the silence: the engine keeps making (idle) windows, the video keeps going.
+        assert call.worker.stats.windows >= windows + 2
+        assert call.worker.stats.idle_windows >= 2
+        assert len(client.received.video) >= frames + 40
+    finally:
+        await client.close()

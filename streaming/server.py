@@ -56,7 +56,7 @@ class AvatarServer:
             from .calibrate import compute_allowance
 
             self.compute_allowance_s = await asyncio.get_running_loop().run_in_executor(
-                None, compute_allowance, self.profile)
+                None, compute_allowance, self.profile, self.torch_threads(running=1))
         self._ws_server = await serve(
             self._handle, cfg.host, cfg.port, process_request=HttpRoutes(cfg, self.avatars, self.health),
             max_size=cfg.max_message_bytes, ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_timeout_s,
@@ -79,10 +79,13 @@ class AvatarServer:
             await self._ws_server.wait_closed()
         self._vad_pool.shutdown(wait=False)
 
-    def torch_threads(self) -> int:
-        """Threads for each generation worker: the cores shared by the calls running now."""
-        running = sum(call is not None for call in self.calls.values())
-        return max(1, (os.cpu_count() or 1) // max(running, 1))
+    def torch_threads(self, running: int | None = None) -> int:
+        """Threads for each generation worker: the cores, less one for the codecs and the loop, shared
+        by the calls running now. (On a 2-core machine that is 1: torch's OpenMP team of 2 slows
+        down 20x and more as soon as anything else wants a core.)"""
+        if running is None:
+            running = sum(call is not None for call in self.calls.values())
+        return max(1, ((os.cpu_count() or 1) - 1) // max(running, 1))
 
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),

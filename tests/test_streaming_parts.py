@@ -282,3 +282,16 @@ def test_serve_main_refuses_bad_settings_with_a_message(capsys):
                      weights=None, device="cpu")
     assert serve_main(args) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_compute_allowance_is_measured_and_bounded(tiny_profile, monkeypatch):
+    from streaming import calibrate
+
+    measured = calibrate.measure_window_compute(tiny_profile, windows=2)
+    assert 0 < measured < 30
+    monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.2)
+    assert calibrate.compute_allowance(tiny_profile) == pytest.approx(0.27)
+    monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.01)
+    assert calibrate.compute_allowance(tiny_profile) == calibrate.FLOOR_S
+    monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 7.0)  # a swamped machine
+    assert calibrate.compute_allowance(tiny_profile) == calibrate.CEILING_S

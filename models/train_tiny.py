@@ -117,9 +117,9 @@ class Windows:
         data = Data(out)
         self.cfg = cfg
         self.codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
-        _resume(out / "codec.pt", self.codec, None)
+        codec_step = _resume(out / "codec.pt", self.codec, None)
         self.codec.eval().requires_grad_(False)
-        cache = out / "latents.pt"
+        cache = out / f"latents-codec{codec_step}.pt"  # re-encoded whenever the codec trains on
         if cache.is_file():
             self.latents, self.ref_latents = torch.load(cache)
         else:

@@ -99,6 +99,15 @@ class Chromium:
             self.proc.kill()
 
 
+async def wait_for_event(browser, kind: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await browser.evaluate(f"window.demo.events.some((e) => e.type === '{kind}')"):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {kind!r} event in the page")
+
+
 MEASURE_FPS = """
 new Promise((resolve) => {
   const v = document.getElementById('video');
@@ -119,11 +128,11 @@ new Promise((resolve) => {
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile):
-    server = await AvatarServer(ServerConfig(port=0), tiny_profile).start()
+    server = await AvatarServer(ServerConfig(port=0, token="s3cret"), tiny_profile).start()
     browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav"))
     try:
         await browser.open_page()
-        await browser.command("Page.navigate", url=f"{server.url}?autostart=1&avatar=drawn")
+        await browser.command("Page.navigate", url=f"{server.url}?autostart=1&avatar=drawn&token=s3cret")
         state = {}
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:  # until the call has run a while: stats and a speech start
@@ -154,6 +163,16 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile):
             assert gap < 0.15, (starts, expected, period)
         shown = await browser.evaluate("document.getElementById('stats').textContent")
         assert "fps" in shown and "output delay" in shown  # the page shows the live stats
+
+        # The call's controls: interrupt is acknowledged, close ends it and frees the server's slot.
+        await browser.evaluate("window.demo.call.interrupt()")
+        await wait_for_event(browser, "interrupted")
+        await browser.evaluate("window.demo.call.close()")
+        await wait_for_event(browser, "close")
+        deadline = time.monotonic() + 5
+        while server.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not server.calls
     finally:
         await browser.close()
         await server.stop()

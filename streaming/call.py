@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
@@ -44,7 +45,7 @@ class Call:
         self.connected = asyncio.Event()
         self.closed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
-        self.vad_events: list[dict] = []
+        self.vad_events: deque = deque(maxlen=100)  # the latest, for stats and tests
         self.intake: AudioIntake | None = None
         self._stats_started = time.monotonic()
         self._last_sent = 0
@@ -91,6 +92,9 @@ class Call:
             raise ProtocolError("bad_sdp", "the offer must have one audio and one video section")
         pc.addTrack(self.voice_track)
         pc.addTrack(self.video)
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":  # the caller's camera is not used: do not ask for it
+                transceiver.direction = "sendonly"
         prefer_vp8(pc)
         try:
             await pc.setLocalDescription(await pc.createAnswer())

@@ -267,3 +267,23 @@ async def test_a_caller_gone_quiet_keeps_an_idling_face_at_full_rate(server):
         assert len(client.received.video) >= frames + 40
     finally:
         await client.close()
+
+
+async def test_a_caller_offering_its_camera_is_answered_send_only(server):
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+    srv = await server()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(AudioStreamTrack())
+    pc.addTrack(VideoStreamTrack())  # sendrecv video
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        async with connect(ws_url(srv)) as ws:
+            await next_message(ws, "ready")
+            await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+            answer = await next_message(ws, "answer")
+        video = answer["sdp"].split("m=video")[1]
+        assert "a=sendonly" in video and "VP8" in video and "H264" not in video
+    finally:
+        await pc.close()

@@ -81,21 +81,16 @@ class Call:
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
+        # Our transceivers exist before the offer is applied, so it takes their codecs and directions:
+        # voice both ways, video out only (a caller's camera is never asked for, nor decoded).
+        pc.addTransceiver(self.voice_track, direction="sendrecv")
+        prefer_vp8(pc.addTransceiver(self.video, direction="sendonly"))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         if cfg.audio_receive_prefetch is not None:
             shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
-        kinds = {t.kind for t in pc.getTransceivers()}
-        if kinds != {"audio", "video"}:
-            raise ProtocolError("bad_sdp", "the offer must have one audio and one video section")
-        pc.addTrack(self.voice_track)
-        pc.addTrack(self.video)
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind == "video":  # the caller's camera is not used: do not ask for it
-                transceiver.direction = "sendonly"
-        prefer_vp8(pc)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:

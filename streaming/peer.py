@@ -14,12 +14,10 @@ from .protocol import ProtocolError
 log = logging.getLogger(__name__)
 
 
-def prefer_vp8(pc: RTCPeerConnection) -> None:
+def prefer_vp8(transceiver) -> None:
     """VP8 is the cheapest encoder aiortc has; keep rtx so loss recovery still works."""
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
-    for transceiver in pc.getTransceivers():
-        if transceiver.kind == "video":
-            transceiver.setCodecPreferences(codecs)
+    transceiver.setCodecPreferences(codecs)
 
 
 def check_offer_sdp(sdp: str) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,12 @@ def fake_mic_wav(path: Path) -> Path:
 
 
 def wav_speech_starts(path: Path) -> tuple[list[float], float]:
-    from streaming.vad import SpeechDetector
+    from streaming.vad import SpeechDetector, single_threaded
 
     with wave.open(str(path)) as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32)[::3] / 32768
-    _, events = SpeechDetector().push(pcm)
+    with ThreadPoolExecutor(1, initializer=single_threaded) as vad_thread:
+        _, events = vad_thread.submit(SpeechDetector().push, pcm).result()
     return [e.seconds for e in events if e.kind == "speechstart"], len(pcm) / 16000
 
 

@@ -4,6 +4,7 @@ the signaling message checks, uploads, static files, token and origin gates, aud
 import base64
 import io
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from streaming.http import origin_ok, static_file, token_ok
 from streaming.intake import AudioIntake
 from streaming.protocol import ProtocolError, parse_message
 from streaming.stamp import read_index, stamp_index
-from streaming.vad import SpeechDetector
+from streaming.vad import SpeechDetector, single_threaded
 
 DATA = Path(__file__).parent / "data"
 
@@ -233,10 +234,11 @@ def test_vad_marks_speech_and_reports_onsets(vad_model):
     audio = np.concatenate([silence, speech, silence, silence, speech, silence])
     detector = SpeechDetector(vad_model)
     chunks, events = [], []
-    for i in range(0, len(audio), 320):  # 20 ms at a time, as a call delivers it
-        c, e = detector.push(audio[i:i + 320])
-        chunks += c
-        events += e
+    with ThreadPoolExecutor(1, initializer=single_threaded) as vad_thread:  # as the server runs it
+        for i in range(0, len(audio), 320):  # 20 ms at a time, as a call delivers it
+            c, e = vad_thread.submit(detector.push, audio[i:i + 320]).result()
+            chunks += c
+            events += e
     assert all(len(c.pcm) == 512 for c in chunks)
     assert [c.start for c in chunks[:3]] == [0, 512, 1024]
     kinds = [e.kind for e in events]
@@ -287,7 +289,8 @@ def test_serve_main_refuses_bad_settings_with_a_message(capsys):
 def test_compute_allowance_is_measured_and_bounded(tiny_profile, monkeypatch):
     from streaming import calibrate
 
-    measured = calibrate.measure_window_compute(tiny_profile, windows=2)
+    with ThreadPoolExecutor(1, initializer=single_threaded) as thread:
+        measured = thread.submit(calibrate.measure_window_compute, tiny_profile, 2).result()
     assert 0 < measured < 30
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.2)
     assert calibrate.compute_allowance(tiny_profile) == pytest.approx(0.27)

@@ -37,7 +37,7 @@ def wait_for(predicate, timeout=60.0):
 def make_worker(profile, face, clock, capacity=500):
     events = Events()
     frames = FrameBuffer(capacity)
-    worker = GenerationWorker(Session(profile, face, seed=0), clock, frames, events)
+    worker = GenerationWorker(Session(profile, face, seed=0), clock, frames, events, threads=lambda: 1)
     return worker, frames, events
 
 

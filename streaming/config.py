@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
@@ -40,7 +40,6 @@ class ServerConfig:
     audio_receive_prefetch: int | None = 1
     stamp_frames: bool = False  # paint each frame's index into its pixels (tests and the benchmark)
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def max_message_bytes(self) -> int:

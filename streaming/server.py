@@ -127,7 +127,8 @@ class AvatarServer:
                     raise
                 except Exception as exc:  # a bug in one call must not end the server
                     log.exception("call=%s event=message_failed", call_id)
-                    await send({"type": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+                    await send({"type": "error", "code": "internal",
+                                "message": f"the server failed on this message ({type(exc).__name__}); it is logged"})
         except ConnectionClosed:
             pass
         finally:
@@ -225,6 +226,8 @@ def serve_main(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for chatty in ("websockets.server", "aioice", "aiortc"):  # per-request / per-packet INFO lines
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         import uvloop
     except ImportError:

@@ -161,7 +161,7 @@ class GenerationWorker:
 
     def _plan_steps(self, slack: float) -> int | None:
         """Steps for the next window: the profile's, or fewer when it would finish late."""
-        if self._est_full is not None and slack < self._est_full * 1.2 and self.full_steps > 1:
+        if self._est_full is not None and slack < 1.1 * self._est_full and self.full_steps > 1:
             if self._est_fast is None or self._est_fast < self._est_full:
                 return 1
         return None
@@ -196,6 +196,10 @@ class GenerationWorker:
             self._est_full = compute if self._est_full is None else 0.7 * self._est_full + 0.3 * compute
         else:
             self._est_fast = compute if self._est_fast is None else 0.7 * self._est_fast + 0.3 * compute
+            # Full steps are not being measured now: let their estimate relax, so they are tried again
+            # (one slow outlier must not keep the stream on fewer steps for good).
+            if self._est_full is not None:
+                self._est_full = max(self._est_fast, 0.9 * self._est_full)
         with self.lock:
             st = self.stats
             st.windows += 1

@@ -35,7 +35,7 @@ def test_every_frame_exactly_once_with_contiguous_timestamps(tiny_profile, face_
     assert np.allclose(np.diff([f.pts for f in frames]), 1 / 25)
     assert frames[0].pts == 0
     windows = [f.window for f in frames]
-    assert windows == sorted(windows) and len(set(windows)) == -(-expected // 12)
+    assert windows == sorted(windows) and len(set(windows)) == -(-expected // tiny_profile.frames_per_window)
     speech = np.array([f.speech for f in frames])
     assert speech[:25].any() and not speech[40:50].any() and speech[-20:].any()
 
@@ -100,7 +100,7 @@ def test_silence_takes_the_cheaper_idle_path(tiny_profile, face_image):
     s = Session(tiny_profile, face_image)
     s.push_audio(np.zeros(SR * 2, np.float32), SR)
     frames = s.step(1)
-    assert len(frames) == 12 and not any(f.speech for f in frames)
+    assert len(frames) == tiny_profile.frames_per_window and not any(f.speech for f in frames)
     assert s.last_window_stats["idle"] and s.last_window_stats["forwards"] == tiny_profile.idle_steps
 
 

@@ -226,7 +226,7 @@ async def test_two_callers_third_refused_vanished_caller_frees_its_slot(server):
 
 
 @pytest.mark.slow
-async def test_control_messages_interrupt_prompt_avatar(server):
+async def test_control_messages_interrupt_prompt_avatar(server, tiny_profile):
     srv = await server()
     client = await CallClient.open(ws_url(srv), speech(0.2), 16000)
     try:
@@ -238,7 +238,7 @@ async def test_control_messages_interrupt_prompt_avatar(server):
         assert interrupted["t"] >= 0
         await client.send({"type": "avatar", "image": png_data_url(96, 96)})
         switched = await client.wait_for("avatar", timeout=10)
-        assert switched["ok"] is True and switched["frame"] % 12 == 0
+        assert switched["ok"] is True and switched["frame"] % tiny_profile.frames_per_window == 0
         await client.send({"type": "avatar", "id": "nobody"})
         assert (await client.wait_for("error"))["code"] == "bad_avatar"  # refused; the call goes on
         stats = await client.wait_for("stats", timeout=5, count=3)

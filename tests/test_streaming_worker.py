@@ -68,7 +68,7 @@ def test_on_time_worker_runs_every_window_in_order_at_full_steps(tiny_profile, f
     finally:
         worker.stop()
     got = drain(frames)
-    assert [f.index for f in got] == list(range(len(got))) and len(got) >= 36
+    assert [f.index for f in got] == list(range(len(got))) and len(got) >= 3 * tiny_profile.frames_per_window
     snap = worker.stats.snapshot()
     assert snap["fewer_steps"] == 0 and snap["catch_ups"] == 0 and snap["late_windows"] == 0
     assert "degraded" not in events.kinds()
@@ -96,17 +96,18 @@ def test_worker_slightly_behind_uses_fewer_steps(tiny_profile, face_image, speec
     worker, frames, _ = make_worker(tiny_profile, face_image, clock)
     worker.start()
     try:
-        feed(worker, speech_like(0.7))  # enough audio for window 0 only
+        fpw = tiny_profile.frames_per_window
+        feed(worker, speech_like(fpw / 25 + tiny_profile.lookahead_s + 0.1))  # enough audio for window 0 only
         wait_for(lambda: worker.stats.windows >= 1)
         assert worker.session.windows_ready() == 0
-        # Window 1 (frames 12..23) is now due in 50 ms: less than a full-steps window takes.
-        clock.t0 = time.monotonic() + 0.05 - 12 / 25
+        # Window 1 is now due in 50 ms: less than a full-steps window takes.
+        clock.t0 = time.monotonic() + 0.05 - fpw / 25
         feed(worker, speech_like(2.0, seed=1))
         wait_for(lambda: worker.stats.windows >= 2)
     finally:
         worker.stop()
     second = list(worker.stats.recent)[1]
-    assert second["first_frame"] == 12 and not second["idle"] and second["steps"] == 1
+    assert second["first_frame"] == fpw and not second["idle"] and second["steps"] == 1
     assert worker.stats.fewer_steps >= 1
 
 
@@ -123,7 +124,7 @@ def test_interrupt_reports_where_speech_was_dropped(tiny_profile, face_image, sp
     finally:
         worker.stop()
     sample = events.items[events.kinds().index("interrupted")][1]["sample"]
-    assert sample % 640 == 0 and sample >= 12 * 640
+    assert sample % 640 == 0 and sample >= tiny_profile.frames_per_window * 640
 
 
 def test_a_failing_session_stops_only_its_own_worker(tiny_profile, face_image, speech_like):
@@ -148,7 +149,7 @@ def test_a_failing_session_stops_only_its_own_worker(tiny_profile, face_image, s
     finally:
         broken.stop()
         healthy.stop()
-    assert len(drain(healthy_frames)) >= 36
+    assert len(drain(healthy_frames)) >= 3 * tiny_profile.frames_per_window
 
 
 def test_new_avatar_takes_over_at_a_window_boundary_with_no_gap(tiny_profile, face_image, speech_like):
@@ -170,8 +171,9 @@ def test_new_avatar_takes_over_at_a_window_boundary_with_no_gap(tiny_profile, fa
         worker.stop()
     switch = events.items[events.kinds().index("avatar")][1]["frame"]
     got = drain(frames)
-    assert switch % 12 == 0 and switch >= 12
-    assert [f.index for f in got] == list(range(len(got))) and len(got) > switch + 12  # contiguous across it
+    fpw = tiny_profile.frames_per_window
+    assert switch % fpw == 0 and switch >= fpw
+    assert [f.index for f in got] == list(range(len(got))) and len(got) > switch + fpw  # contiguous across it
     # The new session made the frames from the switch on (tiny-random shows noise whatever the
     # face, so the frames themselves cannot tell; the session's count can).
     assert worker.session is new_session

@@ -62,25 +62,23 @@ def cmd_render(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
-    result = run_bench(args.profile, args.seconds, args.device, args.weights, steps=args.steps)
+    return _report(run_bench(args.profile, args.seconds, args.device, args.weights, steps=args.steps), args.json)
+
+
+def _report(result: dict, json_path: str | None) -> int:
+    width = max(map(len, result))
     for key, value in result.items():
-        print(f"{key:>24}: {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        print(f"{key:>{width}}: {value}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+        print(f"wrote {json_path}")
     return 0
 
 
 def cmd_eval(args) -> int:
     from .evaluate import evaluate
 
-    result = evaluate(args.profile, args.weights, args.steps, args.minutes, args.device, args.seed)
-    for key, value in result.items():
-        print(f"{key:>32}: {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+    return _report(evaluate(args.profile, args.weights, args.steps, args.minutes, args.device, args.seed), args.json)
 
 
 def cmd_serve(args) -> int:

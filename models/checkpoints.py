@@ -47,21 +47,26 @@ def read_tensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read {path} ({what}): {exc}") from exc
 
 
-def load_exact(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load a state dict that must match the module key for key and shape for shape."""
-    own = module.state_dict()
+def check_fit(own: dict[str, torch.Size], state: dict[str, torch.Size], source: str) -> None:
+    """Raise CheckpointError listing missing, unexpected and misshapen keys (shapes as sizes)."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        lines = [f"{source} does not fit the model:"]
-        for label, keys in (("missing", missing), ("unexpected", unexpected)):
-            if keys:
-                shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
-                lines.append(f"  {label} keys: {shown}")
-        for k in wrong[:12]:
-            lines.append(f"  shape of {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}")
-        raise CheckpointError("\n".join(lines))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k]) != tuple(state[k]))
+    if not (missing or unexpected or wrong):
+        return
+    lines = [f"{source} does not fit the model:"]
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
+            lines.append(f"  {label} keys: {shown}")
+    for k in wrong[:12]:
+        lines.append(f"  shape of {k}: file {tuple(state[k])}, model {tuple(own[k])}")
+    raise CheckpointError("\n".join(lines))
+
+
+def load_exact(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict that must match the module key for key and shape for shape."""
+    check_fit({k: v.shape for k, v in module.state_dict().items()}, {k: v.shape for k, v in state.items()}, source)
     module.load_state_dict(state, strict=True, assign=False)
 
 

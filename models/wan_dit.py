@@ -17,7 +17,7 @@ import torch
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 from safetensors import safe_open
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, check_fit
 from .dit import AudioWanTransformer
 
 # Module paths outside the blocks: original -> ours. Leaves (weight/bias) carry over unchanged.
@@ -151,23 +151,6 @@ def random_fill_(dit: AudioWanTransformer, std: float = 0.02) -> AudioWanTransfo
             else:
                 p.uniform_(-bound, bound)
     return dit
-
-
-def check_fit(own: dict[str, torch.Size], state: dict[str, torch.Size], source: str) -> None:
-    """Raise CheckpointError listing missing, unexpected and misshapen keys (all shapes as sizes)."""
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k]) != tuple(state[k]))
-    if not (missing or unexpected or wrong):
-        return
-    lines = [f"{source} does not fit the model:"]
-    for label, keys in (("missing", missing), ("unexpected", unexpected)):
-        if keys:
-            shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
-            lines.append(f"  {label} keys: {shown}")
-    for k in wrong[:12]:
-        lines.append(f"  shape of {k}: file {tuple(state[k])}, model {tuple(own[k])}")
-    raise CheckpointError("\n".join(lines))
 
 
 def load_dit_file(dit: AudioWanTransformer, path: Path, what: str, device, dtype: torch.dtype) -> AudioWanTransformer:

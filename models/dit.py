@@ -196,7 +196,6 @@ class AudioWanTransformer(WanTransformer3DModel):
         b, _, t, h, w = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
         pt, ph, pw = t // p_t, h // p_h, w // p_w
-        tokens_per_frame = ph * pw
         heads = self.config.num_attention_heads
 
         rotary_emb = self.rope(hidden_states)

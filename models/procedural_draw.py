@@ -125,7 +125,7 @@ def draw_head(img, pose: Pose, ident: FaceIdentity):
 
 
 def draw_front_hair(img, pose: Pose, ident: FaceIdentity):
-    style, colour, w = ident.hair_style, ident.hair, ident.face_half_width
+    style, colour = ident.hair_style, ident.hair
     if style == "none":
         return
     if style == "buzz":

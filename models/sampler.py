@@ -6,7 +6,7 @@ velocity v = noise - x0, and timestep = 1000 * sigma.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

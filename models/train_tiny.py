@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -92,10 +91,7 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> None
         state = codec.start_stream(codec.encode_reference(refs))
         recon, _ = codec.decode(z, state)
         loss = F.l1_loss(recon, frames) + 0.5 * F.l1_loss(_grad(recon), _grad(frames)) + 1e-4 * z.pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(_optimise(opt, loss, codec.parameters(), max_norm=None))
         if (step + 1) % 100 == 0 or step + 1 == steps:
             _save(out / "codec.pt", codec, opt, step + 1, losses)
             losses = []
@@ -103,6 +99,15 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> None
         frames = Data.to_tensor(data.video[:16, :FRAMES_PER_LATENT * 4])
         codec.latent_scale.fill_(codec.encode(frames).std().item() * codec.latent_scale.item())
     _save(out / "codec.pt", codec, opt, steps, losses)
+
+
+def _optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float | None = 1.0) -> float:
+    opt.zero_grad()
+    loss.backward()
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+    return loss.item()
 
 
 def _grad(x: torch.Tensor) -> torch.Tensor:
@@ -152,9 +157,8 @@ class Windows:
         c = self.context if continuation else 0
         total_latents = self.latents.shape[2]
         clips = rng.integers(0, len(self.latents), size)
-        starts = rng.integers(c, total_latents - self.new + 1, size) if continuation else np.zeros(size, int)
-        if not continuation:  # a first window may start anywhere too: the reference is the anchor
-            starts = rng.integers(0, total_latents - self.new + 1, size)
+        # a first window (c = 0) may start anywhere too: the reference is the anchor
+        starts = rng.integers(c, total_latents - self.new + 1, size)
         x = torch.stack([self.latents[k, :, s - c:s + self.new] for k, s in zip(clips, starts)])
         ref = self.ref_latents[clips]
         audio = torch.stack([torch.cat([torch.zeros_like(self.audio_tokens(k, 0, 1)),
@@ -201,7 +205,6 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> No
     opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.01)
     start = _resume(out / "teacher.pt", dit, opt)
     rng = np.random.default_rng(10_000 + start)
-    text = dit.prepare_context  # no text encoder in tiny: zero prompt tokens
     losses = []
     for step in tqdm(range(start, steps), desc="teacher", initial=start, total=steps):
         # Soup of tasks, hardest first: early on more reference-only windows and lip-sync on masked
@@ -224,14 +227,10 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> No
         hidden = dit_inputs(latents, noisy, n_known, mouth)
         timestep = torch.zeros(batch, latents.shape[2])
         timestep[:, n_known:] = sigma[:, None] * 1000
-        ctx = text(torch.zeros(1, 1, cfg["dit"]["text_dim"]))
+        ctx = dit.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))  # tiny has no text encoder
         v = dit(hidden, timestep, ctx, audio)[:, :, n_known:]
         loss = F.mse_loss(v, noise - target)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
+        losses.append(_optimise(opt, loss, dit.parameters()))
         if (step + 1) % 100 == 0 or step + 1 == steps:
             _save(out / "teacher.pt", dit, opt, step + 1, losses)
             losses = []
@@ -239,7 +238,7 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> No
 
 # ---- stage 3: few-step distillation -------------------------------------------------------------
 @torch.no_grad()
-def teacher_solve(teacher, hidden_known, latents, audio, n_known, noise, steps, audio_cfg, shift, ctx):
+def teacher_solve(teacher, latents, audio, n_known, noise, steps, audio_cfg, shift, ctx):
     """The teacher's many-step, audio-guided ODE solution from `noise`; returns the trajectory."""
     sigmas = flow_sigmas(steps, shift)
     x = noise
@@ -282,7 +281,7 @@ def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: dict, stude
         if n_known > 1:
             latents[:, :, 1:n_known] += 0.05 * torch.rand(batch, 1, 1, 1, 1) * torch.randn_like(latents[:, :, 1:n_known])
         noise = torch.randn_like(latents[:, :, n_known:])
-        trajectory = teacher_solve(teacher, None, latents, audio, n_known, noise, teacher_steps, audio_cfg, shift,
+        trajectory = teacher_solve(teacher, latents, audio, n_known, noise, teacher_steps, audio_cfg, shift,
                                    ctx_t.repeat(2 * batch))
         x0_teacher = trajectory[0.0]
         i = int(rng.integers(0, student_steps))
@@ -293,11 +292,7 @@ def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: dict, stude
         v = student(dit_inputs(latents, x, n_known), timestep, student.prepare_context(
             torch.zeros(1, 1, cfg["dit"]["text_dim"])), audio)[:, :, n_known:]
         loss = F.mse_loss(x - sigma * v, x0_teacher)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
+        losses.append(_optimise(opt, loss, student.parameters()))
         if (step + 1) % 50 == 0 or step + 1 == steps:
             _save(out / "student.pt", student, opt, step + 1, losses,
                   extra={"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg})

@@ -34,6 +34,13 @@ def wait_for(predicate, timeout=60.0):
         time.sleep(0.02)
 
 
+def unhurried_clock() -> MediaClock:
+    """A started clock on which every frame is due an hour from now: no deadline pressure."""
+    clock = MediaClock(delay_s=3600.0, fps=25, sample_rate=16000)
+    clock.start()
+    return clock
+
+
 def make_worker(profile, face, clock, capacity=500):
     events = Events()
     frames = FrameBuffer(capacity)
@@ -58,8 +65,7 @@ def drain(frames):
 
 
 def test_on_time_worker_runs_every_window_in_order_at_full_steps(tiny_profile, face_image, speech_like):
-    clock = MediaClock(delay_s=3600.0, fps=25, sample_rate=16000)  # everything due in an hour
-    clock.start()
+    clock = unhurried_clock()
     worker, frames, events = make_worker(tiny_profile, face_image, clock)
     worker.start()
     try:
@@ -112,8 +118,7 @@ def test_worker_slightly_behind_uses_fewer_steps(tiny_profile, face_image, speec
 
 
 def test_interrupt_reports_where_speech_was_dropped(tiny_profile, face_image, speech_like):
-    clock = MediaClock(delay_s=3600.0, fps=25, sample_rate=16000)
-    clock.start()
+    clock = unhurried_clock()
     worker, frames, events = make_worker(tiny_profile, face_image, clock)
     worker.start()
     try:
@@ -128,8 +133,7 @@ def test_interrupt_reports_where_speech_was_dropped(tiny_profile, face_image, sp
 
 
 def test_a_failing_session_stops_only_its_own_worker(tiny_profile, face_image, speech_like):
-    clock = MediaClock(delay_s=3600.0, fps=25, sample_rate=16000)
-    clock.start()
+    clock = unhurried_clock()
     broken, _, broken_events = make_worker(tiny_profile, face_image, clock)
     healthy, healthy_frames, _ = make_worker(tiny_profile, face_image, clock)
 
@@ -153,8 +157,7 @@ def test_a_failing_session_stops_only_its_own_worker(tiny_profile, face_image, s
 
 
 def test_new_avatar_takes_over_at_a_window_boundary_with_no_gap(tiny_profile, face_image, speech_like):
-    clock = MediaClock(delay_s=3600.0, fps=25, sample_rate=16000)
-    clock.start()
+    clock = unhurried_clock()
     worker, frames, events = make_worker(tiny_profile, face_image, clock)
     worker.start()
     try:

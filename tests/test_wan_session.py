@@ -17,7 +17,7 @@ from avatar.profiles import Profile, _merge, load_profile, read_profile_config
 from avatar.session import Session
 from models.checkpoints import CheckpointError
 from models.wan_components import load_components
-from models.wan_dit import build_dit, ours_to_original, random_fill_
+from models.wan_dit import ours_to_original
 
 SHRINK = {
     "dit": dict(num_attention_heads=2, attention_head_dim=32, text_dim=32, ffn_dim=128, num_layers=2,

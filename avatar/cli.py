@@ -78,7 +78,8 @@ def _report(result: dict, json_path: str | None) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate
 
-    return _report(evaluate(args.profile, args.weights, args.steps, args.minutes, args.device, args.seed), args.json)
+    return _report(evaluate(args.profile, args.weights, args.steps, args.minutes, args.device, args.seed,
+                            args.audio_guidance), args.json)
 
 
 def cmd_serve(args) -> int:
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = sub.add_parser("eval", help="lip sync, seams and drift on held-out speech")
     evaluation.add_argument("--minutes", type=float, default=10.0, help="length of the drift stream (0: skip)")
     evaluation.add_argument("--steps", type=int, help="override the profile's sampling steps")
+    evaluation.add_argument("--audio-guidance", type=float,
+                            help="audio classifier-free guidance at every step (e.g. the teacher: 2.0)")
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--json", help="also write the figures to this JSON file")
     _add_model_args(evaluation)

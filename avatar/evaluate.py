@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from models import metrics, procedural, speech
+from models.sampler import flow_sigmas, forward_count
 
 from .profiles import load_profile
 from .session import Session
@@ -44,10 +45,14 @@ def _stream(session: Session, audio: np.ndarray, on_frames) -> float:
 
 
 def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None, minutes: float = 10.0,
-             device: str = "cpu", seed: int = 0) -> dict:
+             device: str = "cpu", seed: int = 0, audio_guidance: float | None = None) -> dict:
+    """`steps` and `audio_guidance` override the profile's sampler, e.g. to run the teacher the way
+    it is distilled: many steps with audio classifier-free guidance at every step."""
     profile = load_profile(profile_name, device, weights)
     if steps:
-        profile.config["sampler"]["steps"] = steps
+        profile.config["sampler"]["steps"] = profile.config["sampler"]["idle_steps"] = steps
+    if audio_guidance is not None:
+        profile.config["sampler"]["guidance"] = [{"min_sigma": 0.0, "audio": audio_guidance}]
     size = profile.resolution[0]
     identity = procedural.sample_identity(np.random.default_rng(HELD_OUT_IDENTITY_SEED))
     reference = procedural.render_reference(identity, size)
@@ -64,6 +69,7 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
     result = {
         "profile": profile.name,
         "steps": profile.steps,
+        "forwards_per_window": forward_count(flow_sigmas(profile.steps, profile.shift), profile.guidance),
         "held_out_seconds": round(len(audio) / 16000, 1),
         "real_time_factor": round(compute / (len(audio) / 16000), 3),
         "lip_sync_correlation": round(sync["correlation"], 3),

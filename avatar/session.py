@@ -57,7 +57,7 @@ class Session:
         with torch.inference_mode():
             ref = torch.from_numpy(self.reference.image).to(dev, dtype).permute(2, 0, 1)[None] / 127.5 - 1
             self._ref_latent = profile.codec.encode_reference(ref)  # (1, C, 1, h, w)
-            self._decoder_state = profile.codec.start_stream(self._ref_latent)
+            self._decoder_state = profile.codec.start_stream(self._ref_latent, ref)
             image_tokens = profile.encode_image(self.reference.image)
             self._image_tokens = None if image_tokens is None else image_tokens.to(dev, dtype)
         self._contexts: dict[str, CrossContext] = {}

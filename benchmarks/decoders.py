@@ -14,11 +14,11 @@ from models.tiny_codec import TinyCodec
 from models.wan_vae import WanVaeCodec, random_vae
 
 
-def per_latent_ms(codec, latents: torch.Tensor, reference: torch.Tensor) -> float:
+def per_latent_ms(codec, latents: torch.Tensor, reference: torch.Tensor, image: torch.Tensor) -> float:
     with torch.inference_mode():
-        state = codec.start_stream(reference)
+        state = codec.start_stream(reference, image)
         codec.decode(latents[:, :, :1], state)  # warm-up
-        state = codec.start_stream(reference)
+        state = codec.start_stream(reference, image)
         started = time.perf_counter()
         for i in range(latents.shape[2]):
             _, state = codec.decode(latents[:, :, i:i + 1], state)
@@ -35,8 +35,9 @@ def main() -> None:
     h = args.size // 8
     z = torch.randn(1, 16, args.latents, h, h)
     ref = torch.randn(1, 16, 1, h, h)
-    wan = per_latent_ms(WanVaeCodec(random_vae()).eval(), z, ref)
-    tiny = per_latent_ms(TinyCodec().eval(), z, ref)
+    image = torch.rand(1, 3, args.size, args.size) * 2 - 1
+    wan = per_latent_ms(WanVaeCodec(random_vae()).eval(), z, ref, image)
+    tiny = per_latent_ms(TinyCodec().eval(), z, ref, image)
     result = {"size": args.size, "threads": torch.get_num_threads(), "wan_vae_ms_per_latent": round(wan, 1),
               "tiny_ms_per_latent": round(tiny, 1), "ratio": round(wan / tiny, 1)}
     for k, v in result.items():

@@ -58,8 +58,9 @@ class WanVaeCodec(nn.Module):
         mean = self.vae.quant_conv(out)[:, : self.latent_channels]
         return self.normalise(mean)
 
-    def start_stream(self, reference_latent: torch.Tensor) -> VaeStream:
-        """A stream primed with the reference latent as its first chunk (that 1-frame output is dropped)."""
+    def start_stream(self, reference_latent: torch.Tensor, reference_image: torch.Tensor | None = None) -> VaeStream:
+        """A stream primed with the reference latent as its first chunk (that 1-frame output is dropped).
+        The Wan decoder needs only the latent; the image is accepted for the shared codec interface."""
         state = VaeStream([None] * self._decoder_convs)
         x = self.vae.post_quant_conv(self.denormalise(reference_latent[:, :, :1]))
         self.vae.decoder(x, feat_cache=state.feat_map, feat_idx=[0], first_chunk=True)

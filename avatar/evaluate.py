@@ -106,4 +106,5 @@ def _drift(profile, reference: np.ndarray, minutes: float, seed: int) -> dict:
         "identity_change": round(float(sim[last].mean() / sim[first].mean() - 1), 4),
         "colour_delta_e_minute_1": round(float(col[first].mean()), 3),
         "colour_delta_e_last_minute": round(float(col[last].mean()), 3),
+        "colour_change": round(float(col[last].mean() / max(col[first].mean(), 1e-6) - 1), 4),
     }

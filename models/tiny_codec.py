@@ -120,7 +120,8 @@ class TinyDecoder(nn.Module):
 
 
 class TinyCodec(nn.Module):
-    """Encoder + streaming decoder; latents are normalised by `latent_scale` for the DiT."""
+    """Encoder + streaming decoder. The encoder's output is divided by `latent_scale` (its spread over the
+    training data), so the DiT and the decoder both work on latents of unit scale."""
 
     frames_per_latent = FRAMES_PER_LATENT
     spatial_factor = 8
@@ -151,13 +152,13 @@ class TinyCodec(nn.Module):
         """Decoder state for a new stream: the reference image's features, and the memory primed with
         the reference latent so the first frames continue it. `reference_image` is (B, 3, H, W) in [-1, 1]."""
         features = self.decoder.reference(reference_image)
-        _, memory = self.decoder(reference_latent[:, :, 0] * self.latent_scale, None, features)
+        _, memory = self.decoder(reference_latent[:, :, 0], None, features)
         return DecoderState(features, memory)
 
     def decode(self, latents: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """(B, C, T, h, w) -> frames (B, 4T, 3, H, W) in [-1, 1], continuing `state`."""
         frames, memory = [], state.memory
         for i in range(latents.shape[2]):
-            out, memory = self.decoder(latents[:, :, i] * self.latent_scale, memory, state.reference)
+            out, memory = self.decoder(latents[:, :, i], memory, state.reference)
             frames.append(out)
         return torch.cat(frames, dim=1), DecoderState(state.reference, memory)

@@ -87,11 +87,22 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> None
         frames = Data.to_tensor(np.stack([data.video[c, f:f + n_frames] for c, f in zip(clip, first)]))
         refs = Data.to_tensor(data.refs[clip])
         z = codec.encode(frames)
-        z = z + 0.05 * torch.randn_like(z)  # a decoder that tolerates the DiT's small latent errors
-        state = codec.start_stream(codec.encode_reference(refs), refs)
+        # Unit-scale latents plus noise at 5% of how much they vary between clips and frames: a decoder
+        # that tolerates the DiT's small latent errors, and an encoder that cannot hide its signal under
+        # the noise (with a fixed noise level it shrank to a constant, and the decoder learned to copy
+        # the reference image instead).
+        spread = z.detach().std()
+        z = z / spread
+        z = z + 0.05 * (z - z.mean(0, keepdim=True)).detach().std() * torch.randn_like(z)
+        # Half the batch decodes without the reference image, so everything must also be in the
+        # latents; the mouth above all, which copying the (closed-mouth) reference never gets right.
+        blind = torch.from_numpy(rng.random(batch) < 0.5).float()[:, None, None, None]
+        state = codec.start_stream(codec.encode_reference(refs) / spread, refs * (1 - blind))
         recon, _ = codec.decode(z, state)
-        loss = mouth_weighted_mean((recon - frames).abs(), 8.0) + 0.5 * F.l1_loss(_grad(recon), _grad(frames)) + 1e-4 * z.pow(2).mean()
+        loss = mouth_weighted_mean((recon - frames).abs(), 8.0) + 0.5 * F.l1_loss(_grad(recon), _grad(frames))
         losses.append(_optimise(opt, loss, codec.parameters(), max_norm=None))
+        with torch.no_grad():
+            codec.latent_scale.mul_(spread ** 0.1)  # running estimate, in log space
         if (step + 1) % 100 == 0 or step + 1 == steps:
             _save(out / "codec.pt", codec, opt, step + 1, losses)
             losses = []

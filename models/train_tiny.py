@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .audio_features import MelEncoder, SAMPLES_PER_FRAME, latent_audio_tokens
 from .checkpoints import save_modules
-from .dit import AudioWanTransformer
+from .dit import AudioWanTransformer, dit_kwargs
 from .sampler import flow_sigmas
 from .tiny_codec import FRAMES_PER_LATENT, TinyCodec
 
@@ -71,10 +71,17 @@ class Data:
         return torch.from_numpy(frames).permute(*range(frames.ndim - 3), -1, -3, -2).float() / 127.5 - 1
 
 
+def autocast(bf16: bool):
+    """bf16 matrix work on the CPU (oneDNN; AMX where the CPU has it). On the dev machine's Xeon it
+    makes a DiT step 1.7x and a channels-last codec step 5x faster than float32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
 # ---- stage 1: the codec -------------------------------------------------------------------------
-def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> None:
+def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
     data = Data(out)
     codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
+    codec.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(codec.parameters(), lr=lr)
     start = _resume(out / "codec.pt", codec, opt)
     rng = np.random.default_rng(start)
@@ -82,11 +89,13 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> None
     n_frames = latents_per_sample * FRAMES_PER_LATENT
     losses = []
     for step in tqdm(range(start, steps), desc="codec", initial=start, total=steps):
+        _set_lr(opt, lr, step, steps)
         clip = rng.integers(0, len(data.video), batch)
         first = rng.integers(0, data.video.shape[1] // FRAMES_PER_LATENT - latents_per_sample, batch) * FRAMES_PER_LATENT
         frames = Data.to_tensor(np.stack([data.video[c, f:f + n_frames] for c, f in zip(clip, first)]))
         refs = Data.to_tensor(data.refs[clip])
-        z = codec.encode(frames)
+        with autocast(bf16):
+            z = codec.encode(frames).float()
         # Unit-scale latents plus noise at 5% of how much they vary between clips and frames: a decoder
         # that tolerates the DiT's small latent errors, and an encoder that cannot hide its signal under
         # the noise (with a fixed noise level it shrank to a constant, and the decoder learned to copy
@@ -97,8 +106,9 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> None
         # Half the batch decodes without the reference image, so everything must also be in the
         # latents; the mouth above all, which copying the (closed-mouth) reference never gets right.
         blind = torch.from_numpy(rng.random(batch) < 0.5).float()[:, None, None, None]
-        state = codec.start_stream(codec.encode_reference(refs) / spread, refs * (1 - blind))
-        recon, _ = codec.decode(z, state)
+        with autocast(bf16):
+            state = codec.start_stream(codec.encode_reference(refs) / spread, refs * (1 - blind))
+            recon = codec.decode(z, state)[0].float()
         loss = mouth_weighted_mean((recon - frames).abs(), 8.0) + 0.5 * F.l1_loss(_grad(recon), _grad(frames))
         losses.append(_optimise(opt, loss, codec.parameters(), max_norm=None))
         with torch.no_grad():
@@ -110,6 +120,17 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> None
         frames = Data.to_tensor(data.video[:16, :FRAMES_PER_LATENT * 4])
         codec.latent_scale.fill_(codec.encode(frames).std().item() * codec.latent_scale.item())
     _save(out / "codec.pt", codec, opt, steps, losses)
+
+
+def _set_lr(opt: torch.optim.Optimizer, peak: float, step: int, steps: int, warmup: int = 50) -> None:
+    """Linear warm-up, then cosine decay to a tenth of the peak: a function of the step alone, so a
+    resumed run continues the same schedule."""
+    if step < warmup:
+        lr = peak * (step + 1) / warmup
+    else:
+        lr = peak * (0.1 + 0.45 * (1 + np.cos(np.pi * (step - warmup) / max(steps - warmup, 1))))
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def _optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float | None = 1.0) -> float:
@@ -129,7 +150,7 @@ def _grad(x: torch.Tensor) -> torch.Tensor:
 class Windows:
     """Encodes every clip once with the frozen codec and cuts training windows like the session."""
 
-    def __init__(self, out: Path, cfg: dict):
+    def __init__(self, out: Path, cfg: dict, bf16: bool = True):
         data = Data(out)
         self.cfg = cfg
         self.codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
@@ -139,11 +160,12 @@ class Windows:
         if cache.is_file():
             self.latents, self.ref_latents = torch.load(cache)
         else:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(bf16):
                 self.latents = torch.cat([self.codec.encode(Data.to_tensor(data.video[i:i + 8]))
                                           for i in tqdm(range(0, len(data.video), 8), desc="encode")])
                 self.ref_latents = torch.cat([self.codec.encode_reference(Data.to_tensor(data.refs[i:i + 32]))
                                               for i in range(0, len(data.refs), 32)])
+            self.latents, self.ref_latents = self.latents.float(), self.ref_latents.float()
             torch.save((self.latents, self.ref_latents), cache)
         self.audio = data.audio
         self.encoder = MelEncoder(cfg["audio"]["n_mels"])
@@ -207,9 +229,7 @@ def mouth_weighted_mean(error: torch.Tensor, mouth_weight: float) -> torch.Tenso
 
 
 def build_dit(cfg: dict) -> AudioWanTransformer:
-    kw = dict(cfg["dit"])
-    kw["patch_size"] = tuple(kw["patch_size"])
-    return AudioWanTransformer(**kw)
+    return AudioWanTransformer(**dit_kwargs(cfg["dit"]))
 
 
 def sample_sigmas(rng: np.random.Generator, n: int, shift: float) -> torch.Tensor:
@@ -218,14 +238,15 @@ def sample_sigmas(rng: np.random.Generator, n: int, shift: float) -> torch.Tenso
 
 
 # ---- stage 2: the teacher -----------------------------------------------------------------------
-def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> None:
-    windows = Windows(out, cfg)
+def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
+    windows = Windows(out, cfg, bf16)
     dit = build_dit(cfg)
     opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.01)
     start = _resume(out / "teacher.pt", dit, opt)
     rng = np.random.default_rng(10_000 + start)
     losses = []
     for step in tqdm(range(start, steps), desc="teacher", initial=start, total=steps):
+        _set_lr(opt, lr, step, steps)
         # Soup of tasks, hardest first: early on more reference-only windows and lip-sync on masked
         # video; later mostly continuation, the task the stream runs.
         progress = step / max(steps, 1)
@@ -246,8 +267,10 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> No
         hidden = dit_inputs(latents, noisy, n_known, mouth)
         timestep = torch.zeros(batch, latents.shape[2])
         timestep[:, n_known:] = sigma[:, None] * 1000
-        ctx = dit.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))  # tiny has no text encoder
-        v = dit(hidden, timestep, ctx, audio)[:, :, n_known:]
+        with autocast(bf16):
+            ctx = dit.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))  # tiny has no text encoder
+        with autocast(bf16):
+            v = dit(hidden, timestep, ctx, audio)[:, :, n_known:].float()
         loss = mouth_weighted_mean((v - (noise - target)).pow(2), 4.0)
         losses.append(_optimise(opt, loss, dit.parameters()))
         if (step + 1) % 100 == 0 or step + 1 == steps:
@@ -257,7 +280,7 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict) -> No
 
 # ---- stage 3: few-step distillation -------------------------------------------------------------
 @torch.no_grad()
-def teacher_solve(teacher, latents, audio, n_known, noise, steps, audio_cfg, shift, ctx):
+def teacher_solve(teacher, latents, audio, n_known, noise, steps, audio_cfg, shift, ctx, bf16=False):
     """The teacher's many-step, audio-guided ODE solution from `noise`; returns the trajectory."""
     sigmas = flow_sigmas(steps, shift)
     x = noise
@@ -267,7 +290,8 @@ def teacher_solve(teacher, latents, audio, n_known, noise, steps, audio_cfg, shi
     for sigma, nxt in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
         hidden = dit_inputs(latents, x, n_known).repeat(2, 1, 1, 1, 1)
         timestep[:, n_known:] = sigma * 1000
-        v = teacher(hidden, timestep, ctx, torch.cat([audio, torch.zeros_like(audio)]))[:, :, n_known:]
+        with autocast(bf16):
+            v = teacher(hidden, timestep, ctx, torch.cat([audio, torch.zeros_like(audio)]))[:, :, n_known:].float()
         v_cond, v_null = v[:b], v[b:]
         x = x + (nxt - sigma) * (v_null + audio_cfg * (v_cond - v_null))
         trajectory[round(nxt, 6)] = x
@@ -275,12 +299,12 @@ def teacher_solve(teacher, latents, audio, n_known, noise, steps, audio_cfg, shi
 
 
 def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: dict, student_steps: int,
-                  teacher_steps: int, audio_cfg: float) -> None:
+                  teacher_steps: int, audio_cfg: float, bf16: bool = True) -> None:
     """Trajectory distillation: the student, run with `student_steps` Euler steps, must land where
     the teacher's `teacher_steps`-step guided ODE lands, from the same noise (guidance distilled in).
     Chosen over consistency or DMD training because it needs no extra networks and converges in a
     few hundred CPU steps on data this regular."""
-    windows = Windows(out, cfg)
+    windows = Windows(out, cfg, bf16)
     teacher = build_dit(cfg)
     _resume(out / "teacher.pt", teacher, None)
     teacher.eval().requires_grad_(False)
@@ -293,24 +317,30 @@ def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: dict, stude
     # the student's own schedule, aligned with the teacher's grid so the teacher's states are on it
     grid = flow_sigmas(teacher_steps, shift).tolist()
     student_sigmas = [grid[round(i * teacher_steps / student_steps)] for i in range(student_steps)]
-    ctx_t = teacher.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))
+    with torch.no_grad(), autocast(bf16):
+        ctx_t = teacher.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))
     losses = []
     for step in tqdm(range(start, steps), desc="distill", initial=start, total=steps):
+        _set_lr(opt, lr, step, steps)
         latents, audio, n_known = windows.batch(rng, batch, continuation=rng.random() < 0.7)
         if n_known > 1:
             latents[:, :, 1:n_known] += 0.05 * torch.rand(batch, 1, 1, 1, 1) * torch.randn_like(latents[:, :, 1:n_known])
+        drop = torch.from_numpy(rng.random(batch) < 0.15).float()[:, None, None, None]
+        audio = audio * (1 - drop)  # the idle path runs the student on null audio
         noise = torch.randn_like(latents[:, :, n_known:])
         trajectory = teacher_solve(teacher, latents, audio, n_known, noise, teacher_steps, audio_cfg, shift,
-                                   ctx_t.repeat(2 * batch))
-        x0_teacher = trajectory[0.0]
-        i = int(rng.integers(0, student_steps))
-        sigma = student_sigmas[i]
-        x = trajectory[min(trajectory, key=lambda k: abs(k - sigma))]
-        timestep = torch.zeros(batch, latents.shape[2])
-        timestep[:, n_known:] = sigma * 1000
-        v = student(dit_inputs(latents, x, n_known), timestep, student.prepare_context(
-            torch.zeros(1, 1, cfg["dit"]["text_dim"])), audio)[:, :, n_known:]
-        loss = mouth_weighted_mean((x - sigma * v - x0_teacher).pow(2), 4.0)
+                                   ctx_t.repeat(2 * batch), bf16)
+        # every position of the student's schedule at once: the teacher's solve is the costly part
+        x = torch.cat([trajectory[min(trajectory, key=lambda k: abs(k - s))] for s in student_sigmas])
+        sigma = torch.tensor(student_sigmas).repeat_interleave(batch)
+        timestep = torch.zeros(len(x), latents.shape[2])
+        timestep[:, n_known:] = sigma[:, None] * 1000
+        repeat = (student_steps,) + (1,) * (latents.ndim - 1)
+        with autocast(bf16):
+            v = student(dit_inputs(latents.repeat(repeat), x, n_known), timestep, student.prepare_context(
+                torch.zeros(1, 1, cfg["dit"]["text_dim"])), audio.repeat(repeat[:-1]))[:, :, n_known:].float()
+        x0_student = x - sigma[:, None, None, None, None] * v
+        loss = mouth_weighted_mean((x0_student - trajectory[0.0].repeat(repeat)).pow(2), 4.0)
         losses.append(_optimise(opt, loss, student.parameters()))
         if (step + 1) % 50 == 0 or step + 1 == steps:
             _save(out / "student.pt", student, opt, step + 1, losses,
@@ -372,6 +402,8 @@ def main(argv=None) -> None:
     p.add_argument("--student-steps", type=int, default=2)
     p.add_argument("--teacher-steps", type=int, default=16)
     p.add_argument("--audio-cfg", type=float, default=2.0)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="bf16: autocast matrix work to bfloat16 (fast on CPUs with AVX-512 BF16 / AMX)")
     p.add_argument("--which", choices=["teacher", "student"], default="student")
     p.add_argument("--target", type=Path, default=ROOT / "models" / "weights" / "tiny.safetensors")
     args = p.parse_args(argv)
@@ -382,12 +414,12 @@ def main(argv=None) -> None:
     if args.stage == "data":
         make_dataset(args.out, args.clips, args.seconds, size, args.seed)
     elif args.stage == "codec":
-        train_codec(args.out, args.steps, args.batch, args.lr, cfg)
+        train_codec(args.out, args.steps, args.batch, args.lr, cfg, args.precision == "bf16")
     elif args.stage == "teacher":
-        train_teacher(args.out, args.steps, args.batch, args.lr, cfg)
+        train_teacher(args.out, args.steps, args.batch, args.lr, cfg, args.precision == "bf16")
     elif args.stage == "distill":
         train_distill(args.out, args.steps, args.batch, args.lr, cfg, args.student_steps, args.teacher_steps,
-                      args.audio_cfg)
+                      args.audio_cfg, args.precision == "bf16")
     else:
         export(args.out, cfg, args.target, args.which)
 

@@ -18,7 +18,7 @@ from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 from safetensors import safe_open
 
 from .checkpoints import CheckpointError, check_fit
-from .dit import AudioWanTransformer
+from .dit import AudioWanTransformer, dit_kwargs
 
 # Module paths outside the blocks: original -> ours. Leaves (weight/bias) carry over unchanged.
 TOP_LEVEL = {
@@ -112,10 +112,8 @@ def target_names(keys) -> dict[str, str]:
 
 
 def build_dit(cfg: dict, device: torch.device | str = "meta") -> AudioWanTransformer:
-    kw = dict(cfg["dit"])
-    kw["patch_size"] = tuple(kw["patch_size"])
     with torch.device("meta"):
-        dit = AudioWanTransformer(**kw)
+        dit = AudioWanTransformer(**dit_kwargs(cfg["dit"]))
     if str(device) != "meta":
         dit = dit.to_empty(device=device)
         _rebuild_rope(dit, device)

@@ -2,7 +2,8 @@
 
 Each latent frame stands for 4 video frames. The decoder runs per latent frame with 2D convolutions
 and a temporal memory (the previous latent frame's features at each memory block), so a stream is
-decoded window by window with no re-decoding. It is anchored on the reference image: features of
+decoded window by window with no re-decoding, and each latent frame's first frame continues the last
+frame shown (a full-scale path from that frame). It is anchored on the reference image: features of
 the reference pixels enter every scale, so fine identity detail (eyes, hair, texture) comes from the
 reference and the latents need only carry what moves (mouth, blinks, head motion). That detail
 cannot drift over a long stream, and a 16-channel latent at 1/8 scale stays sharp.
@@ -22,6 +23,7 @@ FRAMES_PER_LATENT = 4
 class DecoderState(NamedTuple):
     reference: list[torch.Tensor]  # reference-image features, finest first; fixed for the stream
     memory: list[torch.Tensor]  # the previous latent frame's features at each memory block
+    last_frame: torch.Tensor  # (B, 3, H, W) in [-1, 1]: the frame shown last, which the next continues
 
 
 def _conv(cin: int, cout: int) -> nn.Conv2d:
@@ -101,12 +103,17 @@ class TinyDecoder(nn.Module):
         # reference features for the memory blocks (at 1/8 .. 1/2 scale) and the full-scale fusion
         self.reference = ReferenceEncoder(tuple(widths) + (widths[-1],))
         self.fuse = nn.Sequential(_conv(2 * cin, cin), nn.ReLU(), _conv(cin, cin), nn.ReLU())
+        # Decoded one latent frame at a time, neighbours' independent errors showed as a jump at every
+        # 4th frame; this path lets the first frames continue the last one shown. It starts as a no-op.
+        self.continuation = nn.Sequential(_conv(cin + 3, cin), nn.ReLU(), _conv(cin, cin))
+        nn.init.zeros_(self.continuation[-1].weight)
+        nn.init.zeros_(self.continuation[-1].bias)
         self.head = _conv(cin, 3 * FRAMES_PER_LATENT)
 
-    def forward(self, z: torch.Tensor, memory: list[torch.Tensor] | None,
-                reference: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One latent frame (B, C, h, w) + memory + reference features -> 4 frames (B, 4, 3, H, W)
-        in [-1, 1] and the new memory."""
+    def forward(self, z: torch.Tensor, memory: list[torch.Tensor] | None, reference: list[torch.Tensor],
+                last_frame: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One latent frame (B, C, h, w) + memory + reference features + the last frame shown ->
+        4 frames (B, 4, 3, H, W) in [-1, 1] and the new memory."""
         x = F.relu(self.stem(z))
         new_memory = []
         coarse_ref = reference[::-1]
@@ -115,6 +122,7 @@ class TinyDecoder(nn.Module):
             x = mem(x, x if memory is None else memory[i], coarse_ref[i])
             x = stage(x)
         x = x + self.fuse(torch.cat([x, reference[0]], dim=1))
+        x = x + self.continuation(torch.cat([x, last_frame.to(x.dtype)], dim=1))
         frames = torch.tanh(self.head(x))
         return frames.unflatten(1, (FRAMES_PER_LATENT, 3)), new_memory
 
@@ -152,13 +160,14 @@ class TinyCodec(nn.Module):
         """Decoder state for a new stream: the reference image's features, and the memory primed with
         the reference latent so the first frames continue it. `reference_image` is (B, 3, H, W) in [-1, 1]."""
         features = self.decoder.reference(reference_image)
-        _, memory = self.decoder(reference_latent[:, :, 0], None, features)
-        return DecoderState(features, memory)
+        _, memory = self.decoder(reference_latent[:, :, 0], None, features, reference_image)
+        return DecoderState(features, memory, reference_image)
 
     def decode(self, latents: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """(B, C, T, h, w) -> frames (B, 4T, 3, H, W) in [-1, 1], continuing `state`."""
-        frames, memory = [], state.memory
+        frames, memory, last = [], state.memory, state.last_frame
         for i in range(latents.shape[2]):
-            out, memory = self.decoder(latents[:, :, i], memory, state.reference)
+            out, memory = self.decoder(latents[:, :, i], memory, state.reference, last)
             frames.append(out)
-        return torch.cat(frames, dim=1), DecoderState(state.reference, memory)
+            last = out[:, -1]
+        return torch.cat(frames, dim=1), DecoderState(state.reference, memory, last)

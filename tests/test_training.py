@@ -21,10 +21,17 @@ def test_each_stage_runs_resumes_and_exports(tmp_path):
     train_tiny.train_codec(tmp_path, steps=2, batch=2, lr=1e-3, cfg=cfg)
     train_tiny.train_codec(tmp_path, steps=3, batch=2, lr=1e-3, cfg=cfg)  # resumes at step 2
     assert torch.load(tmp_path / "codec.pt", weights_only=False)["step"] == 3
+    encoder = {k: v.clone() for k, v in torch.load(tmp_path / "codec.pt", weights_only=False)["model"].items()
+               if not k.startswith("decoder.")}
+    train_tiny.train_decoder(tmp_path, steps=2, batch=2, lr=1e-3, cfg=cfg)
+    tuned = torch.load(tmp_path / "decoder.pt", weights_only=False)["model"]
+    assert all(torch.equal(tuned[k], v) for k, v in encoder.items())  # the DiT's latents keep their meaning
+    assert any(not torch.equal(tuned[k], v) for k, v in torch.load(tmp_path / "codec.pt", weights_only=False)
+               ["model"].items() if k.startswith("decoder."))
     train_tiny.train_teacher(tmp_path, steps=2, batch=2, lr=1e-4, cfg=cfg)
     train_tiny.train_distill(tmp_path, steps=1, batch=1, lr=1e-4, cfg=cfg, student_steps=2, teacher_steps=2,
                              audio_cfg=2.0)
-    for stage in ("codec", "teacher", "student"):
+    for stage in ("codec", "decoder", "teacher", "student"):
         lines = (tmp_path / f"{stage}.log.jsonl").read_text().splitlines()
         assert np.isfinite(json.loads(lines[-1])["loss"])
 

@@ -15,7 +15,7 @@ import torch
 
 from models.audio_features import MelEncoder, lookahead_seconds
 from models.checkpoints import CheckpointError, load_exact, read_tensors, split_prefix
-from models.dit import AudioWanTransformer
+from models.dit import AudioWanTransformer, dit_kwargs
 from models.sampler import GuidancePlan
 from models.tiny_codec import TinyCodec
 
@@ -118,12 +118,6 @@ class Profile:
         return self.config.get("text", {}).get("negative_prompt", "")
 
 
-def _dit_kwargs(cfg: dict) -> dict:
-    kw = dict(cfg["dit"])
-    kw["patch_size"] = tuple(kw["patch_size"])
-    return kw
-
-
 def _to_dtype(dit: AudioWanTransformer, dtype: torch.dtype) -> AudioWanTransformer:
     """Cast to dtype but keep the modules Wan needs in float32 (norms, time embedding, modulation)."""
     if dtype == torch.float32:
@@ -158,8 +152,9 @@ def _weights_dir(cfg: dict, weights: str | Path | None) -> Path:
 
 
 def _load_tiny(cfg: dict, device: torch.device, weights: str | Path | None) -> tuple:
-    dit = AudioWanTransformer(**_dit_kwargs(cfg))
+    dit = AudioWanTransformer(**dit_kwargs(cfg["dit"]))
     codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
+    codec.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout on CPU
     if not cfg.get("random_weights"):
         path = Path(weights) if weights else WEIGHTS_DIR / cfg["weights"]
         try:
@@ -194,19 +189,8 @@ def load_profile(name: str = "tiny", device: str | torch.device | None = "cpu",
                  weights: str | Path | None = None) -> Profile:
     """Build the models of a profile and load their weights (nothing is downloaded)."""
     cfg = read_profile_config(name)
-    notes = []
-    if not cfg.get("random_weights") and cfg["codec"]["kind"] == "tiny" and weights is None:
-        path = WEIGHTS_DIR / cfg["weights"]
-        if not path.is_file() and cfg.get("fallback"):
-            msg = (f"profile {name!r}: trained weights {path} are not there; falling back to "
-                   f"{cfg['fallback']!r} (random weights: the video will be noise)")
-            log.warning(msg)
-            notes.append(msg)
-            fallback = load_profile(cfg["fallback"], device)
-            fallback.notes[:0] = notes
-            return fallback
     device = _resolve_device(device)
-    dtype = getattr(torch, cfg.get("dtype", "float32")) if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, cfg.get("dtype" if device.type == "cuda" else "cpu_dtype", "float32"))
     started = time.perf_counter()
     seed_state = torch.random.get_rng_state()
     torch.manual_seed(0)  # random-weight profiles are the same network every time
@@ -219,8 +203,7 @@ def load_profile(name: str = "tiny", device: str | torch.device | None = "cpu",
         torch.random.set_rng_state(seed_state)
     dit = _to_dtype(dit.to(device), dtype).eval().requires_grad_(False)
     codec = codec.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    if cfg.get("random_weights"):
-        notes.append(f"profile {name!r} has random weights: for tests and benchmarks only")
+    notes = [f"profile {name!r} has random weights: for tests and benchmarks only"] if cfg.get("random_weights") else []
     log.info("loaded profile %s on %s in %.1fs", name, device, time.perf_counter() - started)
     return Profile(name, cfg, device, dtype, dit, codec, audio_encoder, encode_text, encode_image,
                    bool(cfg.get("random_weights")), notes=notes)

@@ -1,5 +1,3 @@
-import logging
-
 import pytest
 import torch
 
@@ -24,12 +22,10 @@ def test_unknown_profile_lists_the_known_ones():
         profiles.read_profile_config("huge")
 
 
-def test_tiny_falls_back_to_random_weights_with_a_warning(monkeypatch, tmp_path, caplog):
+def test_the_tiny_profile_names_its_missing_weight_file(monkeypatch, tmp_path):
     monkeypatch.setattr(profiles, "WEIGHTS_DIR", tmp_path)
-    with caplog.at_level(logging.WARNING):
-        p = profiles.load_profile("tiny", "cpu")
-    assert p.name == "tiny-random" and p.random_weights
-    assert any("falling back" in n for n in p.notes) and "falling back" in caplog.text
+    with pytest.raises(WeightsError, match=r"missing weight file.*tiny\.safetensors"):
+        profiles.load_profile("tiny", "cpu")
 
 
 def test_the_1_3b_profile_names_its_missing_weights(monkeypatch):

@@ -4,7 +4,7 @@ commands, times and losses: models/weights/TINY_MODEL_CARD.md):
     python -m models.train_tiny data    --clips 500 --seconds 4
     python -m models.train_tiny codec   --steps 3000 --batch 4 --lr 1e-3
     python -m models.train_tiny teacher --steps 5000 --batch 8 --lr 5e-4
-    python -m models.train_tiny decoder --steps 1500 --batch 4 --lr 3e-4
+    python -m models.train_tiny decoder --steps 3000 --batch 4 --lr 3e-4
     python -m models.train_tiny distill --steps 600 --batch 4 --lr 1e-4 --teacher-steps 8
     python -m models.train_tiny export  --which student
 

@@ -336,7 +336,7 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
 
 # ---- stage 3: few-step distillation -------------------------------------------------------------
 @torch.no_grad()
-def teacher_solve(teacher, latents, audio, n_known, noise, steps, audio_cfg, shift, ctx, bf16=False):
+def teacher_solve(teacher, latents, audio, n_known, noise, steps, audio_cfg, shift, ctx, bf16: bool):
     """The teacher's many-step, audio-guided ODE solution from `noise`; returns the trajectory."""
     sigmas = flow_sigmas(steps, shift)
     x = noise

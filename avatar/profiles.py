@@ -153,8 +153,7 @@ def _weights_dir(cfg: dict, weights: str | Path | None) -> Path:
 
 def _load_tiny(cfg: dict, device: torch.device, weights: str | Path | None) -> tuple:
     dit = AudioWanTransformer(**dit_kwargs(cfg["dit"]))
-    codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
-    codec.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout on CPU
+    codec = TinyCodec.from_config(cfg["codec"])
     if not cfg.get("random_weights"):
         path = Path(weights) if weights else WEIGHTS_DIR / cfg["weights"]
         try:

@@ -143,6 +143,12 @@ class TinyCodec(nn.Module):
         self.decoder = TinyDecoder(latent_channels, tuple(widths))
         self.register_buffer("latent_scale", torch.ones(()))
 
+    @classmethod
+    def from_config(cls, section: dict) -> "TinyCodec":
+        """From a profile's [codec] table, channels-last (oneDNN's fast convolution layout on CPU)."""
+        codec = cls(section["latent_channels"], tuple(section["widths"]))
+        return codec.to(memory_format=torch.channels_last)
+
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 4T, 3, H, W) in [-1, 1] -> normalised latents (B, C, T, h, w)."""
         b, n = frames.shape[:2]

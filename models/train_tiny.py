@@ -112,8 +112,7 @@ def _reconstruction_loss(recon: torch.Tensor, frames: torch.Tensor) -> torch.Ten
 
 def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
     data = Data(out)
-    codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
-    codec.to(memory_format=torch.channels_last)
+    codec = TinyCodec.from_config(cfg["codec"])
     opt = torch.optim.AdamW(codec.parameters(), lr=lr)
     start = _resume(out / "codec.pt", codec, opt)
     rng = np.random.default_rng(start)
@@ -145,8 +144,7 @@ def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
     independent errors of neighbouring latents showed as a jump at every 4th frame (mean change
     1.7 levels there against 0.7 inside a latent, on held-out clips)."""
     data = Data(out)
-    codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
-    codec.to(memory_format=torch.channels_last)
+    codec = TinyCodec.from_config(cfg["codec"])
     _resume(out / "codec.pt", codec, None)
     codec.encoder.requires_grad_(False)
     opt = torch.optim.AdamW(codec.decoder.parameters(), lr=lr)
@@ -173,7 +171,7 @@ def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
 
 def _trained_codec(out: Path, cfg: dict) -> TinyCodec:
     """The codec with the fine-tuned decoder where that stage ran."""
-    codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
+    codec = TinyCodec.from_config(cfg["codec"])
     _resume(out / "decoder.pt" if (out / "decoder.pt").is_file() else out / "codec.pt", codec, None)
     return codec
 
@@ -209,7 +207,7 @@ class Windows:
     def __init__(self, out: Path, cfg: dict, bf16: bool = True):
         data = Data(out)
         self.cfg = cfg
-        self.codec = TinyCodec(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]))
+        self.codec = TinyCodec.from_config(cfg["codec"])
         codec_step = _resume(out / "codec.pt", self.codec, None)
         self.codec.eval().requires_grad_(False)
         cache = out / f"latents-codec{codec_step}.pt"  # re-encoded whenever the codec trains on
@@ -325,7 +323,6 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
         timestep[:, n_known:] = sigma[:, None] * 1000
         with autocast(bf16):
             ctx = dit.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))  # tiny has no text encoder
-        with autocast(bf16):
             v = dit(hidden, timestep, ctx, audio)[:, :, n_known:].float()
         loss = mouth_weighted_mean((v - (noise - target)).pow(2), 4.0)
         losses.append(_optimise(opt, loss, dit.parameters()))

@@ -77,10 +77,17 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
         "seam_ratio": round(metrics.seam_ratio(video, boundaries), 3),
         "generator_lip_sync_correlation": round(truth_sync["correlation"], 3),
         "generator_seam_ratio": round(metrics.seam_ratio(truth, boundaries), 3),
+        # transition t -> t+1 by t's place in the window, over the mean; the last is the seam
+        "change_by_window_position": _rounded(metrics.change_by_position(video, session.frames_per_window)),
+        "generator_change_by_window_position": _rounded(metrics.change_by_position(truth, session.frames_per_window)),
     }
     if minutes > 0:
         result.update(_drift(profile, reference, minutes, seed))
     return result
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(v), 2) for v in values]
 
 
 def _drift(profile, reference: np.ndarray, minutes: float, seed: int) -> dict:

@@ -153,7 +153,7 @@ def _weights_dir(cfg: dict, weights: str | Path | None) -> Path:
 
 def _load_tiny(cfg: dict, device: torch.device, weights: str | Path | None) -> tuple:
     dit = AudioWanTransformer(**dit_kwargs(cfg["dit"]))
-    codec = TinyCodec.from_config(cfg["codec"])
+    codec = TinyCodec.from_config(cfg)
     if not cfg.get("random_weights"):
         path = Path(weights) if weights else WEIGHTS_DIR / cfg["weights"]
         try:

@@ -198,7 +198,8 @@ class Session:
             if idle:
                 audio = torch.zeros_like(audio)
             latents = self._sample_window(audio, sigmas, plan, k)
-            frames, self._decoder_state = p.codec.decode(latents, self._decoder_state)
+            # the tiny decoder hears the new latents' audio (the real tokens, also in idle windows)
+            frames, self._decoder_state = p.codec.decode(latents, self._decoder_state, audio_new[None])
             keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
             self._context = keep[:, :, -p.context_latents:] if p.context_latents else None
             images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

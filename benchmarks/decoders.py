@@ -15,13 +15,14 @@ from models.wan_vae import WanVaeCodec, random_vae
 
 
 def per_latent_ms(codec, latents: torch.Tensor, reference: torch.Tensor, image: torch.Tensor) -> float:
+    audio = torch.randn(1, 1, 16, 40)  # one latent's tokens, as the session passes them
     with torch.inference_mode():
         state = codec.start_stream(reference, image)
-        codec.decode(latents[:, :, :1], state)  # warm-up
+        codec.decode(latents[:, :, :1], state, audio)  # warm-up
         state = codec.start_stream(reference, image)
         started = time.perf_counter()
         for i in range(latents.shape[2]):
-            _, state = codec.decode(latents[:, :, i:i + 1], state)
+            _, state = codec.decode(latents[:, :, i:i + 1], state, audio)
     return (time.perf_counter() - started) / latents.shape[2] * 1000
 
 

@@ -127,6 +127,15 @@ def seam_ratio(frames: np.ndarray, boundaries: list[int]) -> float:
     return float(changes[at_seam].mean() / max(inside, 1e-6))
 
 
+def change_by_position(frames: np.ndarray, period: int) -> np.ndarray:
+    """(period,) mean change of the transitions frame t -> t+1 grouped by t mod period, over the mean of
+    all transitions; with period = a window's frames, the last entry is the window seam. An even row
+    is even motion; a decoder that holds each latent frame's picture shows peaks every 4 frames."""
+    changes = frame_changes(frames)
+    by_place = np.array([changes[k::period].mean() for k in range(period)])
+    return (by_place / max(changes.mean(), 1e-6)).astype(np.float32)
+
+
 def _face_signature(frames: np.ndarray, side: int = 24) -> np.ndarray:
     """Downscaled, blurred colour face region, zero mean and unit norm per frame: (T, side*side*3)."""
     face = _crop(np.asarray(frames), FACE_REGION).astype(np.float32)

@@ -64,13 +64,29 @@ def make_dataset(out: Path, clips: int, seconds: float, size: int, seed: int) ->
 
 
 class Data:
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, cfg: dict):
         d = np.load(out / "data.npz")
         self.video, self.refs, self.audio = d["video"], d["refs"], d["audio"]
+        self.mel = MelEncoder(cfg["audio"]["n_mels"])
 
     @staticmethod
     def to_tensor(frames: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(frames).permute(*range(frames.ndim - 3), -1, -3, -2).float() / 127.5 - 1
+
+
+def clip_audio_tokens(cfg: dict, encoder: MelEncoder, pcm: np.ndarray, first: int, count: int) -> torch.Tensor:
+    """(count, K, D) audio tokens of a clip's latent frames [first, first + count), as the session
+    cuts them (silence outside the clip)."""
+    def read(s0, s1):
+        out = np.zeros(s1 - s0, np.float32)
+        a, b = max(s0, 0), min(s1, len(pcm))
+        if b > a:
+            out[a - s0:b - s0] = pcm[a:b]
+        return out
+
+    audio = cfg["audio"]
+    return latent_audio_tokens(encoder, read, first, count, FRAMES_PER_LATENT, audio["behind_tokens"],
+                               audio["ahead_tokens"])
 
 
 def autocast(bf16: bool):
@@ -80,19 +96,22 @@ def autocast(bf16: bool):
 
 
 # ---- stage 1: the codec -------------------------------------------------------------------------
-def _codec_batch(data: "Data", rng: np.random.Generator, batch: int, latents: int):
+def _codec_batch(data: "Data", rng: np.random.Generator, batch: int, latents: int, cfg: dict):
     """`latents` x 4 consecutive frames from random clips, the frame shown before them (the reference
-    image at a clip's start, as in a stream) and the clips' reference images."""
+    image at a clip's start, as in a stream), the clips' reference images and the latents' audio tokens."""
     n_frames = latents * FRAMES_PER_LATENT
     clip = rng.integers(0, len(data.video), batch)
-    first = rng.integers(0, data.video.shape[1] // FRAMES_PER_LATENT - latents, batch) * FRAMES_PER_LATENT
-    frames = Data.to_tensor(np.stack([data.video[c, f:f + n_frames] for c, f in zip(clip, first)]))
-    previous = Data.to_tensor(np.stack([data.video[c, f - 1] if f else data.refs[c] for c, f in zip(clip, first)]))
-    return frames, previous, Data.to_tensor(data.refs[clip])
+    first = rng.integers(0, data.video.shape[1] // FRAMES_PER_LATENT - latents, batch)
+    frames = Data.to_tensor(np.stack([data.video[c, f * FRAMES_PER_LATENT:(f + latents) * FRAMES_PER_LATENT]
+                                      for c, f in zip(clip, first)]))
+    previous = Data.to_tensor(np.stack([data.video[c, f * FRAMES_PER_LATENT - 1] if f else data.refs[c]
+                                        for c, f in zip(clip, first)]))
+    audio = torch.stack([clip_audio_tokens(cfg, data.mel, data.audio[c], f, latents) for c, f in zip(clip, first)])
+    return frames, previous, Data.to_tensor(data.refs[clip]), audio
 
 
 def _decode_for_training(codec: TinyCodec, z: torch.Tensor, ref_latent: torch.Tensor, refs: torch.Tensor,
-                         previous: torch.Tensor, rng: np.random.Generator, bf16: bool) -> torch.Tensor:
+                         previous: torch.Tensor, audio: torch.Tensor, rng: np.random.Generator, bf16: bool) -> torch.Tensor:
     """Decode unit-scale latents as a stream would, with two perturbations. Noise at 5% of how much the
     latents vary between clips and frames: a decoder that tolerates the DiT's small latent errors, and
     an encoder that cannot hide its signal under the noise (with a fixed noise level it shrank to a
@@ -103,7 +122,7 @@ def _decode_for_training(codec: TinyCodec, z: torch.Tensor, ref_latent: torch.Te
     blind = torch.from_numpy(rng.random(len(z)) < 0.5).float()[:, None, None, None]
     with autocast(bf16):
         state = codec.start_stream(ref_latent, refs * (1 - blind))._replace(last_frame=previous)
-        return codec.decode(z, state)[0].float()
+        return codec.decode(z, state, audio)[0].float()
 
 
 def _reconstruction_loss(recon: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -111,20 +130,23 @@ def _reconstruction_loss(recon: torch.Tensor, frames: torch.Tensor) -> torch.Ten
 
 
 def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
-    data = Data(out)
-    codec = TinyCodec.from_config(cfg["codec"])
+    data = Data(out, cfg)
+    codec = TinyCodec.from_config(cfg)
     opt = torch.optim.AdamW(codec.parameters(), lr=lr)
     start = _resume(out / "codec.pt", codec, opt)
     rng = np.random.default_rng(start)
     losses = []
     for step in tqdm(range(start, steps), desc="codec", initial=start, total=steps):
         _set_lr(opt, lr, step, steps)
-        frames, previous, refs = _codec_batch(data, rng, batch, 3)
+        frames, previous, refs, audio = _codec_batch(data, rng, batch, 3, cfg)
         with autocast(bf16):
             z = codec.encode(frames).float()
             ref_latent = codec.encode_reference(refs).float()
         spread = z.detach().std()  # unit-scale latents
-        recon = _decode_for_training(codec, z / spread, ref_latent / spread, refs, previous, rng, bf16)
+        # The decoder hears nothing in this stage: the latents alone must carry the mouth. It learns to
+        # hear in the decoder stage, once the encoder is frozen.
+        silence = torch.zeros_like(audio)
+        recon = _decode_for_training(codec, z / spread, ref_latent / spread, refs, previous, silence, rng, bf16)
         losses.append(_optimise(opt, _reconstruction_loss(recon, frames), codec.parameters(), max_norm=None))
         with torch.no_grad():
             codec.latent_scale.mul_(spread ** 0.1)  # running estimate, in log space
@@ -140,11 +162,12 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: b
 def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
     """Stage 1b: the decoder alone on the frozen encoder's latents (the DiT's latents keep their
     meaning, so it may run before or after the teacher), now also matching the change between
-    consecutive frames. Each latent decodes to 4 frames, and with a per-frame loss alone the
-    independent errors of neighbouring latents showed as a jump at every 4th frame (mean change
-    1.7 levels there against 0.7 inside a latent, on held-out clips)."""
-    data = Data(out)
-    codec = TinyCodec.from_config(cfg["codec"])
+    consecutive frames, and hearing each latent's audio tokens. Each latent decodes to 4 frames, and
+    with a per-frame loss alone the independent errors of neighbouring latents showed as a jump at
+    every 4th frame (mean change 1.7 levels there against 0.7 inside a latent, on held-out clips);
+    and the latents hold little of the mouth's motion inside their 4 frames, which the audio gives."""
+    data = Data(out, cfg)
+    codec = TinyCodec.from_config(cfg)
     _resume(out / "codec.pt", codec, None)
     codec.encoder.requires_grad_(False)
     opt = torch.optim.AdamW(codec.decoder.parameters(), lr=lr)
@@ -153,10 +176,10 @@ def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
     losses = []
     for step in tqdm(range(start, steps), desc="decoder", initial=start, total=steps):
         _set_lr(opt, lr, step, steps)
-        frames, previous, refs = _codec_batch(data, rng, batch, 4)
+        frames, previous, refs, audio = _codec_batch(data, rng, batch, 4, cfg)
         with torch.no_grad(), autocast(bf16):
             z, ref_latent = codec.encode(frames).float(), codec.encode_reference(refs).float()
-        recon = _decode_for_training(codec, z, ref_latent, refs, previous, rng, bf16)
+        recon = _decode_for_training(codec, z, ref_latent, refs, previous, audio, rng, bf16)
         # change error = the difference of consecutive frames' errors; across a latent boundary it was
         # what made the jump, so those transitions count again on their own
         change_error = ((recon[:, 1:] - recon[:, :-1]) - (frames[:, 1:] - frames[:, :-1])).abs()
@@ -171,7 +194,7 @@ def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
 
 def _trained_codec(out: Path, cfg: dict) -> TinyCodec:
     """The codec with the fine-tuned decoder where that stage ran."""
-    codec = TinyCodec.from_config(cfg["codec"])
+    codec = TinyCodec.from_config(cfg)
     _resume(out / "decoder.pt" if (out / "decoder.pt").is_file() else out / "codec.pt", codec, None)
     return codec
 
@@ -205,9 +228,9 @@ class Windows:
     """Encodes every clip once with the frozen codec and cuts training windows like the session."""
 
     def __init__(self, out: Path, cfg: dict, bf16: bool = True):
-        data = Data(out)
+        data = Data(out, cfg)
         self.cfg = cfg
-        self.codec = TinyCodec.from_config(cfg["codec"])
+        self.codec = TinyCodec.from_config(cfg)
         codec_step = _resume(out / "codec.pt", self.codec, None)
         self.codec.eval().requires_grad_(False)
         cache = out / f"latents-codec{codec_step}.pt"  # re-encoded whenever the codec trains on
@@ -222,22 +245,12 @@ class Windows:
             self.latents, self.ref_latents = self.latents.float(), self.ref_latents.float()
             torch.save((self.latents, self.ref_latents), cache)
         self.audio = data.audio
-        self.encoder = MelEncoder(cfg["audio"]["n_mels"])
+        self.encoder = data.mel
         self.new = cfg["window"]["new_latents"]
         self.context = cfg["window"]["context_latents"]
-        self.behind, self.ahead = cfg["audio"]["behind_tokens"], cfg["audio"]["ahead_tokens"]
 
     def audio_tokens(self, clip: int, first: int, count: int) -> torch.Tensor:
-        pcm = self.audio[clip]
-
-        def read(s0, s1):
-            out = np.zeros(s1 - s0, np.float32)
-            a, b = max(s0, 0), min(s1, len(pcm))
-            if b > a:
-                out[a - s0:b - s0] = pcm[a:b]
-            return out
-
-        return latent_audio_tokens(self.encoder, read, first, count, FRAMES_PER_LATENT, self.behind, self.ahead)
+        return clip_audio_tokens(self.cfg, self.encoder, self.audio[clip], first, count)
 
     def batch(self, rng: np.random.Generator, size: int, continuation: bool):
         """Reference + (context) + new latents, their audio tokens, and the known-frame count."""

@@ -66,8 +66,9 @@ class WanVaeCodec(nn.Module):
         self.vae.decoder(x, feat_cache=state.feat_map, feat_idx=[0], first_chunk=True)
         return state
 
-    def decode(self, latents: torch.Tensor, state: VaeStream) -> tuple[torch.Tensor, VaeStream]:
-        """(B, C, T, h, w) normalised -> frames (B, 4T, 3, H, W) in [-1, 1], continuing `state`."""
+    def decode(self, latents: torch.Tensor, state: VaeStream, audio: torch.Tensor | None = None) -> tuple[torch.Tensor, VaeStream]:
+        """(B, C, T, h, w) normalised -> frames (B, 4T, 3, H, W) in [-1, 1], continuing `state`. The Wan
+        decoder needs only the latents; the audio tokens are accepted for the shared codec interface."""
         state = VaeStream(list(state.feat_map))  # the caller's state object is left as it was
         x = self.vae.post_quant_conv(self.denormalise(latents))
         chunks = []

@@ -118,3 +118,13 @@ def test_colour_drift_grows_with_a_tint(talking):
     assert drifts[0] < 3.0
     assert all(a < b for a, b in zip(drifts, drifts[1:]))
     assert drifts[-1] > 5 * drifts[0]
+
+
+def test_change_by_position_finds_motion_that_comes_in_steps():
+    rng = np.random.default_rng(0)
+    steady = np.cumsum(rng.normal(0, 1, (33, 8, 8, 3)), axis=0)  # a random walk: even motion
+    held = np.repeat(steady[::4], 4, axis=0)[:33]  # each picture held for 4 frames
+    even = metrics.change_by_position(steady, 8)
+    assert even.shape == (8,) and np.all(np.abs(even - 1) < 0.35)
+    steps = metrics.change_by_position(held, 8)
+    assert steps[3] > 3 and steps[7] > 3 and steps[0] < 0.01  # all the change at every 4th frame

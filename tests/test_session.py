@@ -74,9 +74,9 @@ def test_context_latents_pass_unchanged_into_the_next_window(tiny_profile, face_
         start_stream = staticmethod(tiny_profile.codec.start_stream)
 
         @staticmethod
-        def decode(latents, state):
+        def decode(latents, state, audio):
             decoded.append(latents.clone())
-            return original_decode(latents, state)
+            return original_decode(latents, state, audio)
 
     profile = replace(profile, codec=Codec)
     s = Session(profile, face_image, seed=3)

@@ -3,8 +3,8 @@
 Each latent frame stands for 4 video frames. The decoder runs per latent frame with 2D convolutions
 and a temporal memory (the previous latent frame's features at each memory block), so a stream is
 decoded window by window with no re-decoding; its 4 frames are drawn one after the other, each from
-the one before (the first from the last frame shown), hearing the latent's audio tokens. It is anchored on the reference image: features of
-the reference pixels enter every scale, so fine identity detail (eyes, hair, texture) comes from the
+the one before (the first from the last frame shown), hearing the latent's audio tokens. It is
+anchored on the reference image: features of the reference pixels enter every scale, so fine identity detail (eyes, hair, texture) comes from the
 reference and the latents need only carry what moves (mouth, blinks, head motion). That detail
 cannot drift over a long stream, and a 16-channel latent at 1/8 scale stays sharp.
 """
@@ -123,10 +123,10 @@ class TinyDecoder(nn.Module):
             nn.init.zeros_(zero_start.weight)
             nn.init.zeros_(zero_start.bias)
 
-    def forward(self, z: torch.Tensor, memory: list[torch.Tensor] | None, reference: list[torch.Tensor],
-                last_frame: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One latent frame (B, C, h, w) + memory + reference features + the last frame shown + its
-        audio tokens (B, K, D) -> 4 frames (B, 4, 3, H, W) in [-1, 1] and the new memory."""
+    def upsample(self, z: torch.Tensor, memory: list[torch.Tensor] | None,
+                 reference: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One latent frame (B, C, h, w) + memory + reference features -> full-scale features and the
+        new memory (all a stream's start needs of its reference latent)."""
         x = F.relu(self.stem(z))
         new_memory = []
         coarse_ref = reference[::-1]
@@ -134,6 +134,13 @@ class TinyDecoder(nn.Module):
             new_memory.append(x)
             x = mem(x, x if memory is None else memory[i], coarse_ref[i])
             x = stage(x)
+        return x, new_memory
+
+    def forward(self, z: torch.Tensor, memory: list[torch.Tensor] | None, reference: list[torch.Tensor],
+                last_frame: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One latent frame (B, C, h, w) + memory + reference features + the last frame shown + its
+        audio tokens (B, K, D) -> 4 frames (B, 4, 3, H, W) in [-1, 1] and the new memory."""
+        x, new_memory = self.upsample(z, memory, reference)
         x = x + self.fuse(torch.cat([x, reference[0]], dim=1))
         x = x + self.continuation(torch.cat([x, last_frame.to(x.dtype)], dim=1))
         base = self.head(x).unflatten(1, (FRAMES_PER_LATENT, 3))
@@ -160,8 +167,8 @@ class TinyCodec(nn.Module):
         if len(widths) != 3:
             raise ValueError("the tiny codec has three 2x stages (8x spatial)")
         self.latent_channels = latent_channels
-        self.audio_tokens = audio_tokens  # (K, D) per latent frame, as the DiT gets them
         self.encoder = TinyEncoder(latent_channels, tuple(widths))
+        # the decoder hears the (K, D) audio tokens of each latent frame, as the DiT gets them
         self.decoder = TinyDecoder(latent_channels, tuple(widths), audio_tokens[0] * audio_tokens[1])
         self.register_buffer("latent_scale", torch.ones(()))
 
@@ -191,8 +198,7 @@ class TinyCodec(nn.Module):
         """Decoder state for a new stream: the reference image's features, and the memory primed with
         the reference latent so the first frames continue it. `reference_image` is (B, 3, H, W) in [-1, 1]."""
         features = self.decoder.reference(reference_image)
-        silence = reference_latent.new_zeros(len(reference_latent), *self.audio_tokens)  # null audio
-        _, memory = self.decoder(reference_latent[:, :, 0], None, features, reference_image, silence)
+        _, memory = self.decoder.upsample(reference_latent[:, :, 0], None, features)
         return DecoderState(features, memory, reference_image)
 
     def decode(self, latents: torch.Tensor, state: DecoderState, audio: torch.Tensor) -> tuple[torch.Tensor, DecoderState]:

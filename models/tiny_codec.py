@@ -4,9 +4,10 @@ Each latent frame stands for 4 video frames. The decoder runs per latent frame w
 and a temporal memory (the previous latent frame's features at each memory block), so a stream is
 decoded window by window with no re-decoding; its 4 frames are drawn one after the other, each from
 the one before (the first from the last frame shown), hearing the latent's audio tokens. It is
-anchored on the reference image: features of the reference pixels enter every scale, so fine identity detail (eyes, hair, texture) comes from the
-reference and the latents need only carry what moves (mouth, blinks, head motion). That detail
-cannot drift over a long stream, and a 16-channel latent at 1/8 scale stays sharp.
+anchored on the reference image: features of the reference pixels enter every scale, so fine identity
+detail (eyes, hair, texture) comes from the reference and the latents need only carry what moves
+(mouth, blinks, head motion). That detail cannot drift over a long stream, and a 16-channel latent at
+1/8 scale stays sharp.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio_features import MelEncoder
+from .audio_features import MelEncoder, latent_token_window
 
 FRAMES_PER_LATENT = 4
 
@@ -177,8 +178,9 @@ class TinyCodec(nn.Module):
         """From a profile's config ([codec], and [audio] for the tokens the decoder hears),
         channels-last (oneDNN's fast convolution layout on CPU)."""
         audio = cfg["audio"]
-        tokens = audio["behind_tokens"] + FRAMES_PER_LATENT * MelEncoder.tokens_per_frame + audio["ahead_tokens"]
-        codec = cls(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]), (tokens, audio["n_mels"]))
+        j0, j1 = latent_token_window(0, FRAMES_PER_LATENT, MelEncoder.tokens_per_frame, audio["behind_tokens"],
+                                     audio["ahead_tokens"])
+        codec = cls(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]), (j1 - j0, audio["n_mels"]))
         return codec.to(memory_format=torch.channels_last)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

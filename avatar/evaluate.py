@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from models import metrics, procedural, speech
+from models.training import faces, metrics, speech
 from models.sampler import flow_sigmas, forward_count
 
 from .profiles import load_profile
@@ -54,8 +54,8 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
     if audio_guidance is not None:
         profile.config["sampler"]["guidance"] = [{"min_sigma": 0.0, "audio": audio_guidance}]
     size = profile.resolution[0]
-    identity = procedural.sample_identity(np.random.default_rng(HELD_OUT_IDENTITY_SEED))
-    reference = procedural.render_reference(identity, size)
+    identity = faces.sample_identity(np.random.default_rng(HELD_OUT_IDENTITY_SEED))
+    reference = faces.render_reference(identity, size)
 
     audio = held_out_speech()
     frames: list[np.ndarray] = []
@@ -64,7 +64,7 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
     video = np.stack(frames)
     boundaries = list(range(session.frames_per_window, len(video), session.frames_per_window))
     sync = metrics.lip_sync(video, audio)
-    truth = procedural.render_clip(identity, audio, np.random.default_rng(seed), size=size)
+    truth = faces.render_clip(identity, audio, np.random.default_rng(seed), size=size)
     truth_sync = metrics.lip_sync(truth, audio)
     result = {
         "profile": profile.name,

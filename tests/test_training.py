@@ -9,7 +9,7 @@ import torch
 from models.training.codec_stages import train_codec, train_decoder
 from models.training.config import load_profile_config
 from models.training.data import Windows, make_dataset
-from models.training.dit_stages import dit_inputs, train_distill, train_teacher
+from models.training.dit_stages import train_distill, train_teacher
 from models.training.export import export
 from models.checkpoints import read_metadata
 
@@ -63,5 +63,3 @@ def test_windows_are_cut_like_the_session(tmp_path):
     assert audio.shape[:2] == (2, 1 + c + n) and torch.all(audio[:, 0] == 0)  # reference: null audio
     latents, audio, n_known = windows.batch(rng, 2, continuation=False)
     assert n_known == 1 and latents.shape[2] == 1 + n
-    hidden = dit_inputs(latents, torch.randn_like(latents[:, :, 1:]), 1)
-    assert hidden.shape[1] == 36 and torch.all(hidden[:, 16:20, 0] == 1) and torch.all(hidden[:, 16:20, 1:] == 0)

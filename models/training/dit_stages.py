@@ -10,24 +10,11 @@ import torch
 from tqdm import tqdm
 
 from ..dit import AudioWanTransformer, dit_kwargs
-from ..sampler import flow_sigmas
+from ..sampler import GuidancePlan, flow_sigmas, sample, shift_sigmas
+from ..window_input import WindowInput, denoiser
 from .data import Windows
 from .loop import autocast, optimise, resume, save, set_lr
 from .losses import mouth_region_mask, mouth_weighted_mean
-
-
-def dit_inputs(latents: torch.Tensor, noisy_new: torch.Tensor, n_known: int, mouth_mask: torch.Tensor | None = None):
-    """The 36-channel input: [known latents with the new ones noisy | mask(4) | known latents]."""
-    b, ch, t, h, w = latents.shape
-    mask = torch.zeros(b, 4, t, h, w)
-    mask[:, :, :n_known] = 1
-    known = torch.zeros_like(latents)
-    known[:, :, :n_known] = latents[:, :, :n_known]
-    if mouth_mask is not None:  # lip-sync task: the new frames are given except the mouth region
-        mask[:, :, n_known:] = mouth_mask
-        known[:, :, n_known:] = latents[:, :, n_known:] * mouth_mask
-    x = torch.cat([latents[:, :, :n_known], noisy_new], dim=2)
-    return torch.cat([x, mask, known], dim=1)
 
 
 def build_dit(cfg: dict) -> AudioWanTransformer:
@@ -36,7 +23,7 @@ def build_dit(cfg: dict) -> AudioWanTransformer:
 
 def sample_sigmas(rng: np.random.Generator, n: int, shift: float) -> torch.Tensor:
     s = 1 / (1 + np.exp(-rng.normal(0, 1, n)))  # logit-normal, then Wan's shift
-    return torch.tensor(shift * s / (1 + (shift - 1) * s), dtype=torch.float32)
+    return torch.tensor(shift_sigmas(s, shift), dtype=torch.float32)
 
 
 def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
@@ -64,13 +51,14 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
         s = sigma[:, None, None, None, None]
         noise = torch.randn_like(target)
         noisy = (1 - s) * target + s * noise
-        mouth = mouth_region_mask(batch, *target.shape[-2:]) if task == "lipsync" else None
-        hidden = dit_inputs(latents, noisy, n_known, mouth)
-        timestep = torch.zeros(batch, latents.shape[2])
-        timestep[:, n_known:] = sigma[:, None] * 1000
+        if task == "lipsync":  # the new frames are given except the mouth region
+            window = WindowInput.clean_tokens(latents[:, :, :n_known], target.shape[2], target,
+                                              mouth_region_mask(batch, *target.shape[-2:]))
+        else:
+            window = WindowInput.clean_tokens(latents[:, :, :n_known], target.shape[2])
         with autocast(bf16):
             ctx = dit.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))  # tiny has no text encoder
-            v = dit(hidden, timestep, ctx, audio)[:, :, n_known:].float()
+            v = window.integrated(dit(window.hidden(noisy), window.timesteps(sigma), ctx, audio)).float()
         loss = mouth_weighted_mean((v - (noise - target)).pow(2), 4.0)
         losses.append(optimise(opt, loss, dit.parameters()))
         if (step + 1) % 100 == 0 or step + 1 == steps:
@@ -78,22 +66,22 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
             losses = []
 
 
-@torch.no_grad()
-def teacher_solve(teacher, latents, audio, n_known, noise, steps, audio_cfg, shift, ctx, bf16: bool):
-    """The teacher's many-step, audio-guided ODE solution from `noise`; returns the trajectory."""
-    sigmas = flow_sigmas(steps, shift)
-    x = noise
-    trajectory = {1.0: x}
-    b = latents.shape[0]
-    timestep = torch.zeros(2 * b, latents.shape[2])
-    for sigma, nxt in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
-        hidden = dit_inputs(latents, x, n_known).repeat(2, 1, 1, 1, 1)
-        timestep[:, n_known:] = sigma * 1000
+def _float_forward(dit: AudioWanTransformer, bf16: bool):
+    def forward(*args) -> torch.Tensor:
         with autocast(bf16):
-            v = teacher(hidden, timestep, ctx, torch.cat([audio, torch.zeros_like(audio)]))[:, :, n_known:].float()
-        v_cond, v_null = v[:b], v[b:]
-        x = x + (nxt - sigma) * (v_null + audio_cfg * (v_cond - v_null))
-        trajectory[round(nxt, 6)] = x
+            return dit(*args).float()
+    return forward
+
+
+@torch.no_grad()
+def teacher_solve(teacher: AudioWanTransformer, window: WindowInput, audio: torch.Tensor, noise: torch.Tensor,
+                  steps: int, audio_cfg: float, shift: float, ctx, bf16: bool) -> dict[float, torch.Tensor]:
+    """The teacher's many-step, audio-guided ODE solution from `noise`, by the product's sampler;
+    returns the trajectory {sigma: state}. `ctx`: the cross context of one batch."""
+    trajectory = {1.0: noise}
+    plan = GuidancePlan.from_config([{"min_sigma": 0.0, "audio": audio_cfg}])
+    sample(denoiser(_float_forward(teacher, bf16), window, audio, lambda row: ctx), noise,
+           flow_sigmas(steps, shift), plan, on_step=lambda sigma, x: trajectory.__setitem__(round(sigma, 6), x))
     return trajectory
 
 
@@ -125,17 +113,17 @@ def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: dict, stude
         drop = torch.from_numpy(rng.random(batch) < 0.15).float()[:, None, None, None]
         audio = audio * (1 - drop)  # the idle path runs the student on null audio
         noise = torch.randn_like(latents[:, :, n_known:])
-        trajectory = teacher_solve(teacher, latents, audio, n_known, noise, teacher_steps, audio_cfg, shift,
-                                   ctx_t.repeat(2 * batch), bf16)
+        window = WindowInput.clean_tokens(latents[:, :, :n_known], noise.shape[2])
+        trajectory = teacher_solve(teacher, window, audio, noise, teacher_steps, audio_cfg, shift,
+                                   ctx_t.repeat(batch), bf16)
         # every position of the student's schedule at once: the teacher's solve is the costly part
         x = torch.cat([trajectory[min(trajectory, key=lambda k: abs(k - s))] for s in student_sigmas])
         sigma = torch.tensor(student_sigmas).repeat_interleave(batch)
-        timestep = torch.zeros(len(x), latents.shape[2])
-        timestep[:, n_known:] = sigma[:, None] * 1000
         repeat = (student_steps,) + (1,) * (latents.ndim - 1)
+        window = WindowInput.clean_tokens(latents[:, :, :n_known].repeat(repeat), noise.shape[2])
         with autocast(bf16):
-            v = student(dit_inputs(latents.repeat(repeat), x, n_known), timestep, student.prepare_context(
-                torch.zeros(1, 1, cfg["dit"]["text_dim"])), audio.repeat(repeat[:-1]))[:, :, n_known:].float()
+            v = window.integrated(student(window.hidden(x), window.timesteps(sigma), student.prepare_context(
+                torch.zeros(1, 1, cfg["dit"]["text_dim"])), audio.repeat(repeat[:-1]))).float()
         x0_student = x - sigma[:, None, None, None, None] * v
         loss = mouth_weighted_mean((x0_student - trajectory[0.0].repeat(repeat)).pow(2), 4.0)
         losses.append(optimise(opt, loss, student.parameters()))

@@ -228,8 +228,8 @@ class Session:
         window = WindowInput.clean_tokens(ref if ctx is None else torch.cat([ref, ctx], dim=2), p.new_latents)
         _, ch, _, h, w = ref.shape
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device, p.dtype)
-        return sample(denoiser(p.dit, window, audio, self._context_for), noise, sigmas, plan)
+        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device)  # float32 state
+        return sample(denoiser(p.dit, window, audio, self._context_for), noise, sigmas, plan).to(p.dtype)
 
     def _discard_old_audio(self) -> None:
         # Keep what the next window's context frames still read (their token window).

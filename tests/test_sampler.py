@@ -48,3 +48,19 @@ def test_guided_velocity_is_classifier_free_guidance():
     v = guided_velocity(denoise, torch.zeros(1), 0.5, plan)
     assert asked == [("cond", "audio")]
     torch.testing.assert_close(v, uncond + 3.0 * (cond - uncond))
+
+
+def test_the_state_stays_float32_while_the_network_runs_in_bfloat16():
+    noise, sigmas = torch.randn(1, 4, 2, 3, 3), flow_sigmas(4, 3.0)
+    seen = []
+
+    def denoise(x, sigma, variants):  # a bf16 network: it rounds its input and its output
+        seen.append(x.dtype)
+        return [x.to(torch.bfloat16) * 0.5 for _ in variants]
+
+    out = sample(denoise, noise, sigmas, GuidancePlan())
+    expected = noise.clone()
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        expected = expected + (sigma_next - sigma) * (expected.to(torch.bfloat16) * 0.5).float()
+    assert out.dtype == torch.float32 and seen == [torch.float32] * 4
+    assert torch.equal(out, expected)

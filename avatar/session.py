@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from models.audio_features import SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
+from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
-from models.sampler import GuidancePlan, flow_sigmas, forward_count, sample
+from models.sampler import Branch, GuidancePlan, flow_sigmas, forward_count, sample
 
 from .audio import AudioTimeline, Resampler
 from .image import prepare_reference
@@ -66,12 +67,13 @@ class Session:
     # ---- inputs -----------------------------------------------------------------------------
     def set_prompt(self, prompt: str | None) -> None:
         self.prompt = prompt or ""
-        if prompt and self.profile.config.get("text", {}).get("encoder") == "none":
+        if prompt and self.profile.config.text.encoder == "none":
             log.info("profile %s has no text encoder; the prompt is ignored", self.profile.name)
         self._contexts.pop("cond", None)
 
-    def _context_for(self, variant: str) -> CrossContext:
-        key = {"cond": "cond", "audio": "cond", "text": "empty", "negative": "negative"}[variant]
+    def _context_for(self, variant: Branch) -> CrossContext:
+        # the text each guidance branch is conditioned on (the audio branch drops only the audio)
+        key = {Branch.COND: "cond", Branch.AUDIO: "cond", Branch.TEXT: "empty", Branch.NEGATIVE: "negative"}[variant]
         if key not in self._contexts:
             text = {"cond": self.prompt, "empty": "", "negative": self.profile.negative_prompt}[key]
             p = self.profile
@@ -144,10 +146,11 @@ class Session:
             count += 1
         return count
 
-    def step(self, max_windows: int = 1, steps: int | None = None) -> list[Frame]:
-        """Run up to `max_windows` ready windows (blocking); `steps` < the profile's degrades."""
+    def step(self, max_windows: int | None = 1, steps: int | None = None) -> list[Frame]:
+        """Run up to `max_windows` ready windows, None: all of them (blocking); `steps` < the profile's degrades."""
         frames = []
-        for _ in range(min(max_windows, self.windows_ready())):
+        ready = self.windows_ready()
+        for _ in range(ready if max_windows is None else min(max_windows, ready)):
             frames += self._run_window(steps)
         return frames
 
@@ -239,7 +242,7 @@ class Session:
             hidden = torch.cat([torch.cat([known, x], dim=2), condition], dim=1).expand(rows, -1, -1, -1, -1)
             timestep = torch.zeros((rows, total), device=p.device)
             timestep[:, n_known:] = sigma * 1000.0
-            row_audio = torch.cat([torch.zeros_like(audio) if v == "audio" else audio for v in variants])
+            row_audio = torch.cat([torch.zeros_like(audio) if v == Branch.AUDIO else audio for v in variants])
             context = CrossContext.cat([self._context_for(v) for v in variants])
             v = p.dit(hidden, timestep, context, row_audio)
             return [v[i:i + 1, :, n_known:] for i in range(rows)]
@@ -253,3 +256,12 @@ class Session:
         self.timeline.discard_before(min(self.profile.audio_encoder.token_span(j0, j0 + 1)[0],
                                          (self.frames_done - 1) * SAMPLES_PER_FRAME))
         self._speech_marks = [m for m in self._speech_marks if m[1] > self.timeline.start]
+
+
+def stream_file(session: Session, audio: np.ndarray) -> Iterator[list[Frame]]:
+    """Feed 16 kHz mono `audio` to `session` one second at a time, as a live stream would, and give the
+    frames of each push as they come, then those of `finish()`."""
+    for start in range(0, len(audio), SAMPLE_RATE):
+        session.push_audio(audio[start:start + SAMPLE_RATE], SAMPLE_RATE)
+        yield session.step(max_windows=None)
+    yield session.finish()

@@ -49,7 +49,8 @@ def with_sampler(profile: Profile, steps: int | None = None, audio_guidance: flo
     if steps:
         sampler = replace(sampler, steps=steps, idle_steps=steps)
     if audio_guidance is not None:
-        sampler = replace(sampler, guidance=GuidancePlan((GuidancePhase(0.0, (GuidanceTerm(Branch.AUDIO, audio_guidance),)),)))
+        every_step = GuidancePhase(min_sigma=0.0, terms=(GuidanceTerm(Branch.AUDIO, audio_guidance),))
+        sampler = replace(sampler, guidance=GuidancePlan((every_step,)))
     return replace(profile, config=replace(profile.config, sampler=sampler))
 
 

@@ -251,7 +251,8 @@ def _normalise(value: Any, hint: Any, key: str, source: str) -> Any:
             raise wrong("true or false")
         return value
     if hint in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and not isinstance(value, int)):
+        number = isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+        if not number:
             raise wrong("an integer" if hint is int else "a number")
         return hint(value)
     if hint is str:
@@ -290,8 +291,8 @@ def _build(cls, table: dict, key: str, source: str):
         where = f"{key}.{f.name}" if key else f.name
         if f.name in table:
             value = table[f.name]
-            kwargs[f.name] = (_build(hints[f.name], value, where, source) if isinstance(value, dict) and is_dataclass(hints[f.name])
-                              else value)
+            table_of_a_section = isinstance(value, dict) and is_dataclass(hints[f.name])
+            kwargs[f.name] = _build(hints[f.name], value, where, source) if table_of_a_section else value
         elif f.default is MISSING and f.default_factory is MISSING:
             raise ProfileConfigError(f"{source}: missing key {where!r} (in the file or the profile it extends)")
     try:

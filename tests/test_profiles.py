@@ -48,7 +48,8 @@ def test_unknown_profile_lists_the_known_ones():
 
 def test_a_misspelt_key_is_refused_naming_the_key_and_the_file(profile_dir):
     path = write(profile_dir, "typo", 'extends = "tiny-random"\n[sampler]\nstpes = 4\n')
-    with pytest.raises(ProfileConfigError, match=rf"{re.escape(str(path))}: unknown key 'sampler.stpes'; \[sampler\] takes: steps"):
+    expected = rf"{re.escape(str(path))}: unknown key 'sampler.stpes'; \[sampler\] takes: steps"
+    with pytest.raises(ProfileConfigError, match=expected):
         read_profile("typo", profile_dir)
 
 
@@ -60,14 +61,16 @@ def test_a_misspelt_key_in_the_extended_file_names_that_file(profile_dir):
 
 
 def test_a_misspelt_guidance_condition_is_refused_naming_the_file(profile_dir):
-    path = write(profile_dir, "typo", 'extends = "tiny-random"\n[sampler]\nguidance = [{ min_sigma = 0.5, audoi = 2.0 }]\n')
+    path = write(profile_dir, "typo",
+                 'extends = "tiny-random"\n[sampler]\nguidance = [{ min_sigma = 0.5, audoi = 2.0 }]\n')
     with pytest.raises(ProfileConfigError, match=rf"{re.escape(str(path))}: unknown key 'sampler.guidance\[0\].audoi'"):
         read_profile("typo", profile_dir)
 
 
 def test_a_value_of_the_wrong_type_is_refused_naming_the_key(profile_dir):
     path = write(profile_dir, "bad", 'extends = "tiny-random"\n[window]\nnew_latents = "two"\n')
-    with pytest.raises(ProfileConfigError, match=rf"{re.escape(str(path))}: window.new_latents must be an integer, not 'two'"):
+    expected = rf"{re.escape(str(path))}: window.new_latents must be an integer, not 'two'"
+    with pytest.raises(ProfileConfigError, match=expected):
         read_profile("bad", profile_dir)
 
 

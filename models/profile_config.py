@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .sampler import GUIDANCE_CONDITIONS, GuidancePlan
+from .sampler import GUIDANCE_CONDITIONS, GuidancePhase, GuidancePlan, GuidanceTerm
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "avatar" / "profiles"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -272,15 +272,22 @@ def _normalise(value: Any, hint: Any, key: str, source: str) -> Any:
 
 
 def _guidance(phases: Any, key: str, source: str) -> GuidancePlan:
+    """[{min_sigma = 0.6, audio = 2.5, negative = 1.5}, {min_sigma = 0.0}] -> a GuidancePlan."""
     allowed = ("min_sigma",) + tuple(GUIDANCE_CONDITIONS)
     if not isinstance(phases, list) or not all(isinstance(p, dict) for p in phases):
         raise ProfileConfigError(f"{source}: {key} must be a list of tables, not {phases!r}")
+    out = []
     for i, phase in enumerate(phases):
+        values = {}
         for k, v in phase.items():
             if k not in allowed:
                 raise ProfileConfigError(f"{source}: unknown key '{key}[{i}].{k}'; a phase takes: {', '.join(allowed)}")
-            _normalise(v, float, f"{key}[{i}].{k}", source)
-    return GuidancePlan.from_config(phases)
+            values[k] = _normalise(v, float, f"{key}[{i}].{k}", source)
+        if "min_sigma" not in values:
+            raise ProfileConfigError(f"{source}: missing key '{key}[{i}].min_sigma'")
+        min_sigma = values.pop("min_sigma")
+        out.append(GuidancePhase(min_sigma, tuple(GuidanceTerm(k, v) for k, v in values.items())))
+    return GuidancePlan(tuple(out))
 
 
 def _build(cls, table: dict, key: str, source: str):

@@ -51,15 +51,6 @@ class GuidancePhase:
 class GuidancePlan:
     phases: tuple[GuidancePhase, ...] = ()
 
-    @classmethod
-    def from_config(cls, phases: list[dict]) -> "GuidancePlan":
-        """[{"min_sigma": 0.6, "audio": 2.5, "negative": 1.5}, {"min_sigma": 0.0}] -> plan."""
-        out = []
-        for phase in phases:
-            terms = tuple(GuidanceTerm(k, float(v)) for k, v in phase.items() if k != "min_sigma")
-            out.append(GuidancePhase(float(phase.get("min_sigma", 0.0)), terms))
-        return cls(tuple(out))
-
     def terms_at(self, sigma: float) -> tuple[GuidanceTerm, ...]:
         for phase in self.phases:
             if sigma >= phase.min_sigma:

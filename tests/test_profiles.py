@@ -67,6 +67,12 @@ def test_a_misspelt_guidance_condition_is_refused_naming_the_file(profile_dir):
         read_profile("typo", profile_dir)
 
 
+def test_a_guidance_phase_without_its_min_sigma_is_refused(profile_dir):
+    write(profile_dir, "bad", 'extends = "tiny-random"\n[sampler]\nguidance = [{ audio = 2.0 }]\n')
+    with pytest.raises(ProfileConfigError, match=r"missing key 'sampler.guidance\[0\].min_sigma'"):
+        read_profile("bad", profile_dir)
+
+
 def test_a_value_of_the_wrong_type_is_refused_naming_the_key(profile_dir):
     path = write(profile_dir, "bad", 'extends = "tiny-random"\n[window]\nnew_latents = "two"\n')
     expected = rf"{re.escape(str(path))}: window.new_latents must be an integer, not 'two'"

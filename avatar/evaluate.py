@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from models import metrics, procedural, speech
 from models.sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, forward_count
+from models.training import faces, metrics, speech
 
 from .profiles import Profile, load_profile
 from .session import Session, stream_file
@@ -60,8 +60,8 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
     it is distilled: many steps with audio classifier-free guidance at every step."""
     profile = with_sampler(load_profile(profile_name, device, weights), steps, audio_guidance)
     size = profile.resolution[0]
-    identity = procedural.sample_identity(np.random.default_rng(HELD_OUT_IDENTITY_SEED))
-    reference = procedural.render_reference(identity, size)
+    identity = faces.sample_identity(np.random.default_rng(HELD_OUT_IDENTITY_SEED))
+    reference = faces.render_reference(identity, size)
 
     audio = held_out_speech()
     frames: list[np.ndarray] = []
@@ -70,7 +70,7 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
     video = np.stack(frames)
     boundaries = list(range(session.frames_per_window, len(video), session.frames_per_window))
     sync = metrics.lip_sync(video, audio)
-    truth = procedural.render_clip(identity, audio, np.random.default_rng(seed), size=size)
+    truth = faces.render_clip(identity, audio, np.random.default_rng(seed), size=size)
     truth_sync = metrics.lip_sync(truth, audio)
     result = {
         "profile": profile.name,

@@ -3,7 +3,8 @@
 Window k generates latent frames [kN, (k+1)N) (4 video frames each) in one DiT sequence laid out as
 [reference | the last C latents of window k-1 (clean context) | N new latents]. Reference and context
 are given (mask 1, timestep 0, their latents in the known channels); only the new latents are
-sampled. The decoder continues its own state, so every frame is decoded exactly once.
+sampled (the layout: models/window_input.py). The decoder continues its own state, so every frame is
+decoded exactly once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
 from models.sampler import Branch, GuidancePlan, flow_sigmas, forward_count, sample
+from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
 from .image import prepare_reference
@@ -226,28 +228,11 @@ class Session:
     def _sample_window(self, audio: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan, k: int) -> torch.Tensor:
         p = self.profile
         ref, ctx = self._ref_latent, self._context
-        known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
-        n_known = known.shape[2]
+        window = WindowInput.clean_tokens(ref if ctx is None else torch.cat([ref, ctx], dim=2), p.new_latents)
         _, ch, _, h, w = ref.shape
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
         noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device, p.dtype)
-        total = n_known + p.new_latents
-        mask = torch.zeros((1, 4, total, h, w), device=p.device, dtype=p.dtype)
-        mask[:, :, :n_known] = 1
-        known_channels = torch.cat([known, torch.zeros_like(noise)], dim=2)
-        condition = torch.cat([mask, known_channels], dim=1)
-
-        def denoise(x: torch.Tensor, sigma: float, variants: tuple[str, ...]) -> list[torch.Tensor]:
-            rows = len(variants)
-            hidden = torch.cat([torch.cat([known, x], dim=2), condition], dim=1).expand(rows, -1, -1, -1, -1)
-            timestep = torch.zeros((rows, total), device=p.device)
-            timestep[:, n_known:] = sigma * 1000.0
-            row_audio = torch.cat([torch.zeros_like(audio) if v == Branch.AUDIO else audio for v in variants])
-            context = CrossContext.cat([self._context_for(v) for v in variants])
-            v = p.dit(hidden, timestep, context, row_audio)
-            return [v[i:i + 1, :, n_known:] for i in range(rows)]
-
-        return sample(denoise, noise, sigmas, plan)
+        return sample(denoiser(p.dit, window, audio, self._context_for), noise, sigmas, plan)
 
     def _discard_old_audio(self) -> None:
         # Keep what the next window's context frames still read (their token window).

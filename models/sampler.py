@@ -64,13 +64,16 @@ class GuidancePlan:
         ))
 
 
+def shift_sigmas(s, shift: float):
+    """Wan's timestep shift: sigmas in [0, 1] (a tensor or an array) moved towards 1 for shift > 1."""
+    return shift * s / (1 + (shift - 1) * s)
+
+
 def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
     """steps + 1 decreasing sigmas from 1 to 0, warped by `shift` as Wan's schedulers do."""
     if steps < 1:
         raise ValueError("steps must be >= 1")
-    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    s = shift * s / (1 + (shift - 1) * s)
-    return s.float()
+    return shift_sigmas(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
 
 
 # denoise(x, sigma, branches) -> one velocity per branch; Branch.COND is always asked for first.
@@ -87,12 +90,16 @@ def guided_velocity(denoise: Denoiser, x: torch.Tensor, sigma: float, plan: Guid
     return v
 
 
-def sample(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan) -> torch.Tensor:
-    """Euler integration of the flow from sigmas[0] to sigmas[-1]; returns the final latents."""
+def sample(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan,
+           on_step: Callable[[float, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Euler integration of the flow from sigmas[0] to sigmas[-1]; returns the final latents.
+    `on_step(sigma, x)` sees each state reached (training's distillation keeps the trajectory)."""
     x = noise * sigmas[0]
     for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
         v = guided_velocity(denoise, x, sigma, plan)
         x = x + (sigma_next - sigma) * v
+        if on_step is not None:
+            on_step(sigma_next, x)
     return x
 
 

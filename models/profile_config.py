@@ -188,12 +188,6 @@ def read_profile(name: str, directory: Path = PROFILE_DIR) -> ProfileConfig:
     return _build(ProfileConfig, {**_read_merged(path, ()), "name": name}, "", str(path))
 
 
-def from_table(table: dict, name: str, source: str) -> ProfileConfig:
-    """A ProfileConfig from one parsed TOML table with nothing to extend; `source` names it in errors."""
-    table = _normalise(table, ProfileConfig, "", source)
-    return _build(ProfileConfig, {**table, "name": name}, "", source)
-
-
 def _read_merged(path: Path, chain: tuple[Path, ...]) -> dict:
     if path in chain:
         raise ProfileConfigError(f"{path}: `extends` loops back to itself ({' -> '.join(p.stem for p in chain)})")

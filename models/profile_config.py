@@ -10,6 +10,7 @@ engine that loads them (avatar/profiles/); training reads the same files through
 
 from __future__ import annotations
 
+import collections.abc
 import tomllib
 import types
 import typing
@@ -240,25 +241,21 @@ def _normalise(value: Any, hint: Any, key: str, source: str) -> Any:
     args = typing.get_args(hint)
     if type(None) in args:  # X | None: TOML has no null, so a given value is an X
         return _normalise(value, next(a for a in args if a is not type(None)), key, source)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise wrong("true or false")
+    if hint in (bool, str):
+        if not isinstance(value, hint):
+            raise wrong("true or false" if hint is bool else "a string")
         return value
     if hint in (int, float):
         number = isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
         if not number:
             raise wrong("an integer" if hint is int else "a number")
         return hint(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise wrong("a string")
-        return value
     if typing.get_origin(hint) is tuple:
         fixed = Ellipsis not in args
         if not isinstance(value, list) or (fixed and len(value) != len(args)):
             raise wrong(f"a list of {len(args)}" if fixed else "a list")
         return tuple(_normalise(v, args[i] if fixed else args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
-    if typing.get_origin(hint) in (Mapping, typing.Mapping) or hint is Mapping:
+    if typing.get_origin(hint) is collections.abc.Mapping:
         if not isinstance(value, dict):
             raise wrong("a table")
         return value

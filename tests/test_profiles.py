@@ -82,6 +82,11 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_key(profile_dir):
     assert message == f"{path}: window.new_latents must be an integer, not 'two'"
 
 
+def test_a_value_outside_its_choices_is_refused_naming_them(profile_dir):
+    path, message = refusal(profile_dir, '[codec]\nkind = "h264"\n')
+    assert message == f"{path}: codec.kind = 'h264' is not one of tiny, wan-vae"
+
+
 def test_a_missing_required_key_is_named(profile_dir):
     text = (PROFILE_DIR / "tiny-random.toml").read_text().replace("new_latents = 2", "")
     write(profile_dir, "short", text)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from models.audio_features import SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
+from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
-from models.sampler import GuidancePlan, flow_sigmas, forward_count, sample
+from models.sampler import Branch, GuidancePlan, flow_sigmas, forward_count, sample
 from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
@@ -68,12 +69,13 @@ class Session:
     # ---- inputs -----------------------------------------------------------------------------
     def set_prompt(self, prompt: str | None) -> None:
         self.prompt = prompt or ""
-        if prompt and self.profile.config.get("text", {}).get("encoder") == "none":
+        if prompt and self.profile.config.text.encoder == "none":
             log.info("profile %s has no text encoder; the prompt is ignored", self.profile.name)
         self._contexts.pop("cond", None)
 
-    def _context_for(self, variant: str) -> CrossContext:
-        key = {"cond": "cond", "audio": "cond", "text": "empty", "negative": "negative"}[variant]
+    def _context_for(self, variant: Branch) -> CrossContext:
+        # the text each guidance branch is conditioned on (the audio branch drops only the audio)
+        key = {Branch.COND: "cond", Branch.AUDIO: "cond", Branch.TEXT: "empty", Branch.NEGATIVE: "negative"}[variant]
         if key not in self._contexts:
             text = {"cond": self.prompt, "empty": "", "negative": self.profile.negative_prompt}[key]
             p = self.profile
@@ -146,10 +148,11 @@ class Session:
             count += 1
         return count
 
-    def step(self, max_windows: int = 1, steps: int | None = None) -> list[Frame]:
-        """Run up to `max_windows` ready windows (blocking); `steps` < the profile's degrades."""
+    def step(self, max_windows: int | None = 1, steps: int | None = None) -> list[Frame]:
+        """Run up to `max_windows` ready windows, None: all of them (blocking); `steps` < the profile's degrades."""
         frames = []
-        for _ in range(min(max_windows, self.windows_ready())):
+        ready = self.windows_ready()
+        for _ in range(ready if max_windows is None else min(max_windows, ready)):
             frames += self._run_window(steps)
         return frames
 
@@ -238,3 +241,12 @@ class Session:
         self.timeline.discard_before(min(self.profile.audio_encoder.token_span(j0, j0 + 1)[0],
                                          (self.frames_done - 1) * SAMPLES_PER_FRAME))
         self._speech_marks = [m for m in self._speech_marks if m[1] > self.timeline.start]
+
+
+def stream_file(session: Session, audio: np.ndarray) -> Iterator[list[Frame]]:
+    """Feed 16 kHz mono `audio` to `session` one second at a time, as a live stream would, and give the
+    frames of each push as they come, then those of `finish()`."""
+    for start in range(0, len(audio), SAMPLE_RATE):
+        session.push_audio(audio[start:start + SAMPLE_RATE], SAMPLE_RATE)
+        yield session.step(max_windows=None)
+    yield session.finish()

@@ -7,25 +7,36 @@ velocity v = noise - x0, and timestep = 1000 * sigma.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Callable
 
 import torch
 
-# A condition a guidance term can drop, and what the branch without it is:
-#   "audio"    -> null audio (zero features), classifier-free audio guidance
-#   "text"     -> empty prompt, classifier-free text guidance
-#   "negative" -> the negative prompt instead of the prompt, negative guidance
-GUIDANCE_CONDITIONS = ("audio", "text", "negative")
+
+class Branch(StrEnum):
+    """A row of the guided batch: the fully conditioned one, or one without a condition. The names
+    are the guidance keys of a profile's [sampler] table, and the denoiser builds each row from them."""
+
+    COND = "cond"  # every condition: the prompt and the audio
+    AUDIO = "audio"  # null audio (zero features): classifier-free audio guidance
+    TEXT = "text"  # the empty prompt: classifier-free text guidance
+    NEGATIVE = "negative"  # the negative prompt instead of the prompt: negative guidance
+
+
+# The conditions a guidance term can drop (every branch but COND).
+GUIDANCE_CONDITIONS = (Branch.AUDIO, Branch.TEXT, Branch.NEGATIVE)
 
 
 @dataclass(frozen=True)
 class GuidanceTerm:
-    condition: str
+    condition: Branch
     scale: float
 
     def __post_init__(self):
         if self.condition not in GUIDANCE_CONDITIONS:
-            raise ValueError(f"unknown guidance condition {self.condition!r}; use one of {GUIDANCE_CONDITIONS}")
+            raise ValueError(f"unknown guidance condition {self.condition!r}; "
+                             f"use one of {', '.join(GUIDANCE_CONDITIONS)}")
+        object.__setattr__(self, "condition", Branch(self.condition))
 
 
 @dataclass(frozen=True)
@@ -39,15 +50,6 @@ class GuidancePhase:
 @dataclass(frozen=True)
 class GuidancePlan:
     phases: tuple[GuidancePhase, ...] = ()
-
-    @classmethod
-    def from_config(cls, phases: list[dict]) -> "GuidancePlan":
-        """[{"min_sigma": 0.6, "audio": 2.5, "negative": 1.5}, {"min_sigma": 0.0}] -> plan."""
-        out = []
-        for phase in phases:
-            terms = tuple(GuidanceTerm(k, float(v)) for k, v in phase.items() if k != "min_sigma")
-            out.append(GuidancePhase(float(phase.get("min_sigma", 0.0)), terms))
-        return cls(tuple(out))
 
     def terms_at(self, sigma: float) -> tuple[GuidanceTerm, ...]:
         for phase in self.phases:
@@ -74,13 +76,13 @@ def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
     return shift_sigmas(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
 
 
-# denoise(x, sigma, variants) -> one velocity per variant; "cond" is always asked for first.
+# denoise(x, sigma, branches) -> one velocity per branch; Branch.COND is always asked for first.
 Denoiser = Callable[[torch.Tensor, float, tuple[str, ...]], list[torch.Tensor]]
 
 
 def guided_velocity(denoise: Denoiser, x: torch.Tensor, sigma: float, plan: GuidancePlan) -> torch.Tensor:
     terms = plan.terms_at(sigma)
-    velocities = [v.float() for v in denoise(x, sigma, ("cond",) + tuple(t.condition for t in terms))]
+    velocities = [v.float() for v in denoise(x, sigma, (Branch.COND,) + tuple(t.condition for t in terms))]
     v_cond = velocities[0]
     v = v_cond
     for term, v_without in zip(terms, velocities[1:]):

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from .dit import CrossContext
-from .sampler import Denoiser
+from .sampler import Branch, Denoiser
 
 MASK_CHANNELS = 4
 
@@ -72,16 +72,16 @@ class WindowInput:
         return out[:, :, self.clean.shape[2]:]
 
 
-# A guidance row drops one condition (models.sampler.GUIDANCE_CONDITIONS); "cond" drops none. The
-# "audio" row's null audio is zeros; the text rows differ only in their cross context.
+# A guidance row (models.sampler.Branch) drops one condition; Branch.COND drops none. The audio
+# row's null audio is zeros; the text rows differ only in their cross context.
 def denoiser(dit: Callable[..., torch.Tensor], window: WindowInput, audio: torch.Tensor,
-             context_for: Callable[[str], CrossContext]) -> Denoiser:
+             context_for: Callable[[Branch], CrossContext]) -> Denoiser:
     """`dit(hidden, timestep, context, audio)` -> velocity, run once per step for all guidance rows;
     `audio` (B, c + n, K, D) the window's audio tokens; `context_for(row)` the cross context of a row."""
     b = len(window.clean)
 
-    def denoise(x: torch.Tensor, sigma: float, rows: tuple[str, ...]) -> list[torch.Tensor]:
-        row_audio = torch.cat([torch.zeros_like(audio) if r == "audio" else audio for r in rows])
+    def denoise(x: torch.Tensor, sigma: float, rows: tuple[Branch, ...]) -> list[torch.Tensor]:
+        row_audio = torch.cat([torch.zeros_like(audio) if r == Branch.AUDIO else audio for r in rows])
         context = CrossContext.cat([context_for(r) for r in rows])
         v = window.integrated(dit(window.hidden(x, len(rows)), window.timesteps(sigma, len(rows)), context, row_audio))
         return [v[i * b:(i + 1) * b] for i in range(len(rows))]

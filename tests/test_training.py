@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from models.checkpoints import read_metadata
+from models.profile_config import read_profile
 from models.training.codec_stages import train_codec, train_decoder
-from models.training.config import load_profile_config
 from models.training.data import Windows, make_dataset
 from models.training.dit_stages import train_distill, train_teacher
 from models.training.export import export
 
+
 @pytest.fixture(scope="module")
 def cfg():
-    return load_profile_config()
+    return read_profile("tiny-random")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def run(tmp_path_factory, cfg):
     """A run folder after every stage; the codec is run to step 2, then again to step 3 (a resume),
     and the codec's weights are kept as they were before the decoder stage."""
     out = tmp_path_factory.mktemp("run")
-    make_dataset(out, clips=3, seconds=1.6, size=cfg["resolution"][0], seed=1)
+    make_dataset(out, clips=3, seconds=1.6, size=cfg.resolution[0], seed=1)
     train_codec(out, steps=2, batch=2, lr=1e-3, cfg=cfg)
     train_codec(out, steps=3, batch=2, lr=1e-3, cfg=cfg)
     codec = torch.load(out / "codec.pt", weights_only=False)
@@ -86,7 +87,7 @@ def test_windows_are_cut_like_the_session(tmp_path, cfg):
              audio=rng.normal(0, 0.1, (2, 32 * 640)).astype(np.float32))
     train_codec(tmp_path, steps=1, batch=1, lr=1e-3, cfg=cfg)
     windows = Windows(tmp_path, cfg)
-    c, n = cfg["window"]["context_latents"], cfg["window"]["new_latents"]
+    c, n = cfg.window.context_latents, cfg.window.new_latents
     latents, audio, n_known = windows.batch(rng, 2, continuation=True)
     assert n_known == 1 + c and latents.shape[2] == 1 + c + n
     assert audio.shape[:2] == (2, 1 + c + n) and torch.all(audio[:, 0] == 0)  # reference: null audio

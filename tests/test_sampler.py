@@ -42,10 +42,9 @@ def test_guidance_terms_come_from_the_first_phase_whose_min_sigma_is_reached():
 
 
 def test_forward_count_is_one_row_per_step_plus_one_per_guidance_term():
-    plan = PHASED
-    sigmas = flow_sigmas(3, 1.0)  # 1, 2/3, 1/3
-    assert forward_count(sigmas, plan) == 3 + 3 + 1 + 1 - 1  # two guided steps (3 rows), one plain
-    assert forward_count(sigmas, plan.without("audio", "negative")) == 3
+    sigmas = flow_sigmas(3, 1.0)  # steps at 1 and 2/3 are guided (3 rows each), 1/3 is plain
+    assert forward_count(sigmas, PHASED) == 3 + 3 + 1
+    assert forward_count(sigmas, PHASED.without("audio", "negative")) == 3
 
 
 def test_a_guidance_term_must_drop_a_known_condition():

@@ -17,6 +17,13 @@ TOLERANCE_S = 0.010
 
 
 class AudioIntake:
+    """Turns the caller's decoded audio frames (any rate and layout) into the call's timeline audio.
+
+    `push(frame)` returns the samples to append for one frame, `fill_silence()` the silence owed
+    when the input is starved; `end` is the timeline's length so far and `input_offset` where the
+    caller's first sample landed. Used from the event loop only.
+    """
+
     def __init__(self, clock: MediaClock):
         self.clock = clock
         self.rate = clock.sample_rate

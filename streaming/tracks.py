@@ -13,13 +13,12 @@ from fractions import Fraction
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 
-from .buffers import FrameBuffer, VoiceBuffer
+from avatar.audio import AudioTimeline
+
+from .buffers import FrameBuffer
 from .clock import MediaClock
-
-VIDEO_CLOCK_RATE = 90000
-VOICE_PTIME_S = 0.020
 
 
 async def _sleep_until(due: float) -> None:
@@ -87,7 +86,7 @@ class DelayedVoiceTrack(MediaStreamTrack):
     OUT_RATE = 48000
     TAPS = 8  # input samples each side
 
-    def __init__(self, clock: MediaClock, voice: VoiceBuffer):
+    def __init__(self, clock: MediaClock, voice: AudioTimeline):
         super().__init__()
         if self.OUT_RATE % clock.sample_rate:
             raise ValueError(f"{clock.sample_rate} Hz does not divide {self.OUT_RATE} Hz")
@@ -95,13 +94,13 @@ class DelayedVoiceTrack(MediaStreamTrack):
         self.voice = voice
         self._factor = self.OUT_RATE // clock.sample_rate
         self._kernel = _upsampling_kernel(self._factor, self.TAPS)
-        self._samples = int(round(clock.sample_rate * VOICE_PTIME_S))  # per frame, timeline rate
+        self._samples = int(round(clock.sample_rate * AUDIO_PTIME))  # per frame, timeline rate
         self._next: int | None = None
         self.sent = 0
 
     def _upsample(self, position: int) -> np.ndarray:
         n, f, k = self._samples, self._factor, self.TAPS
-        source = self.voice.read(position - k, n + 2 * k)
+        source = self.voice.read(position - k, position + n + k)
         stuffed = np.zeros(len(source) * f, np.float32)
         stuffed[::f] = source
         full = np.convolve(stuffed, self._kernel, mode="same")

@@ -100,7 +100,7 @@ def test_silence_takes_the_cheaper_idle_path(tiny_profile, face_image):
     s.push_audio(np.zeros(SR * 2, np.float32), SR)
     frames = s.step(1)
     assert len(frames) == tiny_profile.frames_per_window and not any(f.speech for f in frames)
-    assert s.last_window_stats["idle"] and s.last_window_stats["forwards"] == tiny_profile.idle_steps
+    assert s.last_window.idle and s.last_window.forwards == tiny_profile.idle_steps
 
 
 def test_vad_marks_override_the_energy_gate(tiny_profile, face_image, speech_like):
@@ -116,10 +116,10 @@ def test_interrupt_turns_pending_speech_into_idle(tiny_profile, face_image, spee
     s = Session(tiny_profile, face_image)
     s.push_audio(speech_like(3.0), SR)
     s.step(1)
-    assert not s.last_window_stats["idle"]
+    assert not s.last_window.idle
     s.interrupt()
     s.step(1)
-    assert s.last_window_stats["idle"]
+    assert s.last_window.idle
     frames = s.finish()
     assert not any(f.speech for f in frames)
 

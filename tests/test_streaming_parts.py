@@ -3,10 +3,8 @@ the signaling message checks, uploads, static files, token and origin gates, aud
 
 import base64
 import io
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
@@ -14,21 +12,15 @@ import pytest
 from PIL import Image
 
 from streaming.avatars import AvatarLibrary, decode_upload
-from streaming.buffers import FrameBuffer, VoiceBuffer
+from avatar.audio import AudioTimeline
+from streaming.buffers import FrameBuffer
 from streaming.clock import MediaClock
 from streaming.http import origin_ok, static_file, token_ok
 from streaming.intake import AudioIntake
 from streaming.protocol import ProtocolError, parse_message
-from streaming.stamp import read_index, stamp_index
+from streaming.contrib.stamp import read_index, stamp_index
 from streaming.vad import SpeechDetector, single_threaded
 
-DATA = Path(__file__).parent / "data"
-
-
-def speech_wav() -> np.ndarray:
-    with wave.open(str(DATA / "speech_hello.wav")) as w:
-        assert w.getframerate() == 16000
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
 
 
 class F:  # a frame as the engine hands it over
@@ -50,15 +42,15 @@ def test_frame_buffer_takes_in_order_drops_late_and_overflow():
         FrameBuffer(0)
 
 
-def test_voice_buffer_reads_silence_outside_and_mutes():
-    voice = VoiceBuffer(max_seconds=1.0, sample_rate=100)
+def test_bounded_voice_timeline_reads_silence_outside_and_mutes():
+    voice = AudioTimeline(max_seconds=1.0, sample_rate=100)
     voice.append(np.arange(1, 51, dtype=np.float32))
-    assert voice.read(-5, 10).tolist() == [0] * 5 + [1, 2, 3, 4, 5]
-    assert voice.read(48, 4).tolist() == [49, 50, 0, 0]
+    assert voice.read(-5, 5).tolist() == [0] * 5 + [1, 2, 3, 4, 5]
+    assert voice.read(48, 52).tolist() == [49, 50, 0, 0]
     voice.discard_before(10)
-    assert voice.start == 10 and voice.read(5, 6).tolist() == [0] * 5 + [11]
-    voice.mute_from(45)
-    assert voice.read(43, 4).tolist() == [44, 45, 0, 0]
+    assert voice.start == 10 and voice.read(5, 11).tolist() == [0] * 5 + [11]  # what it let go: silence
+    voice.silence_from(45)
+    assert voice.read(43, 47).tolist() == [44, 45, 0, 0]
     voice.append(np.ones(200, np.float32))  # over max: keeps the newest second
     assert voice.end == 250 and voice.start == 150
 
@@ -228,8 +220,8 @@ def vad_model():
     return load_vad_model()
 
 
-def test_vad_marks_speech_and_reports_onsets(vad_model):
-    speech = speech_wav()
+def test_vad_marks_speech_and_reports_onsets(vad_model, speech_hello):
+    speech = speech_hello
     silence = np.zeros(16000, np.float32)
     audio = np.concatenate([silence, speech, silence, silence, speech, silence])
     detector = SpeechDetector(vad_model)

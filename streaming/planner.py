@@ -1,8 +1,9 @@
 """The degrade / catch-up policy of a live stream, as a pure object (no clock, no threads).
 
 Before each window the worker asks for a plan given the window's slack (its first frame's due time
-minus now) and how many windows have their audio. A window whose frames would all be shown late is
-not made: the stream jumps over it to the window holding the frame due when the work is done. A
+minus now) and how many windows have their audio. Once a whole window is past due, the stream jumps
+over every window whose frames would all be shown late, to the window holding the frame due when
+the work is done. A
 window that would finish late at full steps runs with fewer steps, when fewer steps are faster.
 """
 
@@ -35,9 +36,11 @@ class StepPlanner:
         return min(known) if known else 0.0
 
     def plan(self, slack_s: float, ready: int) -> WindowPlan:
-        # Windows whose last frame is due before the cheapest run of them could end are wasted work.
-        behind = math.floor((self._cheapest() - slack_s) / self.window_s)
-        skip = max(0, min(behind, ready - 1))  # never past the audio that is in
+        skip = 0
+        if slack_s <= -self.window_s:  # the whole window is already past due: jump (not on an estimate alone)
+            # over every window whose last frame is due before the cheapest run of it could end
+            behind = math.floor((self._cheapest() - slack_s) / self.window_s)
+            skip = max(0, min(behind, ready - 1))  # never past the audio that is in
         slack_s += skip * self.window_s
         steps = None
         if (self.est_full is not None and slack_s < FULL_STEPS_MARGIN * self.est_full and self.full_steps > 1

@@ -2,7 +2,9 @@
 
 aiortc sends a frame as soon as recv() returns, so recv() sleeps until each frame is due. Both
 tracks take their timestamps from the same clock (video 90 kHz, voice at the timeline's 16 kHz),
-so the receiver's A/V sync keeps the lips on the voice.
+so the receiver's A/V sync keeps the lips on the voice. A track that finds itself more than
+LATE_JUMP_S behind its clock (the process was paused) jumps to what is due now instead of sending
+the backlog in a burst; both tracks jump on the same clock, so they stay in sync.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from avatar.audio import AudioTimeline
 
 from .buffers import FrameBuffer
 from .clock import MediaClock
+
+LATE_JUMP_S = 0.5  # more behind than any event-loop hiccup: only a pause of the process gets here
 
 
 async def _sleep_until(due: float) -> None:
@@ -46,6 +50,7 @@ class PacedVideoTrack(MediaStreamTrack):
         self._ticks = VIDEO_CLOCK_RATE // clock.fps
         self.sent = 0
         self.repeated = 0
+        self.skipped = 0  # frames never sent because the track was paused past them
         self.first_index: int | None = None
 
     async def recv(self) -> av.VideoFrame:
@@ -54,6 +59,10 @@ class PacedVideoTrack(MediaStreamTrack):
         if self._next is None:
             self._next = max(self.clock.frame_playing(), 0)
             self.first_index = self._next
+        elif time.monotonic() - self.clock.frame_due(self._next) > LATE_JUMP_S:
+            now = self.clock.frame_playing()
+            self.skipped += now - self._next
+            self._next = now
         index = self._next
         self._next += 1
         await _sleep_until(self.clock.frame_due(index))
@@ -110,7 +119,7 @@ class DelayedVoiceTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         n = self._samples
-        if self._next is None:
+        if self._next is None or time.monotonic() - self.clock.sample_due(self._next) > LATE_JUMP_S:
             now_s = (time.monotonic() - self.clock.start() - self.clock.delay_s) * self.clock.sample_rate
             self._next = max(int(now_s) // n * n, 0)
         position = self._next

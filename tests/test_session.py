@@ -154,3 +154,17 @@ def test_a_long_stream_keeps_a_bounded_audio_buffer(tiny_profile, face_image):
         s.step(1 << 30)
     held = s.timeline.end - s.timeline.start
     assert s.timeline.start > 0 and held < 2 * SR
+
+
+def test_skip_passes_over_windows_and_goes_on_from_the_next(tiny_profile, face_image, speech_like):
+    s = Session(tiny_profile, face_image)
+    fpw = tiny_profile.frames_per_window
+    s.push_audio(speech_like(4.0), SR)
+    first = s.run_window()
+    ready = s.windows_ready()
+    s.skip(2)
+    assert s.windows_ready() == ready - 2
+    after = s.run_window()
+    assert (first.first_frame, after.first_frame, after.window) == (0, 3 * fpw, 3)
+    assert [f.index for f in after.frames] == list(range(3 * fpw, 4 * fpw))
+    assert s.interrupt() == 4 * fpw * 640  # speech is dropped from the window after the last made

@@ -290,3 +290,23 @@ def test_compute_allowance_is_measured_and_bounded(tiny_profile, monkeypatch):
     assert calibrate.compute_allowance(tiny_profile) == calibrate.FLOOR_S
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 7.0)  # a swamped machine
     assert calibrate.compute_allowance(tiny_profile) == calibrate.CEILING_S
+
+
+def test_intake_after_a_pause_cuts_only_the_burst_and_keeps_up_at_once():
+    # A 1 s pause (the server stopped): the silence filler runs first, then 50 frames arrive at once.
+    clock = MediaClock(0.5, 25, 16000)
+    clock.start(now=0.0)
+    intake = AudioIntake(clock)
+    tone = np.full(960, 0.25, np.float32)
+    for i in range(10):  # 200 ms on time
+        intake.push(_audio_frame(tone, 48000, 960 * i), now=0.02 * i)
+    intake.fill_silence(now=1.2)
+    assert intake.end == int(1.05 * 16000)
+    burst = [intake.push(_audio_frame(tone, 48000, 960 * i), now=1.2) for i in range(10, 60)]
+    # What the silence already covers is cut; the rest of the burst lands at its place.
+    assert intake.end == pytest.approx(60 * 320, abs=64)
+    assert intake.cut == pytest.approx(int(1.05 * 16000) - 10 * 320, abs=64)
+    assert sum(len(b) for b in burst) == intake.end - int(1.05 * 16000)
+    # Nothing is owed afterwards: the next frame is kept whole, right after the burst.
+    after = intake.push(_audio_frame(tone, 48000, 960 * 60), now=1.21)
+    assert len(after) == pytest.approx(320, abs=16) and intake.end == pytest.approx(61 * 320, abs=64)

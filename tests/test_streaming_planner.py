@@ -29,8 +29,11 @@ def planner(est_full=None, est_fast=None, full_steps=2):
     (0.20, 0.25, 0.05, 1, WindowPlan(0, None)),
     # late, but part of the window still shows: make it (fewer steps), no jump
     (0.20, 0.08, -0.30, 3, WindowPlan(0, 1)),
-    # a whole window behind even at the cheapest cost: jump over it
-    (0.20, 0.08, -0.60, 3, WindowPlan(1, 1)),
+    # estimated to finish after its last frame, but not past due yet: make it (estimates can be wrong)
+    (0.50, 0.40, 0.05, 3, WindowPlan(0, 1)),
+    (0.50, 0.40, -0.60, 3, WindowPlan(0, 1)),
+    # a whole window behind: jump over it
+    (0.20, 0.08, -0.70, 3, WindowPlan(1, 1)),
     # 2.5 windows behind: jump two, the third still has frames due after it is done
     (0.20, 0.08, -1.60, 5, WindowPlan(2, 1)),
     # far behind: jump as far as the audio that is in allows (never past the last ready window)

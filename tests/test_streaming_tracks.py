@@ -91,3 +91,17 @@ async def test_voice_and_video_share_the_clock():
     a = await voice.recv()
     # Both start at the media time due now: the same instant on both clocks, to within a frame.
     assert abs(v.pts / 90000 - a.pts / 48000) < 1 / 25 + 1e-9
+
+
+async def test_after_a_pause_both_tracks_jump_to_now_together():
+    clock = clock_due_long_ago(0)
+    video = PacedVideoTrack(clock, FrameBuffer(4), np.zeros((16, 16, 3), np.uint8))
+    voice = DelayedVoiceTrack(clock, AudioTimeline(2.0))
+    await video.recv(), await voice.recv()
+    time.sleep(0.8)  # the process stops (the event loop with it)
+    v, a = await video.recv(), await voice.recv()
+    due_now = clock.frame_playing()
+    assert due_now - 1 <= v.pts // 3600 <= due_now and video.skipped == v.pts // 3600 - 1
+    assert abs(v.pts / 90000 - a.pts / 48000) <= 0.04  # the voice jumped to the same media time
+    v2, a2 = await video.recv(), await voice.recv()
+    assert v2.pts - v.pts == 3600 and a2.pts - a.pts == 960  # and both go on from there, contiguous

@@ -20,7 +20,7 @@ from .buffers import FrameBuffer
 from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .intake import AudioIntake
-from .peer import check_offer_sdp, prefer_vp8, shorten_audio_prefetch
+from .peer import check_offer_sdp, prefer_vp8, release_peer, shorten_audio_prefetch
 from .protocol import ProtocolError
 from .stats import StatsReporter, network_rtt
 from .tracks import DelayedVoiceTrack, PacedVideoTrack
@@ -62,6 +62,7 @@ class Call:
         self.last_vad_lag: float | None = None  # media time from a speech start to its VAD event
         self.prompt: str | None = None
         self._stats = StatsReporter()
+        self._closing: asyncio.Future | None = None
         # Built by start():
         self.session = None  # avatar.session.Session
         self.window_s = 0.0
@@ -138,7 +139,7 @@ class Call:
         if track.kind == "audio":
             self._spawn(self._intake_loop(track))
         else:
-            self._spawn(self._discard_loop(track))
+            self._spawn(_discard(track))
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState if self.pc else "closed"
@@ -160,22 +161,25 @@ class Call:
 
     # ---- media in -------------------------------------------------------------------------------
     async def _intake_loop(self, track) -> None:
+        # No exception passes through this frame (asyncio.wait, task.exception()): one that did would
+        # tie the frame, and so the call, into a reference cycle that outlives the call.
         self.clock.start()
-        ended = False
+        receiving: asyncio.Task | None = None
         while not self.closed.is_set():
-            if ended:  # no more input: silence keeps the face idling until the call closes
-                await asyncio.sleep(STARVED_POLL_S)
+            if receiving is None and track.readyState != "live":  # no more input
+                if not await self._closes_within(STARVED_POLL_S):
+                    await self._take_audio(self.intake.fill_silence())  # keeps the face idling
+                continue
+            receiving = receiving or asyncio.ensure_future(track.recv())
+            done, _ = await asyncio.wait({receiving}, timeout=STARVED_POLL_S)
+            if not done:  # starved: silence keeps the timeline on the clock
                 await self._take_audio(self.intake.fill_silence())
                 continue
-            try:
-                frame = await asyncio.wait_for(track.recv(), STARVED_POLL_S)
-            except asyncio.TimeoutError:
-                await self._take_audio(self.intake.fill_silence())
-                continue
-            except MediaStreamError:
-                ended = True
-                continue
-            await self._take_audio(self.intake.push(frame))
+            finished, receiving = receiving, None
+            if not finished.cancelled() and finished.exception() is None:  # else the track ended
+                await self._take_audio(self.intake.push(finished.result()))
+        if receiving is not None:
+            receiving.cancel()
 
     async def _take_audio(self, pcm) -> None:
         if not len(pcm):
@@ -198,20 +202,26 @@ class Call:
         self.vad_events.append(msg)
         self._spawn(self._send(msg))
 
-    async def _discard_loop(self, track) -> None:
-        while not self.closed.is_set():
-            try:
-                await track.recv()
-            except MediaStreamError:
-                return
+    async def _closes_within(self, seconds: float) -> bool:
+        """Sleep, but wake when the call closes: the call's loops end by themselves rather than by
+        cancellation, so no cancelled frame (holding the call) is left in a reference cycle."""
+        waiting = asyncio.ensure_future(self.closed.wait())
+        done, _ = await asyncio.wait({waiting}, timeout=seconds)
+        waiting.cancel()
+        return bool(done)
 
     # ---- control --------------------------------------------------------------------------------
+    def _live_worker(self) -> GenerationWorker:
+        if self.closed.is_set() or self.worker is None:
+            raise ProtocolError("bad_state", "the call has ended")
+        return self.worker
+
     def interrupt(self) -> None:
-        self.worker.interrupt()
+        self._live_worker().interrupt()
 
     def set_prompt(self, text: str) -> None:
+        self._live_worker().set_prompt(text)
         self.prompt = text
-        self.worker.set_prompt(text)
 
     async def change_avatar(self, image) -> None:
         """A new session for the new image (built off the loop), taken over at the next window."""
@@ -222,13 +232,15 @@ class Call:
                 None, lambda: Session(self.profile, image, prompt=self.prompt, seed=self.config.seed))
         except AvatarError as exc:
             raise ProtocolError("bad_image", str(exc)) from None
-        self.worker.swap_session(session)
+        self._live_worker().swap_session(session)
 
     def _from_worker(self, event: WorkerEvent) -> None:
         """Called from the worker thread: hop onto the loop."""
         self.loop.call_soon_threadsafe(self._on_worker_event, event)
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
+        if self.closed.is_set():  # sent just before the call closed: nobody is listening
+            return
         match event:
             case Interrupted(sample):
                 self.voice.silence_from(sample)
@@ -247,9 +259,8 @@ class Call:
         return self._stats.message(self)
 
     async def _stats_loop(self) -> None:
-        while not self.closed.is_set():
-            await asyncio.sleep(self.config.stats_interval_s)
-            if self.clock.started and not self.closed.is_set():
+        while not await self._closes_within(self.config.stats_interval_s):
+            if self.clock.started:
                 try:
                     stats = self.stats()
                     stats["latency"]["network_rtt_s"] = await network_rtt(self.pc)
@@ -260,15 +271,43 @@ class Call:
 
     # ---- tear-down ----------------------------------------------------------------------------
     async def close(self, reason: str = "closed") -> None:
-        if self.closed.is_set():
-            return
-        self.closed.set()
+        """End the call and let go of everything it holds at once: the worker thread and its session,
+        the peer connection (and its codecs), the intake's resampler, the buffers. The references
+        between the parts (event handlers, the worker's callback) are cut, so no reference cycle
+        keeps a finished call's memory until a full garbage collection. Every caller waits until
+        that is done (the server frees the slot after it)."""
+        if self._closing is None:
+            self.closed.set()
+            self._closing = asyncio.ensure_future(self._close(reason))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
         log.info("call=%s event=closing reason=\"%s\"", self.id, reason)
-        if self.worker is not None:
-            worker = self.worker
-            await self.loop.run_in_executor(None, worker.stop)
+        if self._tasks:  # the loops see `closed` and end within STARVED_POLL_S
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
+            task.cancel()
+        if self.worker is not None:
+            await self.loop.run_in_executor(None, self.worker.stop)
+            self.worker.notify = _ignore
         if self.pc is not None:
             await self.pc.close()
+            release_peer(self.pc)
+        for track in (self.video, self.voice_track):
+            if track is not None:
+                track.stop()
+        self.session = self.worker = self.pc = self.video = self.voice_track = None
+        self.detector = self.intake = self.frames = self.voice = None
+
+
+def _ignore(event: WorkerEvent) -> None:
+    pass
+
+
+async def _discard(track) -> None:
+    """Receive and drop what a track sends (a caller's video, never asked for) until it ends."""
+    while True:
+        try:
+            await track.recv()
+        except MediaStreamError:
+            return

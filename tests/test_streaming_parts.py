@@ -5,20 +5,21 @@ import base64
 import io
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from streaming.avatars import AvatarLibrary, decode_upload
 from avatar.audio import AudioTimeline
+from streaming.avatars import AvatarLibrary, decode_upload
 from streaming.buffers import FrameBuffer
 from streaming.clock import MediaClock
+from streaming.contrib.stamp import read_index, stamp_index
 from streaming.http import origin_ok, static_file, token_ok
 from streaming.intake import AudioIntake
 from streaming.protocol import ProtocolError, parse_message
-from streaming.contrib.stamp import read_index, stamp_index
 from streaming.vad import SpeechDetector, single_threaded
 
 
@@ -281,9 +282,19 @@ def test_serve_main_refuses_bad_settings_with_a_message(capsys):
 def test_compute_allowance_is_measured_and_bounded(tiny_profile, monkeypatch):
     from streaming import calibrate
 
+    # Window durations as the clock reads them: the first (the warm-up) is not counted, the median of the rest is.
+    durations = iter([9.0, 0.3, 0.1, 0.2, 0.4])
+    readings = []
+
+    def perf_counter():
+        readings.append(len(readings))
+        return 0.0 if len(readings) % 2 else next(durations)
+
+    monkeypatch.setattr(calibrate, "time", SimpleNamespace(perf_counter=perf_counter))
     with ThreadPoolExecutor(1, initializer=single_threaded) as thread:
-        measured = thread.submit(calibrate.measure_window_compute, tiny_profile, 2).result()
-    assert 0 < measured < 30
+        measured = thread.submit(calibrate.measure_window_compute, tiny_profile, 5).result()
+    assert measured == pytest.approx(0.25) and len(readings) == 10  # five real windows were timed
+    monkeypatch.undo()
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.2)
     assert calibrate.compute_allowance(tiny_profile) == pytest.approx(0.27)
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.01)

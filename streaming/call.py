@@ -9,7 +9,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from avatar.audio import AudioTimeline
@@ -20,7 +19,7 @@ from .buffers import FrameBuffer
 from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .intake import AudioIntake
-from .peer import check_offer_sdp, prefer_vp8, release_peer, shorten_audio_prefetch
+from .peer import check_offer_sdp, discard_track, prefer_vp8, release_peer, shorten_audio_prefetch
 from .protocol import ProtocolError
 from .stats import StatsReporter, network_rtt
 from .tracks import DelayedVoiceTrack, PacedVideoTrack
@@ -139,7 +138,7 @@ class Call:
         if track.kind == "audio":
             self._spawn(self._intake_loop(track))
         else:
-            self._spawn(_discard(track))
+            self._spawn(discard_track(track))
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState if self.pc else "closed"
@@ -289,7 +288,7 @@ class Call:
             task.cancel()
         if self.worker is not None:
             await self.loop.run_in_executor(None, self.worker.stop)
-            self.worker.notify = _ignore
+            self.worker.notify = lambda event: None
         if self.pc is not None:
             await self.pc.close()
             release_peer(self.pc)
@@ -299,15 +298,3 @@ class Call:
         self.session = self.worker = self.pc = self.video = self.voice_track = None
         self.detector = self.intake = self.frames = self.voice = None
 
-
-def _ignore(event: WorkerEvent) -> None:
-    pass
-
-
-async def _discard(track) -> None:
-    """Receive and drop what a track sends (a caller's video, never asked for) until it ends."""
-    while True:
-        try:
-            await track.recv()
-        except MediaStreamError:
-            return

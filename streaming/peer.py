@@ -1,5 +1,5 @@
-"""aiortc specifics: checking an offer before any work, codec choice, the receive buffer, and
-letting go of a closed peer connection."""
+"""aiortc specifics: checking an offer before any work, codec choice, the receive buffer, dropping
+unwanted media, and letting go of a closed peer connection."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import SessionDescription
 
@@ -60,3 +61,13 @@ def release_peer(pc: RTCPeerConnection) -> None:
                 dtls.remove_all_listeners()
                 dtls.transport.remove_all_listeners()
                 dtls.transport.iceGatherer.remove_all_listeners()
+
+
+async def discard_track(track) -> None:
+    """Receive and drop what a track sends (a caller's video, never asked for) until it ends. A
+    function, not a method of the call: its frame holds no call when it ends in a reference cycle."""
+    while True:
+        try:
+            await track.recv()
+        except MediaStreamError:
+            return

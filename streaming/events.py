@@ -72,7 +72,7 @@ class AvatarSwitched:
 class Degraded:
     reason: str  # "catch-up": the call fell behind and jumped to the frame due now
     behind_s: float
-    skipped_frames: int = 0
+    skipped_frames: int
 
 
 @dataclass(frozen=True)

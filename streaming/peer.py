@@ -1,4 +1,5 @@
-"""aiortc specifics: checking an offer before any work, codec choice, and the receive buffer."""
+"""aiortc specifics: checking an offer before any work, codec choice, the receive buffer, dropping
+unwanted media, and letting go of a closed peer connection."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import SessionDescription
 
@@ -45,3 +47,27 @@ def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
             receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
         else:
             log.info("event=prefetch_unchanged reason=\"aiortc internals differ\"")
+
+
+def release_peer(pc: RTCPeerConnection) -> None:
+    """After close: cut the event handlers that tie a peer connection to its own transports (the
+    peer listens to them and they are its own), so it is freed at once, with its codecs and tracks,
+    instead of at the next full garbage collection."""
+    pc.remove_all_listeners()
+    for transceiver in pc.getTransceivers():
+        for end in (transceiver.sender, transceiver.receiver):
+            dtls = end.transport
+            if dtls is not None:
+                dtls.remove_all_listeners()
+                dtls.transport.remove_all_listeners()
+                dtls.transport.iceGatherer.remove_all_listeners()
+
+
+async def discard_track(track) -> None:
+    """Receive and drop what a track sends (a caller's video, never asked for) until it ends. A
+    function, not a method of the call: its frame holds no call when it ends in a reference cycle."""
+    while True:
+        try:
+            await track.recv()
+        except MediaStreamError:
+            return

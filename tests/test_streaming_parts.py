@@ -3,32 +3,25 @@ the signaling message checks, uploads, static files, token and origin gates, aud
 
 import base64
 import io
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from avatar.audio import AudioTimeline
 from streaming.avatars import AvatarLibrary, decode_upload
-from streaming.buffers import FrameBuffer, VoiceBuffer
+from streaming.buffers import FrameBuffer
 from streaming.clock import MediaClock
+from streaming.contrib.stamp import read_index, stamp_index
 from streaming.http import origin_ok, static_file, token_ok
 from streaming.intake import AudioIntake
 from streaming.protocol import ProtocolError, parse_message
-from streaming.stamp import read_index, stamp_index
 from streaming.vad import SpeechDetector, single_threaded
 
-DATA = Path(__file__).parent / "data"
-
-
-def speech_wav() -> np.ndarray:
-    with wave.open(str(DATA / "speech_hello.wav")) as w:
-        assert w.getframerate() == 16000
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
 
 
 class F:  # a frame as the engine hands it over
@@ -50,15 +43,15 @@ def test_frame_buffer_takes_in_order_drops_late_and_overflow():
         FrameBuffer(0)
 
 
-def test_voice_buffer_reads_silence_outside_and_mutes():
-    voice = VoiceBuffer(max_seconds=1.0, sample_rate=100)
+def test_bounded_voice_timeline_reads_silence_outside_and_mutes():
+    voice = AudioTimeline(max_seconds=1.0, sample_rate=100)
     voice.append(np.arange(1, 51, dtype=np.float32))
-    assert voice.read(-5, 10).tolist() == [0] * 5 + [1, 2, 3, 4, 5]
-    assert voice.read(48, 4).tolist() == [49, 50, 0, 0]
+    assert voice.read(-5, 5).tolist() == [0] * 5 + [1, 2, 3, 4, 5]
+    assert voice.read(48, 52).tolist() == [49, 50, 0, 0]
     voice.discard_before(10)
-    assert voice.start == 10 and voice.read(5, 6).tolist() == [0] * 5 + [11]
-    voice.mute_from(45)
-    assert voice.read(43, 4).tolist() == [44, 45, 0, 0]
+    assert voice.start == 10 and voice.read(5, 11).tolist() == [0] * 5 + [11]  # what it let go: silence
+    voice.silence_from(45)
+    assert voice.read(43, 47).tolist() == [44, 45, 0, 0]
     voice.append(np.ones(200, np.float32))  # over max: keeps the newest second
     assert voice.end == 250 and voice.start == 150
 
@@ -228,8 +221,8 @@ def vad_model():
     return load_vad_model()
 
 
-def test_vad_marks_speech_and_reports_onsets(vad_model):
-    speech = speech_wav()
+def test_vad_marks_speech_and_reports_onsets(vad_model, speech_hello):
+    speech = speech_hello
     silence = np.zeros(16000, np.float32)
     audio = np.concatenate([silence, speech, silence, silence, speech, silence])
     detector = SpeechDetector(vad_model)
@@ -289,12 +282,42 @@ def test_serve_main_refuses_bad_settings_with_a_message(capsys):
 def test_compute_allowance_is_measured_and_bounded(tiny_profile, monkeypatch):
     from streaming import calibrate
 
+    # Window durations as the clock reads them: the first (the warm-up) is not counted, the median of the rest is.
+    durations = iter([9.0, 0.3, 0.1, 0.2, 0.4])
+    readings = []
+
+    def perf_counter():
+        readings.append(len(readings))
+        return 0.0 if len(readings) % 2 else next(durations)
+
+    monkeypatch.setattr(calibrate, "time", SimpleNamespace(perf_counter=perf_counter))
     with ThreadPoolExecutor(1, initializer=single_threaded) as thread:
-        measured = thread.submit(calibrate.measure_window_compute, tiny_profile, 2).result()
-    assert 0 < measured < 30
+        measured = thread.submit(calibrate.measure_window_compute, tiny_profile, 5).result()
+    assert measured == pytest.approx(0.25) and len(readings) == 10  # five real windows were timed
+    monkeypatch.undo()
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.2)
     assert calibrate.compute_allowance(tiny_profile) == pytest.approx(0.27)
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.01)
     assert calibrate.compute_allowance(tiny_profile) == calibrate.FLOOR_S
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 7.0)  # a swamped machine
     assert calibrate.compute_allowance(tiny_profile) == calibrate.CEILING_S
+
+
+def test_intake_after_a_pause_cuts_only_the_burst_and_keeps_up_at_once():
+    # A 1 s pause (the server stopped): the silence filler runs first, then 50 frames arrive at once.
+    clock = MediaClock(0.5, 25, 16000)
+    clock.start(now=0.0)
+    intake = AudioIntake(clock)
+    tone = np.full(960, 0.25, np.float32)
+    for i in range(10):  # 200 ms on time
+        intake.push(_audio_frame(tone, 48000, 960 * i), now=0.02 * i)
+    intake.fill_silence(now=1.2)
+    assert intake.end == int(1.05 * 16000)
+    burst = [intake.push(_audio_frame(tone, 48000, 960 * i), now=1.2) for i in range(10, 60)]
+    # What the silence already covers is cut; the rest of the burst lands at its place.
+    assert intake.end == pytest.approx(60 * 320, abs=64)
+    assert intake.cut == pytest.approx(int(1.05 * 16000) - 10 * 320, abs=64)
+    assert sum(len(b) for b in burst) == intake.end - int(1.05 * 16000)
+    # Nothing is owed afterwards: the next frame is kept whole, right after the burst.
+    after = intake.push(_audio_frame(tone, 48000, 960 * 60), now=1.21)
+    assert len(after) == pytest.approx(320, abs=16) and intake.end == pytest.approx(61 * 320, abs=64)

@@ -1,4 +1,4 @@
-"""aiortc specifics: checking an offer before any work, codec choice, and the receive buffer."""
+"""aiortc specifics: codec choice and the receive buffer. (The offer itself is checked in protocol.py.)"""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ import logging
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.sdp import SessionDescription
-
-from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -18,19 +15,6 @@ def prefer_vp8(transceiver) -> None:
     """VP8 is the cheapest encoder aiortc has; keep rtx so loss recovery still works."""
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
     transceiver.setCodecPreferences(codecs)
-
-
-def check_offer_sdp(sdp: str) -> None:
-    """Parse the offer (cheap) so a bad one is refused before a session is built."""
-    try:
-        parsed = SessionDescription.parse(sdp)
-    except Exception as exc:  # aiortc's parser asserts on malformed lines
-        raise ProtocolError("bad_sdp", f"the offer is not valid SDP ({type(exc).__name__} {exc})") from None
-    kinds = sorted(m.kind for m in parsed.media)
-    if kinds != ["audio", "video"]:
-        raise ProtocolError("bad_sdp", f"the offer must have one audio and one video section, not {kinds}")
-    if not any(m.kind == "audio" and m.direction in ("sendrecv", "sendonly", None) for m in parsed.media):
-        raise ProtocolError("bad_sdp", "the offer's audio section must send")
 
 
 def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:

@@ -68,7 +68,7 @@ def open_image(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge("image dimensions are too large") from exc
+        raise ImageTooLarge(f"image dimensions are too large; at most {MAX_PIXELS} pixels are accepted") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageError(f"not a supported image ({FORMATS_TEXT})") from exc
 

@@ -35,7 +35,7 @@ class ServerConfig:
     # Websocket keep-alive: a caller that vanishes silently (no FIN, no pongs) is noticed within
     # interval + timeout and its slot freed at once. (The price: a pong that waits behind the
     # caller's own upload for longer than the timeout ends the call too.)
-    ping_interval_s: float = 0.5
+    ping_interval_s: float = 0.25
     ping_timeout_s: float = 1.0
     stats_interval_s: float = 1.0
     # Output delay = the engine's window latency + this. None: measured at start-up (streaming/calibrate.py).

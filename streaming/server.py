@@ -142,12 +142,13 @@ class AvatarServer:
             await ws.close()
 
     async def _release(self, link: "Link", reason: str) -> None:
-        """End the socket's call and free its slot (once; never raises)."""
-        if link.call is not None:
-            await self._end(link.call, reason)
+        """Free the socket's slot, then end its call (once; never raises). The slot is free at once:
+        a call's tear-down may wait for the window its worker is computing."""
         if self.calls.pop(link.call_id, _GONE) is not _GONE:
             log.info("call=%s event=slot_freed reason=%s sessions=%d max_sessions=%d", link.call_id,
                      quoted(reason), len(self.calls), self.config.max_sessions)
+        if link.call is not None:
+            await self._end(link.call, reason)
 
     @staticmethod
     async def _end(call: Call, reason: str) -> None:
@@ -216,7 +217,9 @@ class AvatarServer:
                 except BaseException:
                     await self._end(call, "set-up failed")
                     raise
-                link.call = self.calls[link.call_id] = call
+                link.call = call
+                if link.call_id in self.calls:  # (not if the slot was freed meanwhile: the socket is closing)
+                    self.calls[link.call_id] = call
                 await send(answer)
             case ChooseAvatar(id=avatar_id, image=upload):
                 image = self._image_from(avatar_id, upload)  # checked now

@@ -1,8 +1,9 @@
 """Plain HTTP on the websocket port: the demo page and client (static files), /healthz, the avatar
 list; and the gate in front of /ws (token, then origin) that runs before any work is done.
 
-A request this server refuses gets a 4xx status and one INFO log line with a reason code; only a
-bug of ours gets a 500 and a traceback."""
+A request this server refuses gets a 4xx status and one WARNING log line with a reason code (bytes
+that are not an HTTP request at all, such as a bare TCP connect, one INFO line); only a bug of ours
+gets a 500 and a traceback."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.datastructures import Headers, MultipleValuesError
-from websockets.exceptions import InvalidHandshake
+from websockets.exceptions import InvalidHandshake, InvalidMessage
 from websockets.http11 import Response
 
 from .protocol import ProtocolError
@@ -144,7 +145,7 @@ class HttpRoutes:
         try:
             return self._route(request)
         except Refused as refusal:
-            log.info("event=refused reason=%s path=%s", refusal.reason, quoted(request.path))
+            log.warning("event=refused reason=%s path=%s", refusal.reason, quoted(request.path))
             return response(refusal.status, refusal.body)
         except Exception:  # our bug: one request fails, the server goes on
             log.exception("event=request_failed path=%s", quoted(request.path))
@@ -186,7 +187,8 @@ class HttpRoutes:
 class HandshakeLog(logging.LoggerAdapter):
     """The logger websockets is given. It logs every failed opening handshake (a bare TCP connect, a
     port scanner, plain HTTP on /ws) as an ERROR with a traceback; those are the client's doing, so
-    each becomes one INFO line with a reason code. Anything else passes through unchanged."""
+    each becomes one line with a reason code: INFO for bytes that are not an HTTP request at all,
+    WARNING for a request refused. Anything else passes through unchanged."""
 
     def __init__(self):
         super().__init__(logging.getLogger("websockets.server"), {})
@@ -194,7 +196,9 @@ class HandshakeLog(logging.LoggerAdapter):
     def log(self, level, msg, *args, **kwargs):
         exc = sys.exc_info()[1]
         if msg == "opening handshake failed" and isinstance(exc, (InvalidHandshake, EOFError, ConnectionError)):
+            not_http = isinstance(exc, (InvalidMessage, EOFError, ConnectionError))
             cause = exc.__cause__ or exc
-            log.info("event=refused reason=bad_handshake detail=%s", quoted(f"{type(cause).__name__}: {cause}"))
+            log.log(logging.INFO if not_http else logging.WARNING, "event=refused reason=%s detail=%s",
+                    "not_http" if not_http else "bad_handshake", quoted(f"{type(cause).__name__}: {cause}"))
             return
         super().log(level, msg, *args, **kwargs)

@@ -1,8 +1,10 @@
-"""aiortc specifics: codec choice and the receive buffer. (The offer itself is checked in protocol.py.)"""
+"""aiortc specifics: codec choice, the receive buffer, and the failures of aiortc's own tasks.
+(The offer itself is checked in protocol.py.)"""
 
 from __future__ import annotations
 
 import logging
+import traceback
 
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
@@ -29,3 +31,24 @@ def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
             receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
         else:
             log.info("event=prefetch_unchanged reason=\"aiortc internals differ\"")
+
+
+def quiet_library_task_failures(loop):
+    """aiortc and aioice start tasks they never await; one fails when a caller hangs up mid-set-up
+    (e.g. a connect cut short). Each such failure becomes one log line instead of asyncio's
+    traceback; any other one (our own bugs) goes to the loop's handler as before. Returns a
+    function that puts the previous handler back."""
+    previous = loop.get_exception_handler()
+
+    def handle(loop, context: dict) -> None:
+        exc = context.get("exception")
+        frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+        if frames and any(f"/{lib}/" in frames[-1].filename for lib in ("aiortc", "aioice")):
+            log.info("event=library_task_failed error=\"%s: %s\" in=%s", type(exc).__name__, exc, frames[-1].name)
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+    return lambda: loop.set_exception_handler(previous)

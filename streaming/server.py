@@ -23,6 +23,7 @@ from .avatars import AvatarLibrary, decode_upload
 from .call import Call
 from .config import ServerConfig
 from .http import HandshakeLog, HttpRoutes, quoted
+from .peer import quiet_library_task_failures
 from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, Ping, ProtocolError, SetPrompt,
                        parse_message)
 from .vad import load_vad_model, single_threaded
@@ -48,6 +49,7 @@ class AvatarServer:
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
+        self._restore_loop_handler = quiet_library_task_failures(asyncio.get_running_loop())
         if self.profile is None:
             from avatar.profiles import load_profile
 
@@ -83,6 +85,7 @@ class AvatarServer:
             self._ws_server.close()
             await self._ws_server.wait_closed()
         self._vad_pool.shutdown(wait=False)
+        self._restore_loop_handler()
 
     def torch_threads(self, running: int | None = None) -> int:
         """Threads for each generation worker: the cores, less one for the codecs and the loop, shared
@@ -105,7 +108,7 @@ class AvatarServer:
                 pass
 
         if len(self.calls) >= self.config.max_sessions:
-            log.info("event=refused reason=full sessions=%d", len(self.calls))
+            log.warning("event=refused reason=full sessions=%d", len(self.calls))
             await send({"type": "error", "code": "busy",
                         "message": f"the server is full ({self.config.max_sessions} sessions); try again later"})
             await ws.close(CLOSE_FULL, "server full")
@@ -125,8 +128,8 @@ class AvatarServer:
                     if isinstance(await self._dispatch(parse_message(raw), link, send), Bye):
                         break
                 except ProtocolError as exc:
-                    log.info("call=%s event=refused_message code=%s message=%s", link.call_id, exc.code,
-                             quoted(exc.message))
+                    log.warning("call=%s event=refused_message code=%s message=%s", link.call_id, exc.code,
+                                quoted(exc.message))
                     await send(exc.to_message())
                 except ConnectionClosed:
                     raise
@@ -169,14 +172,15 @@ class AvatarServer:
             while not pings.done():
                 call = link.call
                 if call is not None and call.closed.is_set():
-                    await send({"type": "close", "reason": "the call ended"})
                     await asyncio.shield(self._release(link, "call ended"))
+                    await send({"type": "close", "reason": "the call ended"})
                     await ws.close()
                     return
                 if (call is None or not call.connected.is_set()) and asyncio.get_running_loop().time() > deadline:
+                    log.warning("call=%s event=refused reason=timeout", link.call_id)
+                    await asyncio.shield(self._release(link, "signaling timeout"))
                     await send({"type": "error", "code": "timeout",
                                 "message": f"no connected call within {cfg.signaling_timeout_s:g} s"})
-                    await asyncio.shield(self._release(link, "signaling timeout"))
                     await ws.close(CLOSE_POLICY, "signaling timeout")
                     return
                 await asyncio.wait([pings], timeout=WATCH_POLL_S)

@@ -18,21 +18,17 @@ from PIL import Image
 
 TOKEN = "fuzz-token"
 _FP256 = ":".join(f"{b:02X}" for b in range(32))
-OFFER_SDP = "\r\n".join([
+_TRANSPORT = ["a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "a=end-of-candidates", "a=ice-ufrag:hxqW",
+              "a=ice-pwd:PHSa3oWBmjElorbM6CSjBz", f"a=fingerprint:sha-256 {_FP256}", "a=setup:actpass"]
+OFFER_SDP = "\r\n".join([  # as a browser sends it (ICE gathered), every address loopback
     "v=0", "o=- 4004923707 4004923707 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=group:BUNDLE 0 1",
     "a=msid-semantic:WMS *",
-    "m=audio 9 UDP/TLS/RTP/SAVPF 96 0 8", "c=IN IP4 127.0.0.1", "a=sendrecv", "a=mid:0",
-    "a=msid:s a", "a=rtcp:9 IN IP4 0.0.0.0", "a=rtcp-mux", "a=ssrc:1186778636 cname:fuzz",
-    "a=rtpmap:96 opus/48000/2", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
-    "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "a=end-of-candidates",
-    "a=ice-ufrag:hxqW", "a=ice-pwd:PHSa3oWBmjElorbM6CSjBz", f"a=fingerprint:sha-256 {_FP256}",
-    "a=setup:actpass",
-    "m=video 9 UDP/TLS/RTP/SAVPF 97 98", "c=IN IP4 127.0.0.1", "a=recvonly", "a=mid:1",
-    "a=rtcp:9 IN IP4 0.0.0.0", "a=rtcp-mux", "a=rtpmap:97 VP8/90000", "a=rtcp-fb:97 nack",
-    "a=rtcp-fb:97 nack pli", "a=rtpmap:98 rtx/90000", "a=fmtp:98 apt=97",
-    "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "a=end-of-candidates",
-    "a=ice-ufrag:hxqW", "a=ice-pwd:PHSa3oWBmjElorbM6CSjBz", f"a=fingerprint:sha-256 {_FP256}",
-    "a=setup:actpass", ""])
+    "m=audio 9 UDP/TLS/RTP/SAVPF 96 0 8", "c=IN IP4 127.0.0.1", "a=sendrecv", "a=mid:0", "a=msid:s a",
+    "a=rtcp:9 IN IP4 0.0.0.0", "a=rtcp-mux", "a=ssrc:1186778636 cname:fuzz", "a=rtpmap:96 opus/48000/2",
+    "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", *_TRANSPORT,
+    "m=video 9 UDP/TLS/RTP/SAVPF 97 98", "c=IN IP4 127.0.0.1", "a=recvonly", "a=mid:1", "a=rtcp:9 IN IP4 0.0.0.0",
+    "a=rtcp-mux", "a=rtpmap:97 VP8/90000", "a=rtcp-fb:97 nack", "a=rtcp-fb:97 nack pli", "a=rtpmap:98 rtx/90000",
+    "a=fmtp:98 apt=97", *_TRANSPORT, ""])
 CANDIDATE = "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"
 HUGE_INT = "9" * 5000  # past Python's 4300-digit int limit
 VALUES = [None, True, 0, -1, 1.5, 1e308, "", "x", "x" * 70000, "\udcff", "é∂\u202e", [], {}, [1, [2]], {"a": 1},

@@ -47,9 +47,9 @@ async def _raw_call(url: str, wrong_fingerprint: bool):
     from aiortc.mediastreams import AudioStreamTrack
     from websockets.asyncio.client import connect
 
+    opened_at = time.monotonic()  # the server's signaling deadline runs from a moment after this
     ws = await connect(url, max_size=None, close_timeout=1.0)
     assert json.loads(await ws.recv())["type"] == "ready"
-    ready_at = time.monotonic()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(AudioStreamTrack())
     pc.addTransceiver("video", direction="recvonly")
@@ -65,7 +65,7 @@ async def _raw_call(url: str, wrong_fingerprint: bool):
         pass
     if wrong_fingerprint:
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-    return ws, pc, ready_at
+    return ws, pc, opened_at
 
 
 async def drop_once(srv, kind: str, pcm) -> float:
@@ -75,10 +75,10 @@ async def drop_once(srv, kind: str, pcm) -> float:
     url = f"ws://127.0.0.1:{srv.port}/ws"
     busy = set(srv.calls)
     if kind in ("dtls_failure", "never_connects"):
-        ws, pc, ready_at = await _raw_call(url, wrong_fingerprint=kind == "dtls_failure")
+        ws, pc, opened_at = await _raw_call(url, wrong_fingerprint=kind == "dtls_failure")
         try:
             if kind == "never_connects":
-                dropped = ready_at + srv.config.signaling_timeout_s
+                dropped = opened_at + srv.config.signaling_timeout_s
             else:  # the moment the server's peer connection gives up
                 dropped = await _until(lambda: (c := _server_call(srv, busy)) is None or
                                        c.pc.connectionState in ("failed", "closed"))

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CLOSE_FULL = 1013  # try again later
 CLOSE_POLICY = 1008
 WATCH_POLL_S = 0.1  # how often a socket's watcher looks at its call and deadline
+PONG_GRACE_S = 0.1
 _GONE = object()
 
 
@@ -193,15 +194,22 @@ class AvatarServer:
             pings.cancel()
 
     async def _unanswered_ping(self, ws) -> bool:
-        """True once a ping goes unanswered for ping_timeout_s; False if the socket closes first."""
+        """True once a ping goes unanswered for ping_timeout_s; False if the socket closes first.
+        After a timeout the pong gets a short grace: if our own loop stalled past the timeout, a pong
+        already received is read only after the timer has fired."""
         while True:
             await asyncio.sleep(self.config.ping_interval_s)
             try:
                 pong = await ws.ping()
-                await asyncio.wait_for(pong, self.config.ping_timeout_s)
-            except asyncio.TimeoutError:
-                return True
             except ConnectionClosed:
+                return False
+            for timeout in (self.config.ping_timeout_s, PONG_GRACE_S):
+                done, _ = await asyncio.wait([pong], timeout=timeout)
+                if done:
+                    break
+            else:
+                return True
+            if pong.exception() is not None:  # the socket closed
                 return False
 
     async def _dispatch(self, msg: Message, link: "Link", send) -> Message:

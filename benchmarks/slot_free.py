@@ -77,7 +77,8 @@ async def drop_once(srv, kind: str, pcm) -> float:
     if kind in ("dtls_failure", "never_connects"):
         ws, pc, opened_at = await _raw_call(url, wrong_fingerprint=kind == "dtls_failure")
         try:
-            if kind == "never_connects":
+            if kind == "never_connects":  # its peer is gone before answering a single ICE check
+                await pc.close()
                 dropped = opened_at + srv.config.signaling_timeout_s
             else:  # the moment the server's peer connection gives up
                 dropped = await _until(lambda: (c := _server_call(srv, busy)) is None or

@@ -126,8 +126,10 @@ class AvatarServer:
                                    "max_image_side": self.config.max_image_side}})
             async for raw in ws:
                 try:
-                    if isinstance(await self._dispatch(parse_message(raw), link, send), Bye):
+                    msg = parse_message(raw)
+                    if isinstance(msg, Bye):
                         break
+                    await self._dispatch(msg, link, send)
                 except ProtocolError as exc:
                     log.warning("call=%s event=refused_message code=%s message=%s", link.call_id, exc.code,
                                 quoted(exc.message))
@@ -212,7 +214,7 @@ class AvatarServer:
             if pong.exception() is not None:  # the socket closed
                 return False
 
-    async def _dispatch(self, msg: Message, link: "Link", send) -> Message:
+    async def _dispatch(self, msg: Message, link: "Link", send) -> None:
         call = link.call
         match msg:
             case Offer():
@@ -256,7 +258,6 @@ class AvatarServer:
                 await send({"type": "prompt", "ok": True})
             case Ping():
                 await send({"type": "pong"})
-        return msg
 
     def _image_from(self, avatar_id, upload):
         if upload is not None:

@@ -1,7 +1,8 @@
 """How soon a dropped caller's session slot is free again (issue 11, harness c), for every kind of
 drop: a goodbye, a closed websocket, a reset TCP connection, a caller that stops answering (no FIN,
 no pongs), a caller that closes its peer connection, a DTLS failure (a fingerprint that does not
-match), and a caller that never connects (measured from the signaling deadline). A server in this
+match), and a caller whose peer is gone before connecting (measured from its ICE failure or the
+signaling deadline, whichever comes first). A server in this
 process (tiny-random profile) and real aiortc callers on loopback:
 
     python benchmarks/slot_free.py [--repeat 3] [--root CHECKOUT] [--json out.json]
@@ -79,10 +80,11 @@ async def drop_once(srv, kind: str, pcm) -> float:
         try:
             if kind == "never_connects":  # its peer is gone before answering a single ICE check
                 await pc.close()
-                dropped = opened_at + srv.config.signaling_timeout_s
-            else:  # the moment the server's peer connection gives up
-                dropped = await _until(lambda: (c := _server_call(srv, busy)) is None or
-                                       c.pc.connectionState in ("failed", "closed"))
+            deadline = opened_at + srv.config.signaling_timeout_s
+            # dropped: when the server's peer connection gives up (ICE or DTLS failed), or at the
+            # signaling deadline, whichever comes first
+            dropped = await _until(lambda: time.monotonic() >= deadline or (c := _server_call(srv, busy)) is None
+                                   or c.pc.connectionState in ("failed", "closed"))
             freed = await _until(lambda: len(srv.calls) <= len(busy))
         finally:
             await pc.close()

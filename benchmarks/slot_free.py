@@ -2,8 +2,8 @@
 drop: a goodbye, a closed websocket, a reset TCP connection, a caller that stops answering (no FIN,
 no pongs), a caller that closes its peer connection, a DTLS failure (a fingerprint that does not
 match), and a caller whose peer is gone before connecting (measured from its ICE failure or the
-signaling deadline, whichever comes first). A server in this
-process (tiny-random profile) and real aiortc callers on loopback:
+signaling deadline, whichever comes first). A server in this process (tiny-random profile) and real
+aiortc callers on loopback:
 
     python benchmarks/slot_free.py [--repeat 3] [--root CHECKOUT] [--json out.json]
 

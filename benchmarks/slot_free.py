@@ -71,7 +71,7 @@ async def _raw_call(url: str, wrong_fingerprint: bool):
 
 async def drop_once(srv, kind: str, pcm) -> float:
     """Seconds from the drop to the slot being free."""
-    from streaming.pyclient import CallClient
+    from streaming.contrib.pyclient import CallClient
 
     url = f"ws://127.0.0.1:{srv.port}/ws"
     busy = set(srv.calls)

@@ -160,12 +160,13 @@ async def run_pause(server: Server, pauses: list[float], observe_s: float = 10.0
             os.kill(server.proc.pid, signal.SIGCONT)
             t_end = time.monotonic()
             await asyncio.sleep(observe_s)
-            fresh = server_fresh(rec, t_end, t_end + observe_s)
-            face = next((round(a - t_end, 2) for a, f in fresh if f >= 0.5), None)  # end of the first good interval
+            fresh = server_fresh(rec, t_end, t_end + observe_s)[1:]  # the first interval holds the pause
+            face = back_after(rec.video, t_end, lambda a, b: (fresh_fraction(rec.video, a, b) or 0) >= 0.5)
             voice = back_after(rec.audio, t_end, lambda a, b: (voiced_fraction(rec.audio, a, b) or 0) >= 0.5)
             degraded = [m for a, m in rec.messages if m.get("type") == "degraded" and a >= t_end - pause]
             results.append({
-                "pause_s": pause, "face_back_within_s": face, "voice_back_s": voice,
+                "pause_s": pause, "face_back_s": face, "voice_back_s": voice,
+                "face_back_server_within_s": next((round(a - t_end, 2) for a, f in fresh if f >= 0.5), None),
                 "fresh_server_after": share([f for a, f in fresh if a >= t_end + 3]),
                 "moving_client_after": fresh_fraction(rec.video, t_end + 2, t_end + observe_s),
                 "voiced_after": voiced_fraction(rec.audio, t_end + 2, t_end + observe_s),

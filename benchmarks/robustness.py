@@ -39,12 +39,11 @@ CHANGED = 2.0  # a frame whose thumbnail differs from the one before by more tha
 
 
 def load() -> str:
-    return os.getloadavg().__repr__()
+    return repr(os.getloadavg())
 
 
 class Probe(CallClient):
-    """A caller that keeps compact records: per video frame (arrival, pts, 16x16 grey thumbnail),
-    per voice frame (arrival, pts, rms)."""
+    """A caller keeping compact records: video (arrival, pts, 16x16 grey thumbnail), voice (arrival, pts, rms)."""
 
     async def _record(self, track) -> None:
         while True:
@@ -87,10 +86,6 @@ class Server:
             await asyncio.sleep(0.2)
         raise TimeoutError("the server did not start")
 
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
     def sessions(self) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
             return json.loads(r.read())["sessions"]
@@ -100,24 +95,15 @@ class Server:
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
 
-    def signal(self, sig) -> None:
-        os.kill(self.proc.pid, sig)
-
     def stop(self) -> None:
         self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except Exception:
-            self.proc.kill()
+        self.proc.wait(10)
         self.log.close()
 
 
-def speech() -> np.ndarray:
-    return load_audio_file(ROOT / "tests" / "data" / "speech_hello.wav")
-
-
 async def open_probe(server: Server) -> Probe:
-    return await Probe.open(server.ws, speech(), RATE, read_stamps=False, loop=True, timeout=60)
+    phrase = load_audio_file(ROOT / "tests" / "data" / "speech_hello.wav")  # looped: the caller keeps talking
+    return await Probe.open(f"ws://127.0.0.1:{server.port}/ws", phrase, RATE, read_stamps=False, loop=True, timeout=60)
 
 
 # ---- (a) pause ---------------------------------------------------------------------------------
@@ -169,17 +155,18 @@ async def run_pause(server: Server, pauses: list[float], observe_s: float = 10.0
                     "moving_client": fresh_fraction(rec.video, t - 8, t), "voiced": voiced_fraction(rec.audio, t - 8, t)}
         results = []
         for pause in pauses:
-            server.signal(signal.SIGSTOP)
+            os.kill(server.proc.pid, signal.SIGSTOP)
             await asyncio.sleep(pause)
-            server.signal(signal.SIGCONT)
+            os.kill(server.proc.pid, signal.SIGCONT)
             t_end = time.monotonic()
             await asyncio.sleep(observe_s)
-            fresh = server_fresh(rec, t_end, t_end + observe_s)
-            face = next((round(a - t_end, 2) for a, f in fresh if f >= 0.5), None)  # end of the first good interval
+            fresh = server_fresh(rec, t_end, t_end + observe_s)[1:]  # the first interval holds the pause
+            face = back_after(rec.video, t_end, lambda a, b: (fresh_fraction(rec.video, a, b) or 0) >= 0.5)
             voice = back_after(rec.audio, t_end, lambda a, b: (voiced_fraction(rec.audio, a, b) or 0) >= 0.5)
             degraded = [m for a, m in rec.messages if m.get("type") == "degraded" and a >= t_end - pause]
             results.append({
-                "pause_s": pause, "face_back_within_s": face, "voice_back_s": voice,
+                "pause_s": pause, "face_back_s": face, "voice_back_s": voice,
+                "face_back_server_within_s": next((round(a - t_end, 2) for a, f in fresh if f >= 0.5), None),
                 "fresh_server_after": share([f for a, f in fresh if a >= t_end + 3]),
                 "moving_client_after": fresh_fraction(rec.video, t_end + 2, t_end + observe_s),
                 "voiced_after": voiced_fraction(rec.audio, t_end + 2, t_end + observe_s),
@@ -262,20 +249,20 @@ def engine_counts(client: Probe, t0: float, t1: float) -> tuple[int, int]:
 async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float = 15.0) -> dict:
     clients = [await open_probe(server) for _ in range(callers)]
     start = time.monotonic()
-    memory = [server.memory()]
+    await asyncio.sleep(warmup_s)
+    memory = [server.memory()]  # (RSS, threads) every 10 s after the warm-up
     try:
-        while time.monotonic() - start < warmup_s + minutes * 60:
+        while time.monotonic() - start < warmup_s + minutes * 60 and all(c.ws.close_code is None for c in clients):
             await asyncio.sleep(10)
             memory.append(server.memory())
-            if any(c.ws.close_code is not None for c in clients):
-                break
     finally:
         end = time.monotonic()
+        alive = [c.ws.close_code is None for c in clients]
         for c in clients:
             await c.close()
     t0 = start + warmup_s
     results = []
-    for c in clients:
+    for c, up in zip(clients, alive):
         sent, repeated = engine_counts(c, t0, end)
         frames = sum(t0 <= a < end for a, _, _ in c.received.video)
         results.append({
@@ -284,10 +271,10 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
             "av_offset_first_min_s": av_offset(c, t0, t0 + 60),
             "av_offset_last_min_s": av_offset(c, end - 60, end),
             "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"]),
-            "call_alive": c.ws.close_code is None})
+            "call_alive": up})
     return {"minutes": round((end - t0) / 60, 2), "callers": results,
-            "rss_mb_start_end": [round(memory[1][0] if len(memory) > 1 else memory[0][0], 1), round(memory[-1][0], 1)],
-            "threads_start_end": [memory[1][1] if len(memory) > 1 else memory[0][1], memory[-1][1]], "load": load()}
+            "rss_mb_start_end": [round(memory[0][0], 1), round(memory[-1][0], 1)],
+            "threads_start_end": [memory[0][1], memory[-1][1]], "load": load()}
 
 
 async def main() -> None:

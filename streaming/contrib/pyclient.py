@@ -13,13 +13,13 @@ from fractions import Fraction
 import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import connect
 
 from .stamp import read_index
 
 SEND_RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms
+FRAME_SAMPLES = round(SEND_RATE * AUDIO_PTIME)  # 20 ms
 
 
 class RecordingTrack(MediaStreamTrack):

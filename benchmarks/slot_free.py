@@ -49,7 +49,8 @@ async def _raw_call(url: str, wrong_fingerprint: bool):
     from websockets.asyncio.client import connect
 
     opened_at = time.monotonic()  # the server's signaling deadline runs from a moment after this
-    ws = await connect(url, max_size=None, close_timeout=1.0)
+    # (max_queue=None: the messages this caller never reads must not stop it from answering pings)
+    ws = await connect(url, max_size=None, max_queue=None, close_timeout=1.0)
     assert json.loads(await ws.recv())["type"] == "ready"
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(AudioStreamTrack())

@@ -153,10 +153,11 @@ class MotionBasis:
         to the brow stretches down over it."""
         d = np.zeros((len(q), 2))
         gap = q[list(lower), 1] - q[list(upper), 1]
-        lid = q[list(upper)]
+        order = np.argsort(q[list(upper), 0])          # np.interp needs rising x
+        lid, lid_gap = q[list(upper)][order], gap[order]
         lid_y = np.interp(q[:, 0], lid[:, 0], lid[:, 1])
-        drop = np.interp(q[:, 0], lid[:, 0], 0.85 * gap)
-        band = LASH_BAND * np.interp(q[:, 0], lid[:, 0], gap)
+        drop = np.interp(q[:, 0], lid[:, 0], 0.85 * lid_gap)
+        band = LASH_BAND * np.interp(q[:, 0], lid[:, 0], lid_gap)
         above = lid_y - q[:, 1]                       # distance above the lid line
         reach = lid_y - q[list(brow), 1].mean()       # up to the brow
         top = drop + 0.85 * band

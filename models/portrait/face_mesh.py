@@ -195,9 +195,27 @@ class FaceMesher:
         self.full = _Detector("face_detection_full_range_sparse.tflite", 192, [4], 1)
         self.landmarks = _interpreter("face_landmark.tflite")
 
-    def fit(self, image: np.ndarray) -> FaceMesh:
+    def fit(self, image: np.ndarray, previous: np.ndarray | None = None) -> FaceMesh:
+        """The main face's mesh. `previous`: the mesh of the frame before (video), which places
+        the crop instead of the detector, as MediaPipe's tracker does."""
         notes: list = []
         rgb = as_rgb(image, notes)
+        if previous is not None:
+            points, score = self._refine(rgb, np.asarray(previous, np.float64), 1)
+            xy = points[:, :2]
+            box = (*xy.min(0), *xy.max(0))
+        else:
+            box, points, score = self._detect(rgb, notes)
+        if score < LANDMARK_SCORE:
+            raise FaceMeshError("no_face", f"the face mesh model does not see a face here "
+                                           f"(confidence {score:.2f}); use a clearer, frontal photo")
+        yaw = _yaw_deg(points)
+        if abs(yaw) > MAX_YAW_DEG:
+            raise FaceMeshError("profile", f"the face is turned about {abs(yaw):.0f} degrees "
+                                           f"(limit {MAX_YAW_DEG:.0f}); use a frontal photo")
+        return FaceMesh(points.astype(np.float32), tuple(float(v) for v in box), score, yaw, notes)
+
+    def _detect(self, rgb, notes):
         found = [self.short(rgb), self.full(rgb)]   # short range: big faces; full: small ones
         faces = _weighted_nms(*(np.concatenate(parts) for parts in zip(*found)))
         if not faces:
@@ -213,8 +231,13 @@ class FaceMesher:
         center = (box[:2] + box[2:]) / 2
         size = max(box[2] - box[0], box[3] - box[1]) * ROI_SCALE
         eye_vec = kps[1] - kps[0]
-        points, score = self._landmarks(rgb, center, size, math.atan2(eye_vec[1], eye_vec[0]))
-        for _ in range(2):  # refine the crop from the mesh itself, as MediaPipe's tracker does
+        points, _ = self._landmarks(rgb, center, size, math.atan2(eye_vec[1], eye_vec[0]))
+        points, score = self._refine(rgb, points, 2)
+        return box, points, score
+
+    def _refine(self, rgb, points, passes):
+        """Re-run the mesh on a crop placed from a mesh (MediaPipe's tracking step)."""
+        for _ in range(passes):
             eye_vec = points[topo.LEFT_EYE_OUTER, :2] - points[topo.RIGHT_EYE_OUTER, :2]
             angle = math.atan2(eye_vec[1], eye_vec[0])
             rot = _rotation(-angle)
@@ -222,14 +245,7 @@ class FaceMesher:
             lo, hi = local.min(0), local.max(0)
             center = ((lo + hi) / 2) @ rot
             points, score = self._landmarks(rgb, center, float((hi - lo).max()) * ROI_SCALE, angle)
-        if score < LANDMARK_SCORE:
-            raise FaceMeshError("no_face", f"the face mesh model does not see a face here "
-                                           f"(confidence {score:.2f}); use a clearer, frontal photo")
-        yaw = _yaw_deg(points)
-        if abs(yaw) > MAX_YAW_DEG:
-            raise FaceMeshError("profile", f"the face is turned about {abs(yaw):.0f} degrees "
-                                           f"(limit {MAX_YAW_DEG:.0f}); use a frontal photo")
-        return FaceMesh(points.astype(np.float32), tuple(float(v) for v in box), score, yaw, notes)
+        return points, score
 
     def _landmarks(self, rgb, center, size, angle):
         """Run the mesh model on a rotated square crop; map its 192-px output back to the image."""

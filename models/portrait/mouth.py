@@ -15,8 +15,8 @@ from models.portrait import topology as topo
 
 UPPER = np.array(topo.LIPS_INNER_UPPER)
 LOWER = np.array(topo.LIPS_INNER_LOWER)
-UPPER_TEETH = 0.045     # visible height of the upper incisors, in face heights
-LOWER_TEETH = 0.03
+UPPER_TEETH = 0.032     # visible height of the upper incisors, in face heights
+LOWER_TEETH = 0.016
 INCISOR_EDGES = (-0.55, -0.3, 0.0, 0.3, 0.55)   # places across the arch (-1..1)
 
 

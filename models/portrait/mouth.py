@@ -70,7 +70,7 @@ class MouthInterior:
         lip = lips.mean(0) if len(lips) else np.array([170.0, 100, 100])
         r = max(2, int(0.03 * face_height))
         skin_px = np.concatenate([image[max(0, int(y) - r):int(y) + r, max(0, int(x) - r):int(x) + r]
-                                  .reshape(-1, 3) for x, y in points[[205, 425], :2]]).astype(np.float32)
+                                  .reshape(-1, 3) for x, y in points[list(topo.CHEEKS), :2]]).astype(np.float32)
         skin = skin_px.mean(0) if len(skin_px) else lip
         luma = float(skin @ [0.299, 0.587, 0.114])
         teeth = np.array([236.0, 228, 212]) * np.clip(luma / 170.0, 0.75, 1.0) ** 0.5
@@ -97,11 +97,15 @@ class MouthInterior:
         if gap.max() < 2.0:   # (nearly) shut: the line where the lips meet hides the seam
             seam = (points[UPPER, :2] + points[LOWER, :2]) / 2
             thick = max(1, int(round(0.006 * self.face_height)))
-            layer = frame.copy()
-            cv2.polylines(layer, [np.round(seam * 16).astype(np.int32)], False,
+            h, w = frame.shape[:2]
+            x0, y0 = np.maximum(np.floor(seam.min(0)).astype(int) - thick - 2, 0)
+            x1, y1 = np.ceil(seam.max(0)).astype(int) + thick + 3
+            roi = frame[y0:min(y1, h), x0:min(x1, w)]
+            layer = roi.copy()
+            cv2.polylines(layer, [np.round((seam - [x0, y0]) * 16).astype(np.int32)], False,
                           (self.cavity * 2.2).tolist(), thick, cv2.LINE_AA, 4)
             a = 0.75 * (1 - gap.max() / 2.0)
-            cv2.addWeighted(layer, a, frame, 1 - a, 0, dst=frame)
+            cv2.addWeighted(layer, a, roi, 1 - a, 0, dst=roi)
         if gap.max() < 0.6:
             return
         poly = inner_polygon(points, smooth=True)

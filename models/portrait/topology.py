@@ -27,6 +27,7 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
 FOREHEAD_TOP = 10
 CHIN = 152
 NOSE_TIP = 1
+CHEEKS = (205, 425)   # mid-cheek points, where skin colour is sampled
 RIGHT_CHEEK = 234   # outermost face-oval points, used for yaw
 LEFT_CHEEK = 454
 RIGHT_EYE_OUTER = 33

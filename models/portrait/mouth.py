@@ -117,7 +117,10 @@ class MouthInterior:
             return
         off = np.array([x0, y0], np.float64)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(mask, [np.round((poly - off) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        fixed = [np.round((poly - off) * 16).astype(np.int32)]
+        cv2.fillPoly(mask, fixed, 255, cv2.LINE_AA, 4)
+        # a pixel over the lips' inner edge: hides the stretched seam the warp leaves there
+        cv2.polylines(mask, fixed, True, 255, 2, cv2.LINE_AA, 4)
         inside = cv2.GaussianBlur(self._paint(mask.shape, off, points, neutral, jaw_only), (0, 0),
                                   self.softness)
         alpha = mask.astype(np.float32)[:, :, None] / 255.0

@@ -119,8 +119,8 @@ class MouthInterior:
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         fixed = [np.round((poly - off) * 16).astype(np.int32)]
         cv2.fillPoly(mask, fixed, 255, cv2.LINE_AA, 4)
-        # a pixel over the lips' inner edge: hides the stretched seam the warp leaves there
-        cv2.polylines(mask, fixed, True, 255, 2, cv2.LINE_AA, 4)
+        if gap.max() > 3:   # a pixel over the lips' inner edge hides the stretched seam there
+            cv2.polylines(mask, fixed, True, 255, 2, cv2.LINE_AA, 4)
         inside = cv2.GaussianBlur(self._paint(mask.shape, off, points, neutral, jaw_only), (0, 0),
                                   self.softness)
         alpha = mask.astype(np.float32)[:, :, None] / 255.0

@@ -125,3 +125,14 @@ def test_read_photo_keeps_mode(tmp_path, astronaut):
     path = tmp_path / "gray.png"
     cv2.imwrite(str(path), cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY))
     assert read_photo(str(path)).ndim == 2
+
+
+def test_read_photo_applies_exif_orientation(tmp_path, astronaut):
+    from PIL import Image
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6   # "rotate 90 CW to view": the pixels are stored turned
+    Image.fromarray(np.rot90(astronaut, 1)).save(path, exif=exif.tobytes(), quality=95)
+    upright = read_photo(str(path))
+    assert upright.shape == astronaut.shape
+    assert np.abs(upright.astype(int) - astronaut).mean() < 8

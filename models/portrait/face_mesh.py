@@ -104,8 +104,9 @@ def as_rgb(image: np.ndarray, notes: list) -> np.ndarray:
 
 
 def read_photo(path: str) -> np.ndarray:
-    """Decode an image file to an array, refusing decompression bombs before decoding pixels."""
-    from PIL import Image
+    """Decode an image file to an array (EXIF orientation applied), refusing decompression bombs
+    before decoding pixels."""
+    from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -113,6 +114,7 @@ def read_photo(path: str) -> np.ndarray:
                 raise FaceMeshError("image_too_large",
                                     f"{path}: {w}x{h} ({w * h / 1e6:.0f} MP), over "
                                     f"{MAX_PIXELS / 1e6:.0f} MP")
+            im = ImageOps.exif_transpose(im)   # phone photos: upright as the camera meant
             has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
             gray = im.mode in ("L", "I", "I;16", "F", "1")
             im = im.convert("RGBA" if has_alpha else "L" if gray else "RGB")

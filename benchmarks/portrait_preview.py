@@ -4,9 +4,9 @@
         [--voice 0] [--out runs/portrait-preview] [--size 512]
 
 Without --image: scikit-image's public-domain astronaut photo (smiling, teeth showing), as is, as
-an old grayscale print (`gray`), or turned 12 degrees in the picture plane (`rolled`). Speaks two
-held-out sentences (models.speech) with a held-out voice and a pause between them, makes the motion
-with models.training.portrait.targets, renders it, and writes preview.mp4 (with the voice),
+an old grayscale print (`gray`), or turned 12 degrees in the picture plane (`rolled`). Takes
+`dataset.held_out_example(voice)` (a held-out voice, two held-out sentences, a pause), renders its
+motion, and writes preview.mp4 (with the voice),
 strip.png (16 frames), mouth.png (the mouth of the same frames, enlarged) and judge.json (the
 landmark model on the output frames: lip sync vs loudness, lip gap in speech and in silence,
 identity SSIM, sharpness, render ms per frame).
@@ -24,10 +24,9 @@ from models.metrics import audio_envelope
 from models.portrait import topology as topo
 from models.portrait.face_mesh import FaceMesher, read_photo
 from models.portrait.render import PortraitRenderer
-from models.speech import HELD_OUT_VOICES, held_out_utterances
-from models.training.portrait.espeak_events import speak
-from models.training.portrait.judge import Judge
-from models.training.portrait.targets import FPS, speech_motion
+from models.training.portrait.dataset import held_out_example
+from models.training.portrait.judge import Judge, lip_gap
+from models.training.portrait.targets import FPS
 
 
 def sample_photo(variant: str) -> np.ndarray:
@@ -54,15 +53,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     photo = read_photo(args.image) if args.image else sample_photo(args.variant)
-    voice = HELD_OUT_VOICES[args.voice % len(HELD_OUT_VOICES)]
-    audio, phonemes = [], []
-    for sentence in held_out_utterances()[:2]:
-        said = speak(sentence, voice, 150)
-        offset = sum(len(a) for a in audio) / 16000
-        phonemes += [(t + offset, ph) for t, ph in said.phonemes]
-        audio += [said.audio, np.zeros(int(0.8 * 16000), np.float32)]
-    audio = np.concatenate(audio)
-    motion = speech_motion(phonemes, audio, np.random.default_rng(0))
+    example = held_out_example(args.voice)
+    audio, motion, voice = example.audio, example.motion, example.voice
     mesher = FaceMesher()
     renderer = PortraitRenderer(photo, mesher.fit(photo), size=args.size)
     frames, started = [], time.perf_counter()
@@ -92,6 +84,8 @@ def main() -> None:
         "voice": voice, "photo": args.image or f"astronaut ({args.variant})",
         "lip_gap_p90_speech": float(np.nanpercentile(gaps[loud > 0.3], 90)),
         "lip_gap_median_silence": float(np.nanmedian(gaps[loud < 0.02])),
+        # what the landmark model reads on this face with the lips shut (the all-zero motion)
+        "lip_gap_shut": lip_gap(mesher.fit(renderer.render(np.zeros(motion.shape[1]))).points),
         "render_ms_per_frame": round(ms, 2), "strip_frames": picks.tolist(),
     })
     (out / "judge.json").write_text(json.dumps(report, indent=1))

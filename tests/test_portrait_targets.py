@@ -79,3 +79,24 @@ def test_blinks_are_natural():
     assert np.diff(starts).min() >= 1.2 * FPS - 1
     peaks = [eyes[s:s + 8].max() for s in starts[:-1]]
     assert min(peaks) > 0.9
+
+
+def test_training_and_held_out_examples_are_apart_and_aligned():
+    from models.speech import HELD_OUT_VOICES, training_voices
+    from models.training.portrait.dataset import held_out_example, training_example
+    say("check")   # skips without espeak-ng
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+        ex = training_example(rng, seconds=3.0)
+        assert ex.voice in training_voices() and ex.voice not in HELD_OUT_VOICES
+        assert not set(ex.texts) & set(held_out_utterances())
+        assert len(ex.audio) / 16000 >= 3.0
+        assert len(ex.motion) == int(np.ceil(len(ex.audio) / 16000 * FPS))
+        assert ex.phonemes[-1][0] < len(ex.audio) / 16000
+    held = held_out_example(1)
+    assert held.voice == HELD_OUT_VOICES[1] and set(held.texts) <= set(held_out_utterances())
+    # espeak-ng's library carries state from one synthesis to the next (its command line starts
+    # fresh each time), so a repeat says the same phonemes within a few milliseconds
+    again = held_out_example(1)
+    assert [p for _, p in held.phonemes] == [p for _, p in again.phonemes]
+    assert max(abs(a - b) for (a, _), (b, _) in zip(held.phonemes, again.phonemes)) < 0.03

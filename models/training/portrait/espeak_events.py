@@ -4,19 +4,22 @@
 The command line gives phoneme timings only through MBROLA voices (`--pho`), which Debian does not
 ship here; the library's synthesis callback reports a PHONEME event at the audio position where
 each phoneme starts, in the same call that returns the samples, so times and audio cannot drift.
-The library keeps global state: calls are serialised by a lock.
+The library keeps global state: calls are serialised by a lock. That state also carries from one
+synthesis to the next (the command line starts fresh each time), so saying the same text twice in
+one process gives the same phonemes with times a few milliseconds apart, not identical samples.
 """
 from __future__ import annotations
 
 import ctypes
 import math
+import subprocess
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import resample_poly
 
-from models.speech import SAMPLE_RATE, SpeechSynthesisUnavailable
+from models.speech import SAMPLE_RATE, SpeechSynthesisUnavailable, _espeak
 
 _SYNCHRONOUS = 2            # AUDIO_OUTPUT_SYNCHRONOUS
 _PHONEME_EVENTS = 0x0001    # espeakINITIALIZE_PHONEME_EVENTS
@@ -73,7 +76,8 @@ class _Espeak:
 
     def speak(self, text: str, voice: str, speed: int, pitch: int) -> Utterance:
         with self.lock:
-            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            if (self.lib.espeak_SetVoiceByName(voice.encode()) != 0
+                    and self.lib.espeak_SetVoiceByName(_by_file(voice).encode()) != 0):
                 raise SpeechSynthesisUnavailable(f"espeak-ng has no voice {voice!r}")
             self.lib.espeak_SetParameter(_RATE, int(speed), 0)
             self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
@@ -87,6 +91,18 @@ class _Espeak:
             step = math.gcd(SAMPLE_RATE, self.rate)
             audio = resample_poly(audio, SAMPLE_RATE // step, self.rate // step).astype(np.float32)
             return Utterance(np.clip(audio, -1, 1), sorted(self.events))
+
+
+def _by_file(voice: str) -> str:
+    """The library knows some voices only by file ("en-gb" is the file gmw/en); the command
+    line's voice table maps a language to its file."""
+    language, _, variant = voice.partition("+")
+    table = subprocess.run([_espeak(), f"--voices={language}"], capture_output=True, text=True).stdout
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 5 and fields[1] == language:
+            return fields[4] + ("+" + variant if variant else "")
+    return voice
 
 
 _engine: _Espeak | None = None

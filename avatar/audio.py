@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from models.audio_features import SAMPLE_RATE, AudioFileError, decode_audio_file
+
 from .errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -76,15 +78,19 @@ class Resampler:
 
 
 class AudioTimeline:
-    """The session's audio at 16 kHz mono; sample 0 is media time 0.
+    """16 kHz mono audio on a timeline: sample 0 is media time 0. The engine's input and the call's
+    delayed voice are both one of these.
 
-    Reading outside what exists gives silence (before 0, or after the end once finished); old
-    samples can be discarded so a stream of hours keeps a bounded buffer.
+    Reading outside what exists gives silence (before 0, or after the end). Old samples can be
+    discarded so a stream of hours keeps a bounded buffer: an unbounded timeline (the engine's) treats
+    a read of discarded samples as a bug and raises; one with `max_seconds` keeps only its newest
+    `max_seconds` (nobody may be reading it yet) and reads what it let go as silence.
     """
 
-    def __init__(self):
+    def __init__(self, max_seconds: float | None = None, sample_rate: int = SAMPLE_RATE):
         self._chunks: list[np.ndarray] = []
         self._buffer = np.zeros(0, np.float32)
+        self._max = None if max_seconds is None else int(max_seconds * sample_rate)
         self.start = 0  # index of the first sample still held
         self.end = 0  # one past the last sample pushed
 
@@ -92,6 +98,8 @@ class AudioTimeline:
         if len(samples):
             self._chunks.append(samples.astype(np.float32, copy=False))
             self.end += len(samples)
+            if self._max is not None and self.end - self.start > self._max:
+                self.discard_before(self.end - self._max)
 
     def _consolidate(self) -> None:
         if self._chunks:
@@ -99,8 +107,9 @@ class AudioTimeline:
             self._chunks = []
 
     def read(self, s0: int, s1: int) -> np.ndarray:
+        """Samples [s0, s1)."""
         self._consolidate()
-        if s0 < self.start and s1 > 0 and self.start > 0:
+        if self._max is None and s0 < self.start and s1 > 0 and self.start > 0:
             raise AudioError(f"samples before {self.start} were discarded (asked for {s0})")
         out = np.zeros(s1 - s0, np.float32)
         a, b = max(s0, self.start), min(s1, self.end)
@@ -121,25 +130,9 @@ class AudioTimeline:
             self.start += cut
 
 
-def load_audio_file(path: str | Path, rate: int = 16000) -> np.ndarray:
+def load_audio_file(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio file av can read to mono float32 at `rate`."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path}")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path} has no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            out = []
-            for frame in container.decode(audio=0):
-                out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    except av.error.FFmpegError as exc:
-        raise AudioError(f"{path} is not a readable audio file: {exc}") from exc
-    samples = np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
-    bad = ~np.isfinite(samples)
-    if bad.any():
-        log.warning("%s has %d NaN/inf samples; they are replaced by silence", path, int(bad.sum()))
-        samples[bad] = 0.0
-    return samples
+        return decode_audio_file(path, rate)
+    except AudioFileError as exc:
+        raise AudioError(str(exc)) from exc

@@ -3,21 +3,24 @@
 Window k generates latent frames [kN, (k+1)N) (4 video frames each) in one DiT sequence laid out as
 [reference | the last C latents of window k-1 (clean context) | N new latents]. Reference and context
 are given (mask 1, timestep 0, their latents in the known channels); only the new latents are
-sampled. The decoder continues its own state, so every frame is decoded exactly once.
+sampled (the layout: models/window_input.py). The decoder continues its own state, so every frame is
+decoded exactly once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from models.audio_features import SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
+from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
-from models.sampler import GuidancePlan, flow_sigmas, forward_count, sample
+from models.sampler import Branch, GuidancePlan, flow_sigmas, forward_count, sample
+from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
 from .image import prepare_reference
@@ -38,7 +41,30 @@ class Frame:
     window: int
 
 
+@dataclass(frozen=True)
+class WindowResult:
+    """What one window made: its frames (session indices [first_frame, first_frame + frames_per_window),
+    fewer at the end of a finished stream) and how it was made."""
+    window: int
+    first_frame: int
+    frames: list[Frame]
+    steps: int
+    idle: bool  # no speech in the window: the cheap idle path
+    compute_s: float
+    forwards: int  # DiT forward passes
+    context_latents: int
+
+
 class Session:
+    """One avatar's stream: push audio (any rate) as it comes, take frames window by window.
+
+    `push_audio` appends to the timeline; `windows_ready` says how many windows have all their audio
+    (look-ahead included); `run_window` makes the next one and returns a `WindowResult`; `step` runs
+    several and returns their frames; `finish` ends the input and makes the rest. `interrupt` turns
+    speech that has no frames yet into silence; `skip` passes over windows a live caller no longer
+    needs. Not thread-safe: one thread drives a session.
+    """
+
     def __init__(self, profile: Profile, image, prompt: str | None = None, seed: int = 0):
         self.profile = profile
         self.seed = int(seed)
@@ -51,7 +77,7 @@ class Session:
         self.frames_done = 0
         self._end_frame: int | None = None
         self._context: torch.Tensor | None = None  # (1, C, c, h, w)
-        self.last_window_stats: dict = {}
+        self.last_window: WindowResult | None = None
 
         dev, dtype = profile.device, profile.dtype
         with torch.inference_mode():
@@ -66,12 +92,13 @@ class Session:
     # ---- inputs -----------------------------------------------------------------------------
     def set_prompt(self, prompt: str | None) -> None:
         self.prompt = prompt or ""
-        if prompt and self.profile.config.get("text", {}).get("encoder") == "none":
+        if prompt and self.profile.config.text.encoder == "none":
             log.info("profile %s has no text encoder; the prompt is ignored", self.profile.name)
         self._contexts.pop("cond", None)
 
-    def _context_for(self, variant: str) -> CrossContext:
-        key = {"cond": "cond", "audio": "cond", "text": "empty", "negative": "negative"}[variant]
+    def _context_for(self, variant: Branch) -> CrossContext:
+        # the text each guidance branch is conditioned on (the audio branch drops only the audio)
+        key = {Branch.COND: "cond", Branch.AUDIO: "cond", Branch.TEXT: "empty", Branch.NEGATIVE: "negative"}[variant]
         if key not in self._contexts:
             text = {"cond": self.prompt, "empty": "", "negative": self.profile.negative_prompt}[key]
             p = self.profile
@@ -89,11 +116,13 @@ class Session:
             self._speech_marks.append((self.timeline.end, self.timeline.end + len(samples), bool(speech)))
         self.timeline.append(samples)
 
-    def interrupt(self) -> None:
-        """Drop speech that has no frames yet: it becomes silence, so the next windows idle."""
+    def interrupt(self) -> int:
+        """Drop speech that has no frames yet: it becomes silence, so the next windows idle.
+        Returns the timeline sample from which speech was dropped (the next window's first)."""
         s0 = self.frames_done * SAMPLES_PER_FRAME
         self.timeline.silence_from(s0)
         self._speech_marks = [(a, min(b, s0), sp) for a, b, sp in self._speech_marks if a < s0]
+        return s0
 
     def finish(self) -> list[Frame]:
         """End of input: run what is left (the tail padded with silence), trimmed to the audio length."""
@@ -102,7 +131,7 @@ class Session:
         self._end_frame = -(-self.timeline.end // SAMPLES_PER_FRAME)
         frames = []
         while self.frames_done < self._end_frame:
-            frames += self._run_window()
+            frames += self._run_window().frames
         return frames
 
     # ---- scheduling ---------------------------------------------------------------------------
@@ -144,12 +173,31 @@ class Session:
             count += 1
         return count
 
-    def step(self, max_windows: int = 1, steps: int | None = None) -> list[Frame]:
-        """Run up to `max_windows` ready windows (blocking); `steps` < the profile's degrades."""
+    def step(self, max_windows: int | None = 1, steps: int | None = None) -> list[Frame]:
+        """Run up to `max_windows` ready windows, None: all of them (blocking); `steps` < the profile's degrades."""
         frames = []
-        for _ in range(min(max_windows, self.windows_ready())):
-            frames += self._run_window(steps)
+        ready = self.windows_ready()
+        for _ in range(ready if max_windows is None else min(max_windows, ready)):
+            frames += self.run_window(steps).frames
         return frames
+
+    def run_window(self, steps: int | None = None) -> WindowResult:
+        """Make the next window (blocking); it must be ready. `steps` < the profile's degrades."""
+        if self.windows_ready() < 1:
+            raise RuntimeError("run_window: the next window's audio is not all in yet")
+        return self._run_window(steps)
+
+    def skip(self, windows: int) -> None:
+        """Pass over the next `windows` windows without making them (a live stream that fell behind
+        jumps to the frame due now). Context and decoder carry on from the last window made, so the
+        picture jumps once; later windows are made as usual."""
+        if windows < 1:
+            return
+        if self.finished:
+            raise RuntimeError("skip after finish()")
+        self.window_index += windows
+        self.frames_done = self.window_index * self.frames_per_window
+        self._discard_old_audio()
 
     # ---- one window -----------------------------------------------------------------------
     def _frame_speech(self, f0: int, f1: int) -> np.ndarray:
@@ -175,7 +223,7 @@ class Session:
                                      p.codec.frames_per_latent, behind, ahead)
         return tokens.to(p.device, p.dtype)
 
-    def _run_window(self, steps: int | None = None) -> list[Frame]:
+    def _run_window(self, steps: int | None = None) -> WindowResult:
         p = self.profile
         started = time.perf_counter()
         k, n = self.window_index, p.new_latents
@@ -214,37 +262,18 @@ class Session:
         self.window_index += 1
         self.frames_done = f1
         self._discard_old_audio()
-        self.last_window_stats = {
-            "window": k, "compute_s": time.perf_counter() - started, "steps": steps, "idle": idle,
-            "forwards": forward_count(sigmas, plan), "context_latents": c,
-        }
-        return out
+        self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
+                                        forward_count(sigmas, plan), c)
+        return self.last_window
 
     def _sample_window(self, audio: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan, k: int) -> torch.Tensor:
         p = self.profile
         ref, ctx = self._ref_latent, self._context
-        known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
-        n_known = known.shape[2]
+        window = WindowInput.clean_tokens(ref if ctx is None else torch.cat([ref, ctx], dim=2), p.new_latents)
         _, ch, _, h, w = ref.shape
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device, p.dtype)
-        total = n_known + p.new_latents
-        mask = torch.zeros((1, 4, total, h, w), device=p.device, dtype=p.dtype)
-        mask[:, :, :n_known] = 1
-        known_channels = torch.cat([known, torch.zeros_like(noise)], dim=2)
-        condition = torch.cat([mask, known_channels], dim=1)
-
-        def denoise(x: torch.Tensor, sigma: float, variants: tuple[str, ...]) -> list[torch.Tensor]:
-            rows = len(variants)
-            hidden = torch.cat([torch.cat([known, x], dim=2), condition], dim=1).expand(rows, -1, -1, -1, -1)
-            timestep = torch.zeros((rows, total), device=p.device)
-            timestep[:, n_known:] = sigma * 1000.0
-            row_audio = torch.cat([torch.zeros_like(audio) if v == "audio" else audio for v in variants])
-            context = CrossContext.cat([self._context_for(v) for v in variants])
-            v = p.dit(hidden, timestep, context, row_audio)
-            return [v[i:i + 1, :, n_known:] for i in range(rows)]
-
-        return sample(denoise, noise, sigmas, plan)
+        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device)  # float32 state
+        return sample(denoiser(p.dit, window, audio, self._context_for), noise, sigmas, plan).to(p.dtype)
 
     def _discard_old_audio(self) -> None:
         # Keep what the next window's context frames still read (their token window).
@@ -253,3 +282,12 @@ class Session:
         self.timeline.discard_before(min(self.profile.audio_encoder.token_span(j0, j0 + 1)[0],
                                          (self.frames_done - 1) * SAMPLES_PER_FRAME))
         self._speech_marks = [m for m in self._speech_marks if m[1] > self.timeline.start]
+
+
+def stream_file(session: Session, audio: np.ndarray) -> Iterator[list[Frame]]:
+    """Feed 16 kHz mono `audio` to `session` one second at a time, as a live stream would, and give the
+    frames of each push as they come, then those of `finish()`."""
+    for start in range(0, len(audio), SAMPLE_RATE):
+        session.push_audio(audio[start:start + SAMPLE_RATE], SAMPLE_RATE)
+        yield session.step(max_windows=None)
+    yield session.finish()

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from avatar.video import Mp4Writer
-from models.metrics import audio_envelope
+from models.training.metrics import audio_envelope
 from models.portrait import topology as topo
 from models.portrait.face_mesh import FaceMesher, read_photo
 from models.portrait.render import PortraitRenderer

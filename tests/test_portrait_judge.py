@@ -5,7 +5,8 @@ import pytest
 
 skdata = pytest.importorskip("skimage.data")
 
-from models.metrics import LOUD_DB, SAMPLE_RATE, SILENCE_DB  # noqa: E402
+from models.audio_features import SAMPLE_RATE  # noqa: E402
+from models.training.metrics import LOUD_DB, SILENCE_DB  # noqa: E402
 from models.portrait.face_mesh import FaceMesher  # noqa: E402
 from models.portrait.motion import CHANNELS, INDEX  # noqa: E402
 from models.portrait.render import PortraitRenderer  # noqa: E402

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from models.metrics import audio_envelope
+from models.training.metrics import audio_envelope
 from models.portrait.motion import INDEX
-from models.speech import HELD_OUT_VOICES, SpeechSynthesisUnavailable, held_out_utterances
+from models.training.speech import HELD_OUT_VOICES, SpeechSynthesisUnavailable, held_out_utterances
 from models.training.portrait.judge import lagged_correlation
 from models.training.portrait.targets import FPS, LEAD, blinks, speech_motion, viseme_class
 
@@ -82,7 +82,7 @@ def test_blinks_are_natural():
 
 
 def test_training_and_held_out_examples_are_apart_and_aligned():
-    from models.speech import HELD_OUT_VOICES, training_voices
+    from models.training.speech import HELD_OUT_VOICES, training_voices
     from models.training.portrait.dataset import held_out_example, training_example
     say("check")   # skips without espeak-ng
     rng = np.random.default_rng(3)

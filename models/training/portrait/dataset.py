@@ -1,6 +1,6 @@
 """Speech + motion pairs for training the portrait motion generator, with held-out voices apart.
 
-Training examples use `models.speech.training_voices()` and random sentences; evaluation examples use
+Training examples use `models.training.speech.training_voices()` and random sentences; evaluation examples use
 `HELD_OUT_VOICES` and `held_out_utterances()`, which training never hears. Each example is several
 utterances with pauses between them (so the model also learns to shut the mouth), spoken at a random
 rate and pitch. The motion comes from `targets.speech_motion` on espeak-ng's own phoneme times.
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.speech import (HELD_OUT_VOICES, SAMPLE_RATE, held_out_utterances, random_utterance,
-                           training_voices)
+from models.audio_features import SAMPLE_RATE
+from models.training.speech import (HELD_OUT_VOICES, held_out_utterances, random_utterance,
+                                    training_voices)
 from models.training.portrait.espeak_events import speak
 from models.training.portrait.targets import speech_motion
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import resample_poly
 
-from models.speech import SAMPLE_RATE, SpeechSynthesisUnavailable, _espeak
+from models.audio_features import SAMPLE_RATE
+from models.training.speech import SpeechSynthesisUnavailable, _espeak
 
 _SYNCHRONOUS = 2            # AUDIO_OUTPUT_SYNCHRONOUS
 _PHONEME_EVENTS = 0x0001    # espeakINITIALIZE_PHONEME_EVENTS

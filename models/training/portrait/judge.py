@@ -5,7 +5,7 @@ It never looks at the motion vectors that made the frames. Per frame it fits Med
 - lip gap: the inner lips' opening at the middle three landmark pairs, as a fraction of the face
   height measured on the same frame (forehead top to chin);
 - lip sync: Pearson correlation of the lip gap with the voice's loudness envelope
-  (`models.metrics.audio_envelope`) at lags -max_lag..max_lag; lag > 0 means the video is late;
+  (`models.training.metrics.audio_envelope`) at lags -max_lag..max_lag; lag > 0 means the video is late;
 - identity: SSIM (Gaussian window, luma) between the frame aligned to the photo (`align`) and
   the photo, over the face oval
   outside the mouth and jaw (the lips' hull widened by 0.06 face heights, down to the chin);
@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.metrics import audio_envelope
+from models.training.metrics import audio_envelope
 from models.portrait import topology as topo
 from models.portrait.face_mesh import FaceMesher, FaceMeshError
 

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from models.metrics import audio_envelope
+from models.training.metrics import audio_envelope
 from models.portrait.motion import CHANNELS, INDEX
 
 FPS = 25

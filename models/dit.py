@@ -87,7 +87,8 @@ def phase_weight(sigma: torch.Tensor, early: float, late: float, boundary: float
 class AudioWanTransformer(WanTransformer3DModel):
     """Wan2.1 DiT + frame-local audio cross-attention + per-token phase-aware cross-attention weights.
 
-    Inputs follow Wan-Fun-InP: 16 noisy + 4 mask + 16 known-latent channels (`in_channels`).
+    Inputs follow Wan-Fun-InP: 16 noisy + 4 mask + 16 known-latent channels (`in_channels`), built
+    for a window by models/window_input.py.
     `timestep` is (B,) or (B, T) per latent frame; the latter lets clean context frames run at t=0
     beside noisy frames in one pass.
     """
@@ -205,7 +206,9 @@ class AudioWanTransformer(WanTransformer3DModel):
             timestep = timestep[:, None].expand(b, pt)
         if timestep.shape != (b, pt):
             raise ValueError(f"timestep must be (B,) or (B, {pt}), got {tuple(timestep.shape)}")
-        # Modulation is computed per latent frame and broadcast over that frame's tokens.
+        # Modulation is computed per latent frame and broadcast over that frame's tokens: the same
+        # result as diffusers' per-token (B, seq_len) timesteps (tests/test_dit.py, diffusers 0.42),
+        # with one embedding per frame instead of one per token.
         ce = self.condition_embedder
         t_freq = ce.timesteps_proj(timestep.flatten().float()).unflatten(0, (b, pt))
         temb = ce.time_embedder(t_freq.to(ce.time_embedder.linear_1.weight.dtype)).type_as(x)  # (B, T, D)
@@ -265,11 +268,3 @@ class AudioWanTransformer(WanTransformer3DModel):
         audio_out = _attend(q_frames, k_audio, v_audio).reshape(b, frames, seq // frames, dim)
         out = out + (audio_out * audio_w).flatten(1, 2)
         return attn.to_out[0](out)
-
-
-def dit_kwargs(section: dict) -> dict:
-    """AudioWanTransformer arguments from a profile's [dit] table. A profile without `image_dim` and
-    `added_kv_proj_dim` has no CLIP image branch (the tiny ones): no dead weights to store or train."""
-    kw = {"image_dim": None, "added_kv_proj_dim": None, **section}
-    kw["patch_size"] = tuple(kw["patch_size"])
-    return kw

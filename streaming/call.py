@@ -8,8 +8,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc import RTCConfiguration, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from avatar.audio import AudioTimeline
 from avatar.errors import AvatarError
@@ -19,8 +18,8 @@ from .buffers import FrameBuffer
 from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .intake import AudioIntake
-from .peer import check_offer_sdp, discard_track, prefer_vp8, release_peer, shorten_audio_prefetch
-from .protocol import ProtocolError
+from .peer import discard_track, prefer_vp8, release_peer, shorten_audio_prefetch
+from .protocol import Offer, ProtocolError
 from .stats import StatsReporter, network_rtt
 from .tracks import DelayedVoiceTrack, PacedVideoTrack
 from .vad import SpeechDetector
@@ -76,19 +75,18 @@ class Call:
         self.pc: RTCPeerConnection | None = None
 
     # ---- set-up -----------------------------------------------------------------------------
-    async def start(self, offer: dict, image) -> dict:
+    async def start(self, offer: Offer, image) -> dict:
         from avatar.session import Session
 
         cfg = self.config
-        check_offer_sdp(offer["sdp"])  # before any work
         try:
             session = await self.loop.run_in_executor(
-                None, lambda: Session(self.profile, image, prompt=offer.get("prompt"), seed=cfg.seed))
+                None, lambda: Session(self.profile, image, prompt=offer.prompt, seed=cfg.seed))
             vad_model = await self.loop.run_in_executor(None, self._vad_model_factory)
         except AvatarError as exc:
             raise ProtocolError("bad_image", str(exc)) from None
         self.session = session
-        self.prompt = offer.get("prompt")
+        self.prompt = offer.prompt
         fps = self.profile.fps
         self.window_s = session.frames_per_window / fps
         self.clock = MediaClock(session.window_latency_s + self.compute_allowance_s, fps, SAMPLE_RATE)
@@ -114,7 +112,7 @@ class Call:
         pc.addTransceiver(self.voice_track, direction="sendrecv")
         prefer_vp8(pc.addTransceiver(self.video, direction="sendonly"))
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         if cfg.audio_receive_prefetch is not None:
@@ -148,15 +146,10 @@ class Call:
         elif state in ("failed", "closed"):
             await self.close(f"connection {state}")
 
-    async def add_candidate(self, msg: dict) -> None:
-        if self.pc is None or msg["candidate"] is None:
-            return
-        try:
-            cand = candidate_from_sdp(msg["candidate"].removeprefix("candidate:"))
-        except (ValueError, IndexError) as exc:
-            raise ProtocolError("bad_message", f"bad ICE candidate: {exc}") from None
-        cand.sdpMid, cand.sdpMLineIndex = msg["sdpMid"], msg["sdpMLineIndex"]
-        await self.pc.addIceCandidate(cand)
+    async def add_candidate(self, candidate: RTCIceCandidate | None) -> None:
+        """A checked trickle candidate (None: the caller has no more)."""
+        if self.pc is not None:
+            await self.pc.addIceCandidate(candidate)
 
     # ---- media in -------------------------------------------------------------------------------
     async def _intake_loop(self, track) -> None:

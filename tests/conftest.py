@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.bench import babble, drawn_face
+from avatar.samples import babble, drawn_face
 
 DATA = Path(__file__).parent / "data"
 

@@ -15,6 +15,7 @@ from PIL import Image
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from benchmarks.fuzz_cases import OFFER_SDP
 from streaming.config import ServerConfig
 from streaming.contrib.pyclient import CallClient
 from streaming.server import AvatarServer
@@ -100,9 +101,10 @@ async def test_wrong_token_or_origin_gets_nothing_but_a_refusal(server):
         with pytest.raises(InvalidStatus) as info:
             await connect(url)
         assert info.value.response.status_code == 401 and info.value.response.body == b"unauthorized"
-    with pytest.raises(InvalidStatus) as info:
-        await connect(ws_url(srv, "s3cret"), origin="http://evil.example")
-    assert info.value.response.status_code == 403
+    for foreign in ("http://evil.example", f"https://127.0.0.1:{srv.port}", f"http://127.0.0.1:{srv.port + 1}"):
+        with pytest.raises(InvalidStatus) as info:
+            await connect(ws_url(srv, "s3cret"), origin=foreign)
+        assert info.value.response.status_code == 403
     assert json.loads((await http_get(srv, "/healthz"))[2])["sessions"] == 0  # no slot was taken
     async with connect(ws_url(srv, "s3cret"), origin=f"http://127.0.0.1:{srv.port}") as ws:
         ready = await next_message(ws, "ready")
@@ -117,7 +119,7 @@ async def test_malformed_signaling_gets_errors_and_never_a_crash(server, speech)
                '{"type": "interrupt"}',  # no call yet
                '{"type": "offer", "sdp": "m=audio 0 RTP/AVP 0\\r\\nm=video\\r\\nnonsense"}',
                json.dumps({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
-               json.dumps({"type": "offer", "sdp": "m=audio m=video", "avatar": "nobody"}),
+               json.dumps({"type": "offer", "sdp": OFFER_SDP, "avatar": "nobody"}),
                json.dumps({"type": "avatar", "id": "../../etc"})]
         codes = []
         for raw in bad:
@@ -152,8 +154,11 @@ async def test_uploads_are_checked_and_a_good_one_is_used(server, speech):
         assert (await next_message(ws, "error"))["code"] == "image_too_large"
         await ws.send(json.dumps({"type": "avatar", "image": base64.b64encode(b"GIF89a junk").decode()}))
         assert (await next_message(ws, "error"))["code"] == "bad_image"
-        # Far over the limit: the websocket layer refuses the message itself (1009) before parsing it.
+        # Far over the limit (but under 4x it) is still read and refused with a code...
         await ws.send(json.dumps({"type": "avatar", "image": "A" * 1_000_000}))
+        assert (await next_message(ws, "error"))["code"] == "image_too_large"
+        # ... beyond that the websocket layer refuses the message itself (1009) before reading it.
+        await ws.send(json.dumps({"type": "avatar", "image": "A" * 1_200_000}))
         with pytest.raises(ConnectionClosed):
             await next_message(ws, "error")
         assert ws.close_code == 1009

@@ -94,8 +94,24 @@ class Profile:
         return int(a["behind_tokens"]), int(a["ahead_tokens"])
 
     @property
+    def official_audio_slots(self) -> bool:
+        """Audio laid out as EchoMimicV3 lays out a chunk (zero slots after the projection outside the
+        window's audio, none past its end); otherwise every slot holds features, silence outside."""
+        return self.config["audio"].get("slots", "features") == "official"
+
+    @property
+    def face_mask(self) -> bool:
+        """The DiT's audio output counts only inside the reference's face box (EchoMimicV3's ip_mask)."""
+        return bool(self.config["audio"].get("face_mask", False))
+
+    @property
+    def ahead_needed(self) -> int:
+        """Audio tokens past a window's last frame that the window reads (none with official slots)."""
+        return 0 if self.official_audio_slots else self.audio_window[1]
+
+    @property
     def lookahead_s(self) -> float:
-        return lookahead_seconds(self.audio_encoder, self.audio_window[1])
+        return lookahead_seconds(self.audio_encoder, self.ahead_needed)
 
     @property
     def steps(self) -> int:

@@ -17,6 +17,7 @@ import torch
 
 from models.audio_features import SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
+from models.echomimic_inputs import face_token_mask, official_audio_window
 from models.sampler import GuidancePlan, flow_sigmas, forward_count, sample
 
 from .audio import AudioTimeline, Resampler
@@ -61,7 +62,17 @@ class Session:
             image_tokens = profile.encode_image(self.reference.image)
             self._image_tokens = None if image_tokens is None else image_tokens.to(dev, dtype)
         self._contexts: dict[str, CrossContext] = {}
+        self._face_mask = self._audio_mask(profile)
         self.set_prompt(prompt)
+
+    def _audio_mask(self, profile: Profile) -> torch.Tensor | None:
+        """The face-box mask of the DiT's audio output, once per reference (None: every token)."""
+        box = self.reference.face_box
+        if not profile.face_mask or box is None:
+            return None
+        cell = profile.codec.spatial_factor * profile.dit.config.patch_size[1]
+        height, width = profile.resolution
+        return face_token_mask(box, height, width, cell)[None].to(profile.device, profile.dtype)
 
     # ---- inputs -----------------------------------------------------------------------------
     def set_prompt(self, prompt: str | None) -> None:
@@ -124,10 +135,10 @@ class Session:
 
     def _token_range(self, first_latent: int, last_latent: int) -> tuple[int, int]:
         p = self.profile
-        behind, ahead = p.audio_window
+        behind = p.audio_window[0]
         fpl, tpf = p.codec.frames_per_latent, p.audio_encoder.tokens_per_frame
-        j0 = latent_token_window(first_latent, fpl, tpf, behind, ahead)[0]
-        j1 = latent_token_window(last_latent, fpl, tpf, behind, ahead)[1]
+        j0 = latent_token_window(first_latent, fpl, tpf, behind, p.ahead_needed)[0]
+        j1 = latent_token_window(last_latent, fpl, tpf, behind, p.ahead_needed)[1]
         return j0, j1
 
     def _samples_needed(self, window: int) -> int:
@@ -191,13 +202,11 @@ class Session:
         ctx = self._context
         c = 0 if ctx is None else ctx.shape[2]
         with torch.inference_mode():
-            audio_new = self._audio_tokens(k * n, n)
-            audio_ctx = self._audio_tokens(k * n - c, c) if c else audio_new[:0]
-            null = torch.zeros_like(audio_new[:1])
-            audio = torch.cat([null, audio_ctx, audio_new])[None]  # (1, 1 + c + n, K, D)
+            audio, slots = self._window_audio(k * n - c, c + n)  # (1, 1 + c + n, K, D)
+            audio_new = audio[0, 1 + c:]
             if idle:
                 audio = torch.zeros_like(audio)
-            latents = self._sample_window(audio, sigmas, plan, k)
+            latents = self._sample_window(audio, slots, sigmas, plan, k)
             # the tiny decoder hears the new latents' audio (the real tokens, also in idle windows)
             frames, self._decoder_state = p.codec.decode(latents, self._decoder_state, audio_new[None])
             keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
@@ -220,7 +229,20 @@ class Session:
         }
         return out
 
-    def _sample_window(self, audio: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan, k: int) -> torch.Tensor:
+    def _window_audio(self, first_latent: int, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Audio of [reference | latents first .. first + count - 1]: (1, 1 + count, K, D) features and
+        (1, 1 + count, K) slots with official slots, else None (the reference gets the null token)."""
+        p = self.profile
+        if p.official_audio_slots:
+            behind, ahead = p.audio_window
+            audio, slots = official_audio_window(p.audio_encoder, self.timeline.read, first_latent, count,
+                                                 p.codec.frames_per_latent, behind, ahead)
+            return audio[None].to(p.device, p.dtype), slots[None].to(p.device)
+        tokens = self._audio_tokens(first_latent, count)
+        return torch.cat([torch.zeros_like(tokens[:1]), tokens])[None], None
+
+    def _sample_window(self, audio: torch.Tensor, slots: torch.Tensor | None, sigmas: torch.Tensor,
+                       plan: GuidancePlan, k: int) -> torch.Tensor:
         p = self.profile
         ref, ctx = self._ref_latent, self._context
         known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
@@ -241,7 +263,7 @@ class Session:
             timestep[:, n_known:] = sigma * 1000.0
             row_audio = torch.cat([torch.zeros_like(audio) if v == "audio" else audio for v in variants])
             context = CrossContext.cat([self._context_for(v) for v in variants])
-            v = p.dit(hidden, timestep, context, row_audio)
+            v = p.dit(hidden, timestep, context, row_audio, audio_mask=self._face_mask, audio_slots=slots)
             return [v[i:i + 1, :, n_known:] for i in range(rows)]
 
         return sample(denoise, noise, sigmas, plan)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from avatar.profiles import _merge, read_profile_config
-from models.echomimic_inputs import face_token_mask
+from models.echomimic_inputs import face_token_mask, official_audio_window
 from models.wan_dit import build_dit, random_fill_
 
 
@@ -96,3 +96,69 @@ def test_the_mask_applies_in_every_block(two_blocks):
     assert not torch.allclose(zeros, free)
     with pytest.raises(ValueError, match="audio_mask must be"):
         dit(hidden, timestep, context, audio, audio_mask=torch.ones(1, n + 1))
+
+
+class IndexEncoder:
+    """Token j is the number j (1-d feature): shows which token sits in which slot."""
+
+    tokens_per_frame = 2
+    feature_dim = 1
+
+    def token_span(self, j0, j1):
+        return j0 * 320, j1 * 320
+
+    def encode(self, samples, n):
+        assert len(samples) == n * 320
+        return torch.as_tensor(samples[::320], dtype=torch.float32)[:, None] / 320
+
+
+def read_sample_numbers(s0, s1):
+    import numpy as np
+
+    return np.arange(s0, s1, dtype=np.float64)
+
+
+def official_chunk_windows(latents: int) -> list[tuple[int, int]]:
+    """The official windows (inclusive chunk-local token ranges) of a chunk of 1 + latents latents:
+    latent 0 (the reference frame) [-11, 5], latent i >= 1 [8i - 11, 8i + 5]; the chunk holds
+    2 * (4 * latents + 1) tokens, slots outside them are zeros (split_tensor_with_padding)."""
+    return [(-11, 5)] + [(8 * i - 11, 8 * i + 5) for i in range(1, latents + 1)]
+
+
+@pytest.mark.parametrize("first", [0, 1, 7])
+def test_window_audio_follows_the_official_chunk_layout(first):
+    count = 5  # [reference | 2 context | 3 new]
+    features, slots = official_audio_window(IndexEncoder(), read_sample_numbers, first, count, 4, 5, 4)
+    assert features.shape == (1 + count, 17, 1) and slots.shape == (1 + count, 17)
+    chunk_tokens = 2 * (4 * count + 1)
+    offset = 8 * first - 2  # chunk-local token 0 is the reference's frame, just before latent `first`
+    for row, (a, b) in enumerate(official_chunk_windows(count)):
+        local = torch.arange(a, b + 1)
+        ours = local + offset
+        expected_slots = (local >= 0) & (local < chunk_tokens) & (ours >= 0)  # and nothing before the stream
+        assert torch.equal(slots[row], expected_slots), row
+        assert torch.equal(features[row, :, 0], torch.where(expected_slots, ours.float(), 0.0)), row
+    # the reference: its own frame's and the next two frames' tokens, 11 zero slots (13 at the stream's start)
+    assert int((~slots[0]).sum()) == (13 if first == 0 else 11)
+    assert int((~slots[1]).sum()) == (5 if first == 0 else 3)
+    assert not slots[-1, -4:].any() and slots[-1, :-4].all()  # no look-ahead past the window
+
+
+def test_zero_slots_are_zero_tokens_after_the_projection(one_block):
+    dit = one_block
+    hidden, timestep, context, audio = inputs(dit, seed=3)
+    slots = torch.ones(1, 2, 17, dtype=torch.bool)
+    slots[:, 0, :11] = False
+    slots[:, 1, -4:] = False
+    other = audio.clone()
+    other[:, ~slots[0]] = torch.randn_like(other[:, ~slots[0]])
+    zero_features = audio.clone()
+    zero_features[:, ~slots[0]] = 0
+    with torch.no_grad():
+        a = dit(hidden, timestep, context, audio, audio_slots=slots)
+        b = dit(hidden, timestep, context, other, audio_slots=slots)
+        before = dit(hidden, timestep, context, zero_features)
+    assert torch.equal(a, b)  # what a zero slot holds never reaches the DiT
+    assert (a - before).abs().max() > 1e-3  # zeros before the projection are LayerNorm-bias tokens, not zeros
+    with pytest.raises(ValueError, match="audio_slots must be"):
+        dit(hidden, timestep, context, audio, audio_slots=slots[:, :1])

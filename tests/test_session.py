@@ -55,9 +55,9 @@ class RecordingDiT(torch.nn.Module):
     def prepare_context(self, *a):
         return self.dit.prepare_context(*a)
 
-    def forward(self, hidden, timestep, context, audio):
+    def forward(self, hidden, timestep, context, audio, **kwargs):
         self.calls.append((hidden.clone(), timestep.clone()))
-        return self.dit(hidden, timestep, context, audio)
+        return self.dit(hidden, timestep, context, audio, **kwargs)
 
 
 def test_context_latents_pass_unchanged_into_the_next_window(tiny_profile, face_image, speech_like):

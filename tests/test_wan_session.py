@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from avatar.profiles import Profile, _merge, load_profile, read_profile_config
 from avatar.session import Session
 from models.checkpoints import CheckpointError
+from models.echomimic_inputs import face_token_mask
 from models.wan_components import load_components
 from models.wan_dit import ours_to_original
 
@@ -57,8 +58,8 @@ def test_random_components_have_the_real_interfaces(small_profile):
     assert p.audio_encoder.tokens_per_frame == 2 and p.audio_encoder.feature_dim == 768
     assert p.encode_text("a prompt").shape == (1, 512, 32)
     assert p.encode_image(np.zeros((64, 64, 3), np.uint8)).shape == (1, 257, 16)
-    # 4 ahead tokens (80 ms) + 0.16 s right context + wav2vec2's 80 ms receptive-field overhang
-    assert p.lookahead_s == pytest.approx(0.08 + 0.16 + 0.005)
+    # official slots: no ahead tokens past the window; 0.16 s right context + 80 ms receptive-field overhang
+    assert p.lookahead_s == pytest.approx(0.16 + 0.005)
 
 
 def test_two_windows_through_the_session(small_profile, face_image, speech_like):
@@ -116,3 +117,29 @@ def test_one_full_size_window(face_image, speech_like):
     assert sum(p.numel() for p in profile.dit.parameters()) > 1.3e9
     _, frames = run_windows(profile, face_image, speech_like(2.0), 1)
     assert len(frames) == 12 and frames[0].image.shape == (64, 64, 3)
+
+
+def test_the_dit_gets_the_official_audio_slots_and_the_face_mask(small_profile, face_image, speech_like):
+    calls = []
+    hook = small_profile.dit.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((args[3], kwargs["audio_slots"], kwargs["audio_mask"])),
+        with_kwargs=True)
+    try:
+        session, _ = run_windows(small_profile, face_image, speech_like(3.0), 2)
+    finally:
+        hook.remove()
+    box = session.reference.face_box
+    assert box is not None
+    first_window = [c for c in calls if c[1].shape[1] == 4]  # [reference | 3 new]
+    second_window = [c for c in calls if c[1].shape[1] == 6]  # [reference | 2 context | 3 new]
+    assert first_window and second_window
+    for audio, slots, mask in calls:
+        assert torch.equal(mask, face_token_mask(box, 64, 64)[None])  # once per reference, every row
+        assert audio.shape[0] == slots.shape[0] or slots.shape[0] == 1
+        assert not slots[0, -1, -4:].any()  # no look-ahead past the window's end
+    _, slots, _ = first_window[0]
+    assert int((~slots[0, 0]).sum()) == 13  # the reference before the stream's first sample
+    _, slots, _ = second_window[0]
+    assert int((~slots[0, 0]).sum()) == 11 and int((~slots[0, 1]).sum()) == 3  # the official's reference
+    audio = second_window[0][0]
+    assert (audio[:, 0, 11:].abs().sum(-1) > 0).any()  # the reference hears its own frames' audio

@@ -162,3 +162,28 @@ def test_zero_slots_are_zero_tokens_after_the_projection(one_block):
     assert (a - before).abs().max() > 1e-3  # zeros before the projection are LayerNorm-bias tokens, not zeros
     with pytest.raises(ValueError, match="audio_slots must be"):
         dit(hidden, timestep, context, audio, audio_slots=slots[:, :1])
+
+
+def test_the_loader_skips_only_keys_the_official_model_skips_too(one_block, tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    from models.checkpoints import CheckpointError
+    from models.wan_dit import load_dit_file, ours_to_original
+
+    official = {ours_to_original(k): v.contiguous() for k, v in one_block.state_dict().items()}
+    assert len(official) == 1076 - 29 * 35  # the published 30-block file has 35 tensors a block
+    unused = {"ref_conv.weight": torch.randn(1536, 16, 2, 2), "ref_conv.bias": torch.randn(1536),
+              "control_adapter.conv.weight": torch.randn(1536, 24, 2, 2)}
+    path = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file({**official, **unused}, str(path))
+    cfg = _merge(read_profile_config("echomimic-v3"), {"dit": {"num_layers": 1}})
+    with caplog.at_level("WARNING", logger="models.wan_dit"):
+        loaded = load_dit_file(build_dit(cfg, "meta"), path, "test", "cpu", torch.float32)
+    assert "3 tensors the official model does not use either are skipped: control_adapter.conv.weight, " \
+           "ref_conv.bias, ref_conv.weight" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), one_block.state_dict().values()))
+
+    save_file({**official, "blocks.0.cross_attn.alpha": torch.zeros(1), "ref_conv.weight": unused["ref_conv.weight"]},
+              str(path))
+    with pytest.raises(CheckpointError, match=r"unexpected keys: blocks\.0\.cross_attn\.alpha$"):
+        load_dit_file(build_dit(cfg, "meta"), path, "test", "cpu", torch.float32)

@@ -126,8 +126,14 @@ class Profile:
         return float(self.config["sampler"].get("shift", 1.0))
 
     @property
+    def sigma_schedule(self) -> str:
+        return self.config["sampler"].get("sigmas", "linear")
+
+    @property
     def guidance(self) -> GuidancePlan:
-        return GuidancePlan.from_config(self.config["sampler"].get("guidance", []))
+        s = self.config["sampler"]
+        return GuidancePlan.from_config(s.get("guidance", []), s.get("guidance_nested", False),
+                                        s.get("guidance_schedule", "constant"))
 
     @property
     def negative_prompt(self) -> str:

@@ -18,7 +18,7 @@ import torch
 from models.audio_features import SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
 from models.echomimic_inputs import face_token_mask, official_audio_window
-from models.sampler import GuidancePlan, flow_sigmas, forward_count, sample
+from models.sampler import GuidancePlan, dropped, flow_sigmas, forward_count, sample
 
 from .audio import AudioTimeline, Resampler
 from .image import prepare_reference
@@ -82,7 +82,8 @@ class Session:
         self._contexts.pop("cond", None)
 
     def _context_for(self, variant: str) -> CrossContext:
-        key = {"cond": "cond", "audio": "cond", "text": "empty", "negative": "negative"}[variant]
+        drops = dropped(variant)
+        key = "negative" if "negative" in drops else "empty" if "text" in drops else "cond"
         if key not in self._contexts:
             text = {"cond": self.prompt, "empty": "", "negative": self.profile.negative_prompt}[key]
             p = self.profile
@@ -197,7 +198,7 @@ class Session:
         idle = not speech.any()
         steps = p.idle_steps if idle else (steps or p.steps)
         plan = p.guidance.without("audio") if idle else p.guidance
-        sigmas = flow_sigmas(steps, p.shift)
+        sigmas = flow_sigmas(steps, p.shift, p.sigma_schedule)
 
         ctx = self._context
         c = 0 if ctx is None else ctx.shape[2]
@@ -261,7 +262,7 @@ class Session:
             hidden = torch.cat([torch.cat([known, x], dim=2), condition], dim=1).expand(rows, -1, -1, -1, -1)
             timestep = torch.zeros((rows, total), device=p.device)
             timestep[:, n_known:] = sigma * 1000.0
-            row_audio = torch.cat([torch.zeros_like(audio) if v == "audio" else audio for v in variants])
+            row_audio = torch.cat([torch.zeros_like(audio) if "audio" in dropped(v) else audio for v in variants])
             context = CrossContext.cat([self._context_for(v) for v in variants])
             v = p.dit(hidden, timestep, context, row_audio, audio_mask=self._face_mask, audio_slots=slots)
             return [v[i:i + 1, :, n_known:] for i in range(rows)]

@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from models.audio_features import SAMPLE_RATE
+
 from .errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -121,7 +123,7 @@ class AudioTimeline:
             self.start += cut
 
 
-def load_audio_file(path: str | Path, rate: int = 16000) -> np.ndarray:
+def load_audio_file(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio file av can read to mono float32 at `rate`."""
     path = Path(path)
     if not path.is_file():

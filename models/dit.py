@@ -20,6 +20,8 @@ from torch import nn
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
+from .profile_config import DitConfig
+
 
 class AudioProjection(nn.Module):
     """Per-token projection of audio features into the DiT width (EchoMimicV3 preview's `audio2token`)."""
@@ -288,8 +290,6 @@ class AudioWanTransformer(WanTransformer3DModel):
 
 
 def dit_kwargs(section: dict) -> dict:
-    """AudioWanTransformer arguments from a profile's [dit] table. A profile without `image_dim` and
-    `added_kv_proj_dim` has no CLIP image branch (the tiny ones): no dead weights to store or train."""
-    kw = {"image_dim": None, "added_kv_proj_dim": None, **section}
-    kw["patch_size"] = tuple(kw["patch_size"])
-    return kw
+    """AudioWanTransformer arguments from a raw [dit] table: training's path until it reads profiles
+    through models.profile_config (the engine uses `ProfileConfig.dit.kwargs()`)."""
+    return DitConfig(**{**section, "patch_size": tuple(section["patch_size"])}).kwargs()

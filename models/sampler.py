@@ -14,25 +14,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Callable
 
 import torch
 
-# A condition a guidance term can drop, and what the branch without it is:
-#   "audio"    -> null audio (zero features), classifier-free audio guidance
-#   "text"     -> empty prompt, classifier-free text guidance
-#   "negative" -> the negative prompt instead of the prompt, negative guidance
-GUIDANCE_CONDITIONS = ("audio", "text", "negative")
+
+class Branch(StrEnum):
+    """A row of the guided batch: the fully conditioned one, or one without a condition. The names
+    are the guidance keys of a profile's [sampler] table, and the denoiser builds each row from them."""
+
+    COND = "cond"  # every condition: the prompt and the audio
+    AUDIO = "audio"  # null audio (zero features): classifier-free audio guidance
+    TEXT = "text"  # the empty prompt: classifier-free text guidance
+    NEGATIVE = "negative"  # the negative prompt instead of the prompt: negative guidance
+
+
+# The conditions a guidance term can drop (every branch but COND).
+GUIDANCE_CONDITIONS = (Branch.AUDIO, Branch.TEXT, Branch.NEGATIVE)
 
 
 @dataclass(frozen=True)
 class GuidanceTerm:
-    condition: str
+    condition: Branch
     scale: float
 
     def __post_init__(self):
         if self.condition not in GUIDANCE_CONDITIONS:
-            raise ValueError(f"unknown guidance condition {self.condition!r}; use one of {GUIDANCE_CONDITIONS}")
+            raise ValueError(f"unknown guidance condition {self.condition!r}; "
+                             f"use one of {', '.join(GUIDANCE_CONDITIONS)}")
+        object.__setattr__(self, "condition", Branch(self.condition))
 
 
 @dataclass(frozen=True)
@@ -67,15 +78,6 @@ class GuidancePlan:
         if self.schedule not in SCALE_SCHEDULES:
             raise ValueError(f"unknown guidance schedule {self.schedule!r}; use one of {SCALE_SCHEDULES}")
 
-    @classmethod
-    def from_config(cls, phases: list[dict], nested: bool = False, schedule: str = "constant") -> "GuidancePlan":
-        """[{"min_sigma": 0.6, "audio": 2.5, "negative": 1.5}, {"min_sigma": 0.0}] -> plan."""
-        out = []
-        for phase in phases:
-            terms = tuple(GuidanceTerm(k, float(v)) for k, v in phase.items() if k != "min_sigma")
-            out.append(GuidancePhase(float(phase.get("min_sigma", 0.0)), terms))
-        return cls(tuple(out), bool(nested), schedule)
-
     def terms_at(self, sigma: float) -> tuple[GuidanceTerm, ...]:
         for phase in self.phases:
             if sigma >= phase.min_sigma:
@@ -94,8 +96,8 @@ class GuidancePlan:
         """The variants the denoiser is asked for at sigma, "cond" first (see `dropped`)."""
         conditions = [t.condition for t in self.terms_at(sigma)]
         if self.nested:
-            return ("cond",) + tuple("+".join(conditions[:k + 1]) for k in range(len(conditions)))
-        return ("cond",) + tuple(conditions)
+            return (Branch.COND,) + tuple("+".join(conditions[:k + 1]) for k in range(len(conditions)))
+        return (Branch.COND,) + tuple(conditions)
 
     def without(self, *conditions: str) -> "GuidancePlan":
         return GuidancePlan(tuple(
@@ -112,7 +114,8 @@ def dropped(variant: str) -> frozenset[str]:
 SIGMA_SCHEDULES = ("linear", "flow-match-euler")
 
 
-def _shifted(s: torch.Tensor, shift: float) -> torch.Tensor:
+def shift_sigmas(s, shift: float):
+    """Wan's timestep shift: sigmas in [0, 1] (a tensor or an array) moved towards 1 for shift > 1."""
     return shift * s / (1 + (shift - 1) * s)
 
 
@@ -126,15 +129,15 @@ def flow_sigmas(steps: int, shift: float = 1.0, schedule: str = "linear") -> tor
     if steps < 1:
         raise ValueError("steps must be >= 1")
     if schedule == "linear":
-        return _shifted(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
+        return shift_sigmas(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
     if schedule == "flow-match-euler":
-        sigma_min = float(_shifted(torch.tensor(1 / 1000, dtype=torch.float64), shift))
-        s = _shifted(torch.linspace(1.0, sigma_min, steps, dtype=torch.float64), shift)
+        sigma_min = float(shift_sigmas(torch.tensor(1 / 1000, dtype=torch.float64), shift))
+        s = shift_sigmas(torch.linspace(1.0, sigma_min, steps, dtype=torch.float64), shift)
         return torch.cat([s, torch.zeros(1, dtype=torch.float64)]).float()
     raise ValueError(f"unknown sigma schedule {schedule!r}; use one of {SIGMA_SCHEDULES}")
 
 
-# denoise(x, sigma, variants) -> one velocity per variant; "cond" is always asked for first.
+# denoise(x, sigma, branches) -> one velocity per branch; Branch.COND is always asked for first.
 Denoiser = Callable[[torch.Tensor, float, tuple[str, ...]], list[torch.Tensor]]
 
 
@@ -149,13 +152,17 @@ def guided_velocity(denoise: Denoiser, x: torch.Tensor, sigma: float, plan: Guid
     return v
 
 
-def sample(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan) -> torch.Tensor:
-    """Euler integration of the flow from sigmas[0] to sigmas[-1]; returns the final latents."""
+def sample(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan,
+           on_step: Callable[[float, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Euler integration of the flow from sigmas[0] to sigmas[-1]; returns the final latents.
+    `on_step(sigma, x)` sees each state reached (training's distillation keeps the trajectory)."""
     x = noise * sigmas[0]
     steps = len(sigmas) - 1
     for step, (sigma, sigma_next) in enumerate(zip(sigmas[:-1].tolist(), sigmas[1:].tolist())):
         v = guided_velocity(denoise, x, sigma, plan, step, steps)
         x = x + (sigma_next - sigma) * v
+        if on_step is not None:
+            on_step(sigma_next, x)
     return x
 
 

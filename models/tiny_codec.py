@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .audio_features import MelEncoder, latent_token_window
+from .profile_config import ProfileConfig, from_table
 
 FRAMES_PER_LATENT = 4
 
@@ -156,7 +157,7 @@ class TinyDecoder(nn.Module):
 
 
 class TinyCodec(nn.Module):
-    """Encoder + streaming decoder. The encoder's output is divided by `latent_scale` (its spread over the
+    """Encoder + streaming decoder (a `models.interfaces.Codec`). The encoder's output is divided by `latent_scale` (its spread over the
     training data), so the DiT and the decoder both work on latents of unit scale."""
 
     frames_per_latent = FRAMES_PER_LATENT
@@ -174,13 +175,15 @@ class TinyCodec(nn.Module):
         self.register_buffer("latent_scale", torch.ones(()))
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "TinyCodec":
+    def from_config(cls, cfg: ProfileConfig | dict) -> "TinyCodec":
         """From a profile's config ([codec], and [audio] for the tokens the decoder hears),
         channels-last (oneDNN's fast convolution layout on CPU)."""
-        audio = cfg["audio"]
-        j0, j1 = latent_token_window(0, FRAMES_PER_LATENT, MelEncoder.tokens_per_frame, audio["behind_tokens"],
-                                     audio["ahead_tokens"])
-        codec = cls(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]), (j1 - j0, audio["n_mels"]))
+        if isinstance(cfg, dict):  # training's raw table, until it reads profiles through read_profile
+            cfg = from_table(cfg, "tiny-random", "the training profile table")
+        audio = cfg.audio
+        j0, j1 = latent_token_window(0, FRAMES_PER_LATENT, MelEncoder.tokens_per_frame, audio.behind_tokens,
+                                     audio.ahead_tokens)
+        codec = cls(cfg.codec.latent_channels, cfg.codec.widths, (j1 - j0, audio.n_mels))
         return codec.to(memory_format=torch.channels_last)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

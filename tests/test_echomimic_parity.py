@@ -1,18 +1,24 @@
 """The EchoMimicV3 (preview) inputs as the official pipeline builds them, on the real 1.3B layout
 (random weights, reduced block count, tiny grids): face mask, audio slots, official plan, loader."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from avatar.profiles import _merge, read_profile_config
+from avatar.profiles import read_profile_config
 from models.echomimic_inputs import face_token_mask, official_audio_window
 from models.wan_dit import build_dit, random_fill_
 
 
+def layout(blocks: int):
+    """The published 1.3B [dit] table with `blocks` blocks."""
+    return replace(read_profile_config("echomimic-v3").dit, num_layers=blocks)
+
+
 def real_layout_dit(blocks: int):
     torch.manual_seed(0)
-    cfg = _merge(read_profile_config("echomimic-v3"), {"dit": {"num_layers": blocks}})
-    dit = random_fill_(build_dit(cfg, "cpu"), std=0.05)
+    dit = random_fill_(build_dit(layout(blocks), "cpu"), std=0.05)
     with torch.no_grad():  # non-zero biases, as real weights have (a zero feature then is not a zero token)
         for name, p in dit.named_parameters():
             if name.endswith("bias"):
@@ -176,9 +182,8 @@ def test_the_loader_skips_only_keys_the_official_model_skips_too(one_block, tmp_
               "control_adapter.conv.weight": torch.randn(1536, 24, 2, 2)}
     path = tmp_path / "diffusion_pytorch_model.safetensors"
     save_file({**official, **unused}, str(path))
-    cfg = _merge(read_profile_config("echomimic-v3"), {"dit": {"num_layers": 1}})
     with caplog.at_level("WARNING", logger="models.wan_dit"):
-        loaded = load_dit_file(build_dit(cfg, "meta"), path, "test", "cpu", torch.float32)
+        loaded = load_dit_file(build_dit(layout(1), "meta"), path, "test", "cpu", torch.float32)
     assert "3 tensors the official model does not use either are skipped: control_adapter.conv.weight, " \
            "ref_conv.bias, ref_conv.weight" in caplog.text
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), one_block.state_dict().values()))
@@ -186,4 +191,4 @@ def test_the_loader_skips_only_keys_the_official_model_skips_too(one_block, tmp_
     save_file({**official, "blocks.0.cross_attn.alpha": torch.zeros(1), "ref_conv.weight": unused["ref_conv.weight"]},
               str(path))
     with pytest.raises(CheckpointError, match=r"unexpected keys: blocks\.0\.cross_attn\.alpha$"):
-        load_dit_file(build_dit(cfg, "meta"), path, "test", "cpu", torch.float32)
+        load_dit_file(build_dit(layout(1), "meta"), path, "test", "cpu", torch.float32)

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from models import metrics
-from models.procedural import render_clip, render_reference, sample_identity
+from models.training import metrics
+from models.training.faces import render_clip, render_reference, sample_identity
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng")
 
@@ -15,7 +15,7 @@ def spoken():
     """Real speech: a held-out sentence and a training mix with pauses, noise and several voices."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("needs Debian's espeak-ng")
-    from models.speech import held_out_audio, make_training_audio
+    from models.training.speech import held_out_audio, make_training_audio
 
     return [np.concatenate([held_out_audio(3), np.zeros(8000, np.float32), held_out_audio(4)]),
             make_training_audio(np.random.default_rng(21), 8.0)]

@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from models.metrics import mouth_opening
-from models.procedural import mouth_track, render_clip, render_reference, sample_identity
-from models.procedural_identity import HAIR_STYLES
+from models.training.faces import mouth_track, render_clip, render_reference, sample_identity
+from models.training.faces.identity import HAIR_STYLES
+from models.training.metrics import mouth_opening
 
 
 def tone_bursts(seconds: float, bursts: list[tuple[float, float]], db: float = -20.0, hz: float = 220.0):
@@ -135,7 +135,7 @@ def test_blinks_close_the_eyes():
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng")
 def test_real_speech_drives_the_mouth():
-    from models.speech import held_out_audio
+    from models.training.speech import held_out_audio
 
     pcm = held_out_audio(0)
     track = mouth_track(pcm)

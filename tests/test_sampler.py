@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.sampler import GuidancePlan, flow_sigmas, forward_count, guided_velocity, sample
+from models.sampler import GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, forward_count, guided_velocity, sample
 
 
 def test_sigmas_run_from_one_to_zero_and_shift_moves_them_up():
@@ -26,18 +26,22 @@ def test_euler_recovers_the_target_of_an_exact_velocity_field(steps):
 
 
 def test_guidance_plan_by_phase_and_cost():
-    plan = GuidancePlan.from_config([{"min_sigma": 0.6, "audio": 2.0, "negative": 1.5}, {"min_sigma": 0.0}])
+    plan = GuidancePlan((GuidancePhase(0.6, (GuidanceTerm("audio", 2.0), GuidanceTerm("negative", 1.5))),
+                         GuidancePhase(0.0)))
     assert [t.condition for t in plan.terms_at(0.9)] == ["audio", "negative"]
     assert plan.terms_at(0.3) == ()
     sigmas = flow_sigmas(3, 1.0)  # 1, 2/3, 1/3
     assert forward_count(sigmas, plan) == 3 + 3 + 1 + 1 - 1  # two guided steps (3 rows), one plain
     assert forward_count(sigmas, plan.without("audio", "negative")) == 3
-    with pytest.raises(ValueError):
-        GuidancePlan.from_config([{"min_sigma": 0.0, "colour": 2.0}])
+
+
+def test_a_guidance_term_must_drop_a_known_condition():
+    with pytest.raises(ValueError, match="unknown guidance condition 'colour'"):
+        GuidanceTerm("colour", 2.0)
 
 
 def test_guided_velocity_is_classifier_free_guidance():
-    plan = GuidancePlan.from_config([{"min_sigma": 0.0, "audio": 3.0}])
+    plan = GuidancePlan((GuidancePhase(0.0, (GuidanceTerm("audio", 3.0),)),))
     cond, uncond = torch.tensor([2.0]), torch.tensor([1.0])
     asked = []
 
@@ -50,11 +54,11 @@ def test_guided_velocity_is_classifier_free_guidance():
     torch.testing.assert_close(v, uncond + 3.0 * (cond - uncond))
 
 
-def official_plan() -> GuidancePlan:
-    from avatar.profiles import read_profile_config
+def official_plan():
+    from models.profile_config import read_profile
 
-    s = read_profile_config("echomimic-v3")["sampler"]
-    return GuidancePlan.from_config(s["guidance"], s["guidance_nested"], s["guidance_schedule"]), s
+    s = read_profile("echomimic-v3").sampler
+    return s.guidance, {"steps": s.steps, "shift": s.shift, "sigmas": s.sigmas}
 
 
 def test_the_official_sigmas_are_diffusers_flow_match_euler_with_shift_5():

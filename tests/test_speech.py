@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from models import speech
+from models.training import speech
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng")
 

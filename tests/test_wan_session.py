@@ -59,8 +59,8 @@ def test_random_components_have_the_real_interfaces(small_profile):
     assert p.audio_encoder.tokens_per_frame == 2 and p.audio_encoder.feature_dim == 768
     assert p.encode_text("a prompt").shape == (1, 512, 32)
     assert p.encode_image(np.zeros((64, 64, 3), np.uint8)).shape == (1, 257, 16)
-    # official slots: no ahead tokens past the window; 0.16 s right context + 80 ms receptive-field overhang
-    assert p.lookahead_s == pytest.approx(0.16 + 0.005)
+    # official slots: no ahead tokens past the window; 0.32 s right context + the receptive field's 5 ms overhang
+    assert p.lookahead_s == pytest.approx(0.32 + 0.005)
 
 
 def test_two_windows_through_the_session(small_profile, face_image, speech_like):

@@ -82,6 +82,17 @@ class Profile:
         return self.config.audio.behind_tokens, self.config.audio.ahead_tokens
 
     @property
+    def conditioning(self) -> str:
+        """How the given latents enter the DiT: "clean-tokens" or "inpaint" (models.window_input)."""
+        return self.config.window.conditioning
+
+    def with_conditioning(self, mode: str | None) -> "Profile":
+        """This profile with another conditioning (None: as it is); the models are shared."""
+        if mode is None:
+            return self
+        return replace(self, config=replace(self.config, window=replace(self.config.window, conditioning=mode)))
+
+    @property
     def official_audio_slots(self) -> bool:
         """Audio laid out as EchoMimicV3 lays out a chunk (zero slots after the projection outside the
         window's audio, none past its end); otherwise every slot holds features, silence outside."""

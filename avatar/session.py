@@ -24,6 +24,7 @@ from models.sampler import GuidancePlan, dropped, flow_sigmas, forward_count, sa
 from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
+from .errors import ProfileError
 from .image import prepare_reference
 from .profiles import Profile
 
@@ -62,6 +63,11 @@ class Session:
             ref = torch.from_numpy(self.reference.image).to(dev, dtype).permute(2, 0, 1)[None] / 127.5 - 1
             self._ref_latent = profile.codec.encode_reference(ref)  # (1, C, 1, h, w)
             self._decoder_state = profile.codec.start_stream(self._ref_latent, ref)
+            self._grey = None  # inpaint: the known channels of the latents to generate
+            if profile.conditioning == "inpaint":
+                if not hasattr(profile.codec, "grey_latents"):
+                    raise ProfileError(f"profile {profile.name!r}: inpaint conditioning needs the Wan VAE codec")
+                self._grey = profile.codec.grey_latents(ref, profile.context_latents + profile.new_latents)
             image_tokens = profile.encode_image(self.reference.image)
             self._image_tokens = None if image_tokens is None else image_tokens.to(dev, dtype)
         self._contexts: dict[str, CrossContext] = {}
@@ -249,13 +255,20 @@ class Session:
 
     def _sample_window(self, audio: torch.Tensor, slots: torch.Tensor | None, sigmas: torch.Tensor,
                        plan: GuidancePlan, k: int) -> torch.Tensor:
-        p = self.profile
+        p, n = self.profile, self.profile.new_latents
         ref, ctx = self._ref_latent, self._context
-        window = WindowInput.clean_tokens(ref if ctx is None else torch.cat([ref, ctx], dim=2), p.new_latents)
+        known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
         _, ch, _, h, w = ref.shape
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device, p.dtype)
-        return sample(denoiser(p.dit, window, audio, self._context_for, self._face_mask, slots), noise, sigmas, plan)
+        noise = torch.randn((1, ch, n, h, w), generator=gen).to(p.device, p.dtype)
+        if self._grey is None:
+            window = WindowInput.clean_tokens(known, n)
+        else:  # every latent integrated; the new latents' noise is drawn first, as in clean-tokens
+            c = known.shape[2] - 1
+            window = WindowInput.inpaint(known, self._grey[:, :, c:c + n])
+            noise = torch.cat([torch.randn(known.shape, generator=gen).to(p.device, p.dtype), noise], dim=2)
+        out = sample(denoiser(p.dit, window, audio, self._context_for, self._face_mask, slots), noise, sigmas, plan)
+        return out[:, :, -n:]
 
     def _discard_old_audio(self) -> None:
         # Keep what the next window's context frames still read (their token window).

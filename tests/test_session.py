@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from avatar.session import Session, stream_file
@@ -172,3 +173,11 @@ def test_stream_file_gives_the_frames_of_rendering_at_once(tiny_profile, face_im
     assert [f.index for f in streamed] == [f.index for f in offline]
     for a, b in zip(streamed, offline):
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+
+
+def test_tiny_stays_clean_tokens_and_refuses_inpaint(tiny_profile, face_image):
+    from avatar.errors import ProfileError
+
+    assert tiny_profile.conditioning == "clean-tokens"
+    with pytest.raises(ProfileError, match="inpaint conditioning needs the Wan VAE"):
+        Session(tiny_profile.with_conditioning("inpaint"), face_image)

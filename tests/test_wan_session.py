@@ -144,3 +144,46 @@ def test_the_dit_gets_the_official_audio_slots_and_the_face_mask(small_profile, 
     assert int((~slots[0, 0]).sum()) == 11 and int((~slots[0, 1]).sum()) == 3  # the official's reference
     audio = second_window[0][0]
     assert (audio[:, 0, 11:].abs().sum(-1) > 0).any()  # the reference hears its own frames' audio
+
+
+def test_grey_latents_are_the_vae_encoding_of_mid_grey_frames_after_the_reference(small_profile):
+    codec = small_profile.codec
+    torch.manual_seed(4)
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    video = torch.cat([image[:, :, None], torch.zeros(1, 3, 8, 64, 64)], dim=2)  # reference + 2 latents of grey
+    with torch.no_grad():
+        expected = codec.normalise(codec.vae.encode(video).latent_dist.mean)[:, :, 1:]
+        grey = codec.grey_latents(image, 2)
+    torch.testing.assert_close(grey, expected, rtol=1e-5, atol=1e-5)
+    assert grey.abs().amax() > 0  # mid-grey is not a zero latent
+
+
+@pytest.mark.parametrize("mode", ["inpaint", "clean-tokens"])
+def test_both_conditionings_keep_the_stream_exact(small_profile, face_image, speech_like, mode):
+    profile = small_profile.with_conditioning(mode)
+    calls = []
+    hook = profile.dit.register_forward_pre_hook(lambda m, args, kw: calls.append((args[0], args[1])), with_kwargs=True)
+    try:
+        session = Session(profile, face_image, seed=0)
+        session.push_audio(speech_like(3.0), 16000)
+        first = session.step(1)
+        kept = session._context.clone()  # the latents the first window made, as the second gets them
+        calls.clear()
+        second = session.step(1)
+    finally:
+        hook.remove()
+    frames = first + second
+    assert [f.index for f in frames] == list(range(24))  # every frame once
+    assert [f.pts for f in frames] == [i / 25 for i in range(24)]  # contiguous timestamps
+    c, n = profile.context_latents, profile.new_latents
+    for hidden, timestep in calls:
+        assert hidden.shape[2] == 1 + c + n
+        assert torch.equal(hidden[:, 16:20, :1 + c], torch.ones_like(hidden[:, 16:20, :1 + c]))
+        assert not hidden[:, 16:20, 1 + c:].any()
+        assert torch.equal(hidden[:, 20:, 1:1 + c], kept.expand(len(hidden), -1, -1, -1, -1))  # context unchanged
+        if mode == "inpaint":
+            assert torch.equal(hidden[:, 20:, 1 + c:], session._grey[:, :, c:c + n].expand(len(hidden), -1, -1, -1, -1))
+            assert torch.equal(timestep, timestep[:, :1].expand_as(timestep))  # one timestep a row
+        else:
+            assert torch.equal(hidden[:, :16, 1:1 + c], kept.expand(len(hidden), -1, -1, -1, -1))
+            assert not timestep[:, :1 + c].any() and not hidden[:, 20:, 1 + c:].any()

@@ -20,8 +20,6 @@ from torch import nn
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
-from .profile_config import DitConfig
-
 
 class AudioProjection(nn.Module):
     """Per-token projection of audio features into the DiT width (EchoMimicV3 preview's `audio2token`)."""
@@ -287,9 +285,3 @@ class AudioWanTransformer(WanTransformer3DModel):
             audio_out = audio_out * audio_mask
         out = out + (audio_out * audio_w).flatten(1, 2)
         return attn.to_out[0](out)
-
-
-def dit_kwargs(section: dict) -> dict:
-    """AudioWanTransformer arguments from a raw [dit] table: training's path until it reads profiles
-    through models.profile_config (the engine uses `ProfileConfig.dit.kwargs()`)."""
-    return DitConfig(**{**section, "patch_size": tuple(section["patch_size"])}).kwargs()

@@ -10,6 +10,7 @@ engine that loads them (avatar/profiles/); training reads the same files through
 
 from __future__ import annotations
 
+import collections.abc
 import tomllib
 import types
 import typing
@@ -209,12 +210,6 @@ def read_profile(name: str, directory: Path = PROFILE_DIR) -> ProfileConfig:
     return _build(ProfileConfig, {**_read_merged(path, ()), "name": name}, "", str(path))
 
 
-def from_table(table: dict, name: str, source: str) -> ProfileConfig:
-    """A ProfileConfig from one parsed TOML table with nothing to extend; `source` names it in errors."""
-    table = _normalise(table, ProfileConfig, "", source)
-    return _build(ProfileConfig, {**table, "name": name}, "", source)
-
-
 def _read_merged(path: Path, chain: tuple[Path, ...]) -> dict:
     if path in chain:
         raise ProfileConfigError(f"{path}: `extends` loops back to itself ({' -> '.join(p.stem for p in chain)})")
@@ -267,25 +262,21 @@ def _normalise(value: Any, hint: Any, key: str, source: str) -> Any:
     args = typing.get_args(hint)
     if type(None) in args:  # X | None: TOML has no null, so a given value is an X
         return _normalise(value, next(a for a in args if a is not type(None)), key, source)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise wrong("true or false")
+    if hint in (bool, str):
+        if not isinstance(value, hint):
+            raise wrong("true or false" if hint is bool else "a string")
         return value
     if hint in (int, float):
         number = isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
         if not number:
             raise wrong("an integer" if hint is int else "a number")
         return hint(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise wrong("a string")
-        return value
     if typing.get_origin(hint) is tuple:
         fixed = Ellipsis not in args
         if not isinstance(value, list) or (fixed and len(value) != len(args)):
             raise wrong(f"a list of {len(args)}" if fixed else "a list")
         return tuple(_normalise(v, args[i] if fixed else args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
-    if typing.get_origin(hint) in (Mapping, typing.Mapping) or hint is Mapping:
+    if typing.get_origin(hint) is collections.abc.Mapping:
         if not isinstance(value, dict):
             raise wrong("a table")
         return value

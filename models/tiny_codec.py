@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .audio_features import MelEncoder, latent_token_window
-from .profile_config import ProfileConfig, from_table
+from .profile_config import ProfileConfig
 
 FRAMES_PER_LATENT = 4
 
@@ -175,11 +175,9 @@ class TinyCodec(nn.Module):
         self.register_buffer("latent_scale", torch.ones(()))
 
     @classmethod
-    def from_config(cls, cfg: ProfileConfig | dict) -> "TinyCodec":
+    def from_config(cls, cfg: ProfileConfig) -> "TinyCodec":
         """From a profile's config ([codec], and [audio] for the tokens the decoder hears),
         channels-last (oneDNN's fast convolution layout on CPU)."""
-        if isinstance(cfg, dict):  # training's raw table, until it reads profiles through read_profile
-            cfg = from_table(cfg, "tiny-random", "the training profile table")
         audio = cfg.audio
         j0, j1 = latent_token_window(0, FRAMES_PER_LATENT, MelEncoder.tokens_per_frame, audio.behind_tokens,
                                      audio.ahead_tokens)

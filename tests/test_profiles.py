@@ -46,11 +46,17 @@ def test_unknown_profile_lists_the_known_ones():
         profiles.read_profile_config("huge")
 
 
+def refusal(directory, body: str) -> tuple:
+    """Write a profile that extends tiny-random with `body`: its path, and the reader's error."""
+    path = write(directory, "bad", 'extends = "tiny-random"\n' + body)
+    with pytest.raises(ProfileConfigError) as err:
+        read_profile("bad", directory)
+    return path, str(err.value)
+
+
 def test_a_misspelt_key_is_refused_naming_the_key_and_the_file(profile_dir):
-    path = write(profile_dir, "typo", 'extends = "tiny-random"\n[sampler]\nstpes = 4\n')
-    expected = rf"{re.escape(str(path))}: unknown key 'sampler.stpes'; \[sampler\] takes: steps"
-    with pytest.raises(ProfileConfigError, match=expected):
-        read_profile("typo", profile_dir)
+    path, message = refusal(profile_dir, "[sampler]\nstpes = 4\n")
+    assert message == f"{path}: unknown key 'sampler.stpes'; [sampler] takes: steps, idle_steps, shift, sigmas, guidance, guidance_nested, guidance_schedule"
 
 
 def test_a_misspelt_key_in_the_extended_file_names_that_file(profile_dir):
@@ -61,23 +67,24 @@ def test_a_misspelt_key_in_the_extended_file_names_that_file(profile_dir):
 
 
 def test_a_misspelt_guidance_condition_is_refused_naming_the_file(profile_dir):
-    path = write(profile_dir, "typo",
-                 'extends = "tiny-random"\n[sampler]\nguidance = [{ min_sigma = 0.5, audoi = 2.0 }]\n')
-    with pytest.raises(ProfileConfigError, match=rf"{re.escape(str(path))}: unknown key 'sampler.guidance\[0\].audoi'"):
-        read_profile("typo", profile_dir)
+    path, message = refusal(profile_dir, "[sampler]\nguidance = [{ min_sigma = 0.5, audoi = 2.0 }]\n")
+    assert message == (f"{path}: unknown key 'sampler.guidance[0].audoi'; "
+                       f"a phase takes: min_sigma, audio, text, negative")
 
 
 def test_a_guidance_phase_without_its_min_sigma_is_refused(profile_dir):
-    write(profile_dir, "bad", 'extends = "tiny-random"\n[sampler]\nguidance = [{ audio = 2.0 }]\n')
-    with pytest.raises(ProfileConfigError, match=r"missing key 'sampler.guidance\[0\].min_sigma'"):
-        read_profile("bad", profile_dir)
+    path, message = refusal(profile_dir, "[sampler]\nguidance = [{ audio = 2.0 }]\n")
+    assert message == f"{path}: missing key 'sampler.guidance[0].min_sigma'"
 
 
 def test_a_value_of_the_wrong_type_is_refused_naming_the_key(profile_dir):
-    path = write(profile_dir, "bad", 'extends = "tiny-random"\n[window]\nnew_latents = "two"\n')
-    expected = rf"{re.escape(str(path))}: window.new_latents must be an integer, not 'two'"
-    with pytest.raises(ProfileConfigError, match=expected):
-        read_profile("bad", profile_dir)
+    path, message = refusal(profile_dir, '[window]\nnew_latents = "two"\n')
+    assert message == f"{path}: window.new_latents must be an integer, not 'two'"
+
+
+def test_a_value_outside_its_choices_is_refused_naming_them(profile_dir):
+    path, message = refusal(profile_dir, '[codec]\nkind = "h264"\n')
+    assert message == f"{path}: codec.kind = 'h264' is not one of tiny, wan-vae"
 
 
 def test_a_missing_required_key_is_named(profile_dir):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.training.codec_stages import train_codec, train_decoder
-from models.training.config import load_profile_config
+from models.profile_config import read_profile
 from models.training.data import Windows, make_dataset
 from models.training.dit_stages import train_distill, train_teacher
 from models.training.export import export
@@ -16,8 +16,8 @@ from models.checkpoints import read_metadata
 
 @pytest.mark.slow
 def test_each_stage_runs_resumes_and_exports(tmp_path):
-    cfg = load_profile_config()
-    make_dataset(tmp_path, clips=3, seconds=1.6, size=cfg["resolution"][0], seed=1)
+    cfg = read_profile("tiny-random")
+    make_dataset(tmp_path, clips=3, seconds=1.6, size=cfg.resolution[0], seed=1)
     data = np.load(tmp_path / "data.npz")
     assert data["video"].shape == (3, 40, 128, 128, 3) and data["audio"].shape == (3, 40 * 640)
     assert np.abs(data["audio"]).max() > 0.01  # real speech in it
@@ -50,7 +50,7 @@ def test_each_stage_runs_resumes_and_exports(tmp_path):
 
 
 def test_windows_are_cut_like_the_session(tmp_path):
-    cfg = load_profile_config()
+    cfg = read_profile("tiny-random")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", video=rng.integers(0, 255, (2, 32, 128, 128, 3), dtype=np.uint8),
              refs=rng.integers(0, 255, (2, 128, 128, 3), dtype=np.uint8),
@@ -58,7 +58,7 @@ def test_windows_are_cut_like_the_session(tmp_path):
     train_codec(tmp_path, steps=1, batch=1, lr=1e-3, cfg=cfg)
     windows = Windows(tmp_path, cfg)
     latents, audio, n_known = windows.batch(rng, 2, continuation=True)
-    c, n = cfg["window"]["context_latents"], cfg["window"]["new_latents"]
+    c, n = cfg.window.context_latents, cfg.window.new_latents
     assert n_known == 1 + c and latents.shape[2] == 1 + c + n
     assert audio.shape[:2] == (2, 1 + c + n) and torch.all(audio[:, 0] == 0)  # reference: null audio
     latents, audio, n_known = windows.batch(rng, 2, continuation=False)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 from avatar.session import Session
-from models.training.config import load_profile_config
+from models.profile_config import read_profile
 from models.training.data import clip_audio_tokens
 from models.training.dit_stages import teacher_solve
 from models.window_input import WindowInput
@@ -46,9 +46,9 @@ def test_training_solves_a_window_with_the_tensors_the_session_samples_it_with(t
     calls = []  # (hidden, timestep, audio) of every forward
     dit.register_forward_hook(lambda module, args, out: calls.append((args[0], args[1], args[3])))
     profile = replace(tiny_profile, dit=dit, codec=copy.deepcopy(tiny_profile.codec).float(), dtype=torch.float32)
-    cfg = load_profile_config("tiny-random")
-    guidance = cfg["sampler"]["guidance"][0]
-    assert profile.steps == 2 and guidance["min_sigma"] <= 0.75 and profile.shift == 3.0  # audio CFG at both steps
+    cfg = read_profile("tiny-random")
+    guidance = cfg.sampler.guidance.phases[0]
+    assert profile.steps == 2 and guidance.min_sigma <= 0.75 and profile.shift == 3.0  # audio CFG at both steps
 
     pcm = speech_like(1.5)
     session = Session(profile, face_image, seed=3)
@@ -66,9 +66,9 @@ def test_training_solves_a_window_with_the_tensors_the_session_samples_it_with(t
     assert torch.equal(session_calls[0][2][:1], audio)  # training cuts a clip's audio as the session does
 
     calls.clear()
-    context = dit.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))
+    context = dit.prepare_context(torch.zeros(1, 1, cfg.dit.text_dim))
     trajectory = teacher_solve(dit, WindowInput.clean_tokens(known, n), audio, noise, steps=2,
-                               audio_cfg=guidance["audio"], shift=3.0, ctx=context, bf16=False)
+                               audio_cfg=guidance.terms[0].scale, shift=3.0, ctx=context, bf16=False)
     assert len(calls) == len(session_calls) == 2
     for (h, t, a), (h_s, t_s, a_s) in zip(calls, session_calls):
         assert torch.equal(h, h_s) and torch.equal(t, t_s) and torch.equal(a, a_s)

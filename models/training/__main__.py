@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .codec_stages import train_codec, train_decoder
-from .config import load_profile_config
+from ..profile_config import read_profile
 from .data import make_dataset
 from .dit_stages import train_distill, train_teacher
 from .export import export
@@ -52,8 +52,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.manual_seed(args.seed)
-    cfg = load_profile_config(args.profile)
-    size = cfg["resolution"][0]
+    cfg = read_profile(args.profile)
+    size = cfg.resolution[0]
     bf16 = args.precision == "bf16"
     if args.stage == "data":
         make_dataset(args.out, args.clips, args.seconds, size, args.seed)

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..profile_config import ProfileConfig
 from ..tiny_codec import FRAMES_PER_LATENT, TinyCodec
 from .data import Data, clip_audio_tokens
 from .loop import autocast, optimise, resume, save, set_lr
 from .losses import mouth_weighted_mean, reconstruction_loss
 
 
-def _codec_batch(data: Data, rng: np.random.Generator, batch: int, latents: int, cfg: dict):
+def _codec_batch(data: Data, rng: np.random.Generator, batch: int, latents: int, cfg: ProfileConfig):
     """`latents` x 4 consecutive frames from random clips, the frame shown before them (the reference
     image at a clip's start, as in a stream), the clips' reference images and the latents' audio tokens."""
     n_frames = latents * FRAMES_PER_LATENT
@@ -42,7 +43,7 @@ def _decode_for_training(codec: TinyCodec, z: torch.Tensor, ref_latent: torch.Te
         return codec.decode(z, state, audio)[0].float()
 
 
-def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
+def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig, bf16: bool = True) -> None:
     data = Data(out, cfg)
     codec = TinyCodec.from_config(cfg)
     opt = torch.optim.AdamW(codec.parameters(), lr=lr)
@@ -72,7 +73,7 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: b
     save(out / "codec.pt", codec, opt, steps, losses)
 
 
-def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
+def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig, bf16: bool = True) -> None:
     """The decoder alone on the frozen encoder's latents (the DiT's latents keep their meaning, so it
     may run before or after the teacher), also matching the change between consecutive frames (above
     all across latent boundaries) and hearing each latent's audio tokens. Why: TINY_MODEL_CARD.md."""
@@ -102,7 +103,7 @@ def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
             losses = []
 
 
-def trained_codec(out: Path, cfg: dict) -> TinyCodec:
+def trained_codec(out: Path, cfg: ProfileConfig) -> TinyCodec:
     """The codec with the fine-tuned decoder where that stage ran."""
     codec = TinyCodec.from_config(cfg)
     resume(out / "decoder.pt" if (out / "decoder.pt").is_file() else out / "codec.pt", codec, None)

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio_features import MelEncoder, SAMPLES_PER_FRAME, latent_audio_tokens
+from ..profile_config import ProfileConfig
 from ..tiny_codec import FRAMES_PER_LATENT, TinyCodec
 from . import faces, speech
 from .loop import autocast, resume
@@ -34,17 +35,17 @@ def make_dataset(out: Path, clips: int, seconds: float, size: int, seed: int) ->
 
 
 class Data:
-    def __init__(self, out: Path, cfg: dict):
+    def __init__(self, out: Path, cfg: ProfileConfig):
         d = np.load(out / "data.npz")
         self.video, self.refs, self.audio = d["video"], d["refs"], d["audio"]
-        self.mel = MelEncoder(cfg["audio"]["n_mels"])
+        self.mel = MelEncoder(cfg.audio.n_mels)
 
     @staticmethod
     def to_tensor(frames: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(frames).permute(*range(frames.ndim - 3), -1, -3, -2).float() / 127.5 - 1
 
 
-def clip_audio_tokens(cfg: dict, encoder: MelEncoder, pcm: np.ndarray, first: int, count: int) -> torch.Tensor:
+def clip_audio_tokens(cfg: ProfileConfig, encoder: MelEncoder, pcm: np.ndarray, first: int, count: int) -> torch.Tensor:
     """(count, K, D) audio tokens of a clip's latent frames [first, first + count), as the session
     cuts them (silence outside the clip)."""
     def read(s0, s1):
@@ -54,15 +55,14 @@ def clip_audio_tokens(cfg: dict, encoder: MelEncoder, pcm: np.ndarray, first: in
             out[a - s0:b - s0] = pcm[a:b]
         return out
 
-    audio = cfg["audio"]
-    return latent_audio_tokens(encoder, read, first, count, FRAMES_PER_LATENT, audio["behind_tokens"],
-                               audio["ahead_tokens"])
+    return latent_audio_tokens(encoder, read, first, count, FRAMES_PER_LATENT, cfg.audio.behind_tokens,
+                               cfg.audio.ahead_tokens)
 
 
 class Windows:
     """Encodes every clip once with the frozen codec and cuts training windows like the session."""
 
-    def __init__(self, out: Path, cfg: dict, bf16: bool = True):
+    def __init__(self, out: Path, cfg: ProfileConfig, bf16: bool = True):
         data = Data(out, cfg)
         self.cfg = cfg
         self.codec = TinyCodec.from_config(cfg)
@@ -81,8 +81,8 @@ class Windows:
             torch.save((self.latents, self.ref_latents), cache)
         self.audio = data.audio
         self.encoder = data.mel
-        self.new = cfg["window"]["new_latents"]
-        self.context = cfg["window"]["context_latents"]
+        self.new = cfg.window.new_latents
+        self.context = cfg.window.context_latents
 
     def audio_tokens(self, clip: int, first: int, count: int) -> torch.Tensor:
         return clip_audio_tokens(self.cfg, self.encoder, self.audio[clip], first, count)

@@ -9,16 +9,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..dit import AudioWanTransformer, dit_kwargs
-from ..sampler import GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, sample, shift_sigmas
+from ..dit import AudioWanTransformer
+from ..profile_config import ProfileConfig
+from ..sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, sample, shift_sigmas
 from ..window_input import WindowInput, denoiser
 from .data import Windows
 from .loop import autocast, optimise, resume, save, set_lr
 from .losses import mouth_region_mask, mouth_weighted_mean
 
 
-def build_dit(cfg: dict) -> AudioWanTransformer:
-    return AudioWanTransformer(**dit_kwargs(cfg["dit"]))
+def build_dit(cfg: ProfileConfig) -> AudioWanTransformer:
+    return AudioWanTransformer(**cfg.dit.kwargs())
 
 
 def sample_sigmas(rng: np.random.Generator, n: int, shift: float) -> torch.Tensor:
@@ -26,7 +27,7 @@ def sample_sigmas(rng: np.random.Generator, n: int, shift: float) -> torch.Tenso
     return torch.tensor(shift_sigmas(s, shift), dtype=torch.float32)
 
 
-def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16: bool = True) -> None:
+def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig, bf16: bool = True) -> None:
     windows = Windows(out, cfg, bf16)
     dit = build_dit(cfg)
     opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.01)
@@ -47,7 +48,7 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
         drop = torch.from_numpy(rng.random(batch) < 0.15).float()[:, None, None, None]
         audio = audio * (1 - drop)  # null audio for classifier-free guidance and the idle path
         target = latents[:, :, n_known:]
-        sigma = sample_sigmas(rng, batch, float(cfg["sampler"]["shift"]))
+        sigma = sample_sigmas(rng, batch, cfg.sampler.shift)
         s = sigma[:, None, None, None, None]
         noise = torch.randn_like(target)
         noisy = (1 - s) * target + s * noise
@@ -57,7 +58,7 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: dict, bf16:
         else:
             window = WindowInput.clean_tokens(latents[:, :, :n_known], target.shape[2])
         with autocast(bf16):
-            ctx = dit.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))  # tiny has no text encoder
+            ctx = dit.prepare_context(torch.zeros(1, 1, cfg.dit.text_dim))  # tiny has no text encoder
             v = window.integrated(dit(window.hidden(noisy), window.timesteps(sigma), ctx, audio)).float()
         loss = mouth_weighted_mean((v - (noise - target)).pow(2), 4.0)
         losses.append(optimise(opt, loss, dit.parameters()))
@@ -79,13 +80,13 @@ def teacher_solve(teacher: AudioWanTransformer, window: WindowInput, audio: torc
     """The teacher's many-step, audio-guided ODE solution from `noise`, by the product's sampler;
     returns the trajectory {sigma: state}. `ctx`: the cross context of one batch."""
     trajectory = {1.0: noise}
-    plan = GuidancePlan((GuidancePhase(0.0, (GuidanceTerm("audio", audio_cfg),)),))
+    plan = GuidancePlan((GuidancePhase(min_sigma=0.0, terms=(GuidanceTerm(Branch.AUDIO, audio_cfg),)),))
     sample(denoiser(_float_forward(teacher, bf16), window, audio, lambda row: ctx), noise,
            flow_sigmas(steps, shift), plan, on_step=lambda sigma, x: trajectory.__setitem__(round(sigma, 6), x))
     return trajectory
 
 
-def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: dict, student_steps: int,
+def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig, student_steps: int,
                   teacher_steps: int, audio_cfg: float, bf16: bool = True) -> None:
     """Trajectory distillation: the student, run with `student_steps` Euler steps, must land where
     the teacher's `teacher_steps`-step guided ODE lands, from the same noise (guidance distilled in)."""
@@ -98,12 +99,12 @@ def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: dict, stude
     opt = torch.optim.AdamW(student.parameters(), lr=lr)
     start = resume(out / "student.pt", student, opt)
     rng = np.random.default_rng(20_000 + start)
-    shift = float(cfg["sampler"]["shift"])
+    shift = cfg.sampler.shift
     # the student's own schedule, aligned with the teacher's grid so the teacher's states are on it
     grid = flow_sigmas(teacher_steps, shift).tolist()
     student_sigmas = [grid[round(i * teacher_steps / student_steps)] for i in range(student_steps)]
     with torch.no_grad(), autocast(bf16):
-        ctx_t = teacher.prepare_context(torch.zeros(1, 1, cfg["dit"]["text_dim"]))
+        ctx_t = teacher.prepare_context(torch.zeros(1, 1, cfg.dit.text_dim))
     losses = []
     for step in tqdm(range(start, steps), desc="distill", initial=start, total=steps):
         set_lr(opt, lr, step, steps)
@@ -123,7 +124,7 @@ def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: dict, stude
         window = WindowInput.clean_tokens(latents[:, :, :n_known].repeat(repeat), noise.shape[2])
         with autocast(bf16):
             v = window.integrated(student(window.hidden(x), window.timesteps(sigma), student.prepare_context(
-                torch.zeros(1, 1, cfg["dit"]["text_dim"])), audio.repeat(repeat[:-1]))).float()
+                torch.zeros(1, 1, cfg.dit.text_dim)), audio.repeat(repeat[:-1]))).float()
         x0_student = x - sigma[:, None, None, None, None] * v
         loss = mouth_weighted_mean((x0_student - trajectory[0.0].repeat(repeat)).pow(2), 4.0)
         losses.append(optimise(opt, loss, student.parameters()))

@@ -7,12 +7,13 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import save_modules
+from ..profile_config import ProfileConfig
 from .codec_stages import trained_codec
 from .dit_stages import build_dit
 from .loop import finished_info
 
 
-def export(out: Path, cfg: dict, target: Path, which: str) -> None:
+def export(out: Path, cfg: ProfileConfig, target: Path, which: str) -> None:
     codec = trained_codec(out, cfg)
     dit = build_dit(cfg)
     info = finished_info(out / f"{which}.pt", dit)

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from models.audio_features import SAMPLE_RATE
 from models.sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, forward_count
 from models.training import faces, metrics, speech
 
@@ -24,15 +25,15 @@ HELD_OUT_IDENTITY_SEED = 424_242  # training identities come from other seeds
 
 def held_out_speech(seconds: float | None = None, pause_s: float = 0.4) -> np.ndarray:
     """Held-out sentences by held-out voices with pauses; repeated up to `seconds` if given."""
-    pause = np.zeros(int(pause_s * 16000), np.float32)
+    pause = np.zeros(int(pause_s * SAMPLE_RATE), np.float32)
     pieces = []
     for i in range(len(speech.held_out_utterances())):
         pieces += [speech.held_out_audio(i), pause]
     once = np.concatenate(pieces)
     if seconds is None:
         return once
-    reps = int(np.ceil(seconds * 16000 / len(once)))
-    return np.tile(once, reps)[: int(seconds * 16000)]
+    reps = int(np.ceil(seconds * SAMPLE_RATE / len(once)))
+    return np.tile(once, reps)[: int(seconds * SAMPLE_RATE)]
 
 
 def _stream(session: Session, audio: np.ndarray, on_frames) -> float:
@@ -75,10 +76,9 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
     result = {
         "profile": profile.name,
         "steps": profile.steps,
-        "forwards_per_window": forward_count(flow_sigmas(profile.steps, profile.shift, profile.sigma_schedule),
-                                             profile.guidance),
-        "held_out_seconds": round(len(audio) / 16000, 1),
-        "real_time_factor": round(compute / (len(audio) / 16000), 3),
+        "forwards_per_window": forward_count(flow_sigmas(profile.steps, profile.shift, profile.sigma_schedule), profile.guidance),
+        "held_out_seconds": round(len(audio) / SAMPLE_RATE, 1),
+        "real_time_factor": round(compute / (len(audio) / SAMPLE_RATE), 3),
         "lip_sync_correlation": round(sync["correlation"], 3),
         "lip_sync_lag_frames": sync["lag_frames"],
         "seam_ratio": round(metrics.seam_ratio(video, boundaries), 3),

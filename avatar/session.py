@@ -260,15 +260,15 @@ class Session:
         known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
         _, ch, _, h, w = ref.shape
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        noise = torch.randn((1, ch, n, h, w), generator=gen).to(p.device, p.dtype)
+        noise = torch.randn((1, ch, n, h, w), generator=gen).to(p.device)  # float32 state
         if self._grey is None:
             window = WindowInput.clean_tokens(known, n)
         else:  # every latent integrated; the new latents' noise is drawn first, as in clean-tokens
             c = known.shape[2] - 1
             window = WindowInput.inpaint(known, self._grey[:, :, c:c + n])
-            noise = torch.cat([torch.randn(known.shape, generator=gen).to(p.device, p.dtype), noise], dim=2)
+            noise = torch.cat([torch.randn(known.shape, generator=gen).to(p.device), noise], dim=2)
         out = sample(denoiser(p.dit, window, audio, self._context_for, self._face_mask, slots), noise, sigmas, plan)
-        return out[:, :, -n:]
+        return out[:, :, -n:].to(p.dtype)
 
     def _discard_old_audio(self) -> None:
         # Keep what the next window's context frames still read (their token window).

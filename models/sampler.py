@@ -144,7 +144,7 @@ Denoiser = Callable[[torch.Tensor, float, tuple[str, ...]], list[torch.Tensor]]
 def guided_velocity(denoise: Denoiser, x: torch.Tensor, sigma: float, plan: GuidancePlan,
                     step: int = 0, steps: int = 1) -> torch.Tensor:
     terms = plan.terms_at(sigma)
-    velocities = denoise(x, sigma, plan.rows_at(sigma))
+    velocities = [v.float() for v in denoise(x, sigma, plan.rows_at(sigma))]
     v = velocities[0]
     for k, term in enumerate(terms):
         base = velocities[k] if plan.nested else velocities[0]
@@ -155,8 +155,13 @@ def guided_velocity(denoise: Denoiser, x: torch.Tensor, sigma: float, plan: Guid
 def sample(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan,
            on_step: Callable[[float, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Euler integration of the flow from sigmas[0] to sigmas[-1]; returns the final latents.
-    `on_step(sigma, x)` sees each state reached (training's distillation keeps the trajectory)."""
-    x = noise * sigmas[0]
+    `on_step(sigma, x)` sees each state reached (training's distillation keeps the trajectory).
+
+    The state, the guidance arithmetic and the sigmas stay float32 whatever the network's dtype (as
+    diffusers' schedulers do): the denoiser casts `x` to its own dtype and its velocities come back
+    float32, so bf16 rounding enters only through the network, not the integration."""
+    sigmas = sigmas.float()
+    x = noise.float() * sigmas[0]
     steps = len(sigmas) - 1
     for step, (sigma, sigma_next) in enumerate(zip(sigmas[:-1].tolist(), sigmas[1:].tolist())):
         v = guided_velocity(denoise, x, sigma, plan, step, steps)

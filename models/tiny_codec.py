@@ -107,16 +107,11 @@ class TinyDecoder(nn.Module):
         # reference features for the memory blocks (at 1/8 .. 1/2 scale) and the full-scale fusion
         self.reference = ReferenceEncoder(tuple(widths) + (widths[-1],))
         self.fuse = nn.Sequential(_conv(2 * cin, cin), nn.ReLU(), _conv(cin, cin), nn.ReLU())
-        # Decoded one latent frame at a time, neighbours' independent errors showed as a jump at every
-        # 4th frame; this path lets the first frames continue the last one shown.
+        # lets a latent's first frame continue the last frame shown (why: TINY_MODEL_CARD.md, Decoder)
         self.continuation = nn.Sequential(_conv(cin + 3, cin), nn.ReLU(), _conv(cin, cin))
         self.head = _conv(cin, 3 * FRAMES_PER_LATENT)
-        # The latents hold little of the motion inside their 4 frames: with the shared head alone, the
-        # frames inside a latent barely moved and the motion piled up at latent boundaries (held-out
-        # mouth change 1.4, 0.6, 0.3, 0.9 levels by place in the latent; the truth's 1.8 at each).
-        # So the 4 frames are drawn one after the other, each refined from the one before (the first
-        # from the last frame shown), knowing its place and hearing the latent's audio tokens (the
-        # DiT's own), from which each frame's mouth can be drawn.
+        # The chain draws a latent's 4 frames one after the other, each refined from the one before,
+        # knowing its place and hearing the latent's audio tokens (why: TINY_MODEL_CARD.md, Decoder).
         self.frame_position = nn.Parameter(torch.zeros(FRAMES_PER_LATENT, cin, 1, 1))
         self.hearing = nn.Sequential(nn.Linear(audio_features, 4 * cin), nn.ReLU(),
                                      nn.Linear(4 * cin, FRAMES_PER_LATENT * cin))

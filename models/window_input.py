@@ -62,9 +62,9 @@ class WindowInput:
         return self.clean.shape[2] + self.new
 
     def hidden(self, x: torch.Tensor, rows: int = 1) -> torch.Tensor:
-        """(rows * B, 36, c + n, h, w): the latents being integrated, `x` (B, C, n, h, w), after the
-        clean ones, then the condition; the batch repeated for `rows` guidance rows."""
-        hidden = torch.cat([torch.cat([self.clean, x], dim=2), self.condition], dim=1)
+        """(rows * B, 36, c + n, h, w): the latents being integrated, `x` (B, C, n, h, w; cast to the
+        window's dtype), after the clean ones, then the condition; the batch repeated for `rows`."""
+        hidden = torch.cat([torch.cat([self.clean, x.to(self.clean.dtype)], dim=2), self.condition], dim=1)
         if rows == 1:
             return hidden
         if len(hidden) == 1:

@@ -112,3 +112,19 @@ def test_the_official_rows_combine_as_u_plus_gs_d_minus_u_plus_ags_c_minus_d():
     # idle windows drop the audio term: prompt vs negative prompt, both with the null audio
     idle = plan.without("audio")
     assert idle.rows_at(0.5) == ("cond", "negative") and forward_count(flow_sigmas(25, 5.0), idle) == 50
+
+
+def test_the_state_stays_float32_while_the_network_runs_in_bfloat16():
+    noise, sigmas = torch.randn(1, 4, 2, 3, 3), flow_sigmas(4, 3.0)
+    seen = []
+
+    def denoise(x, sigma, variants):  # a bf16 network: it rounds its input and its output
+        seen.append(x.dtype)
+        return [x.to(torch.bfloat16) * 0.5 for _ in variants]
+
+    out = sample(denoise, noise, sigmas, GuidancePlan())
+    expected = noise.clone()
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        expected = expected + (sigma_next - sigma) * (expected.to(torch.bfloat16) * 0.5).float()
+    assert out.dtype == torch.float32 and seen == [torch.float32] * 4
+    assert torch.equal(out, expected)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..profile_config import ProfileConfig
 from ..tiny_codec import FRAMES_PER_LATENT, TinyCodec
 from .data import Data, clip_audio_tokens
-from .loop import autocast, optimise, resume, save, set_lr
+from .loop import autocast, optimise, resume, save, stage_steps
 from .losses import mouth_weighted_mean, reconstruction_loss
 
 
@@ -47,11 +46,7 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig
     data = Data(out, cfg)
     codec = TinyCodec.from_config(cfg)
     opt = torch.optim.AdamW(codec.parameters(), lr=lr)
-    start = resume(out / "codec.pt", codec, opt)
-    rng = np.random.default_rng(start)
-    losses = []
-    for step in tqdm(range(start, steps), desc="codec", initial=start, total=steps):
-        set_lr(opt, lr, step, steps)
+    for step, rng, losses in stage_steps(out / "codec.pt", codec, opt, lr, steps, seed=0, desc="codec"):
         frames, previous, refs, audio = _codec_batch(data, rng, batch, 3, cfg)
         with autocast(bf16):
             z = codec.encode(frames).float()
@@ -64,13 +59,10 @@ def train_codec(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig
         losses.append(optimise(opt, reconstruction_loss(recon, frames), codec.parameters(), max_norm=None))
         with torch.no_grad():
             codec.latent_scale.mul_(spread ** 0.1)  # running estimate, in log space
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            save(out / "codec.pt", codec, opt, step + 1, losses)
-            losses = []
     with torch.no_grad():  # latents of unit scale for the DiT
         frames = Data.to_tensor(data.video[:16, :FRAMES_PER_LATENT * 4])
         codec.latent_scale.fill_(codec.encode(frames).std().item() * codec.latent_scale.item())
-    save(out / "codec.pt", codec, opt, steps, losses)
+    save(out / "codec.pt", codec, opt, steps, [])
 
 
 def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig, bf16: bool = True) -> None:
@@ -82,11 +74,7 @@ def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConf
     resume(out / "codec.pt", codec, None)
     codec.encoder.requires_grad_(False)
     opt = torch.optim.AdamW(codec.decoder.parameters(), lr=lr)
-    start = resume(out / "decoder.pt", codec, opt)
-    rng = np.random.default_rng(30_000 + start)
-    losses = []
-    for step in tqdm(range(start, steps), desc="decoder", initial=start, total=steps):
-        set_lr(opt, lr, step, steps)
+    for step, rng, losses in stage_steps(out / "decoder.pt", codec, opt, lr, steps, seed=30_000, desc="decoder"):
         frames, previous, refs, audio = _codec_batch(data, rng, batch, 4, cfg)
         with torch.no_grad(), autocast(bf16):
             z, ref_latent = codec.encode(frames).float(), codec.encode_reference(refs).float()
@@ -98,9 +86,6 @@ def train_decoder(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConf
         loss = (reconstruction_loss(recon, frames) + 2.0 * mouth_weighted_mean(change_error, 8.0)
                 + 4.0 * mouth_weighted_mean(at_boundary, 8.0))
         losses.append(optimise(opt, loss, codec.decoder.parameters(), max_norm=None))
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            save(out / "decoder.pt", codec, opt, step + 1, losses)
-            losses = []
 
 
 def trained_codec(out: Path, cfg: ProfileConfig) -> TinyCodec:

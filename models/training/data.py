@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..audio_features import MelEncoder, SAMPLES_PER_FRAME, latent_audio_tokens
+from ..audio_features import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, MelEncoder, latent_audio_tokens
 from ..profile_config import ProfileConfig
 from ..tiny_codec import FRAMES_PER_LATENT, TinyCodec
 from . import faces, speech
@@ -19,13 +19,13 @@ from .loop import autocast, resume
 def make_dataset(out: Path, clips: int, seconds: float, size: int, seed: int) -> None:
     """Render procedural talking-face clips with espeak speech; frames uint8, audio float32 16 kHz."""
     rng = np.random.default_rng(seed)
-    frames_per_clip = int(seconds * 25) // FRAMES_PER_LATENT * FRAMES_PER_LATENT
+    frames_per_clip = int(seconds * FPS) // FRAMES_PER_LATENT * FRAMES_PER_LATENT
     video = np.zeros((clips, frames_per_clip, size, size, 3), np.uint8)
     refs = np.zeros((clips, size, size, 3), np.uint8)
     audio = np.zeros((clips, frames_per_clip * SAMPLES_PER_FRAME), np.float32)
     for i in tqdm(range(clips), desc="clips"):
         identity = faces.sample_identity(rng)
-        pcm = speech.make_training_audio(rng, frames_per_clip * SAMPLES_PER_FRAME / 16000)
+        pcm = speech.make_training_audio(rng, frames_per_clip * SAMPLES_PER_FRAME / SAMPLE_RATE)
         pcm = pcm[: audio.shape[1]]
         audio[i, : len(pcm)] = pcm
         video[i] = faces.render_clip(identity, audio[i], rng, size=size)[:frames_per_clip]

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..dit import AudioWanTransformer
 from ..profile_config import ProfileConfig
 from ..sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, sample, shift_sigmas
 from ..window_input import WindowInput, denoiser
 from .data import Windows
-from .loop import autocast, optimise, resume, save, set_lr
+from .loop import autocast, optimise, resume, stage_steps
 from .losses import mouth_region_mask, mouth_weighted_mean
 
 
@@ -31,11 +30,7 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConf
     windows = Windows(out, cfg, bf16)
     dit = build_dit(cfg)
     opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.01)
-    start = resume(out / "teacher.pt", dit, opt)
-    rng = np.random.default_rng(10_000 + start)
-    losses = []
-    for step in tqdm(range(start, steps), desc="teacher", initial=start, total=steps):
-        set_lr(opt, lr, step, steps)
+    for step, rng, losses in stage_steps(out / "teacher.pt", dit, opt, lr, steps, seed=10_000, desc="teacher"):
         # Soup of tasks, hardest first: early on more reference-only windows and lip-sync on masked
         # video; later mostly continuation, the task the stream runs.
         progress = step / max(steps, 1)
@@ -62,9 +57,6 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConf
             v = window.integrated(dit(window.hidden(noisy), window.timesteps(sigma), ctx, audio)).float()
         loss = mouth_weighted_mean((v - (noise - target)).pow(2), 4.0)
         losses.append(optimise(opt, loss, dit.parameters()))
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            save(out / "teacher.pt", dit, opt, step + 1, losses)
-            losses = []
 
 
 def _float_forward(dit: AudioWanTransformer, bf16: bool):
@@ -97,17 +89,15 @@ def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConf
     student = build_dit(cfg)
     student.load_state_dict(teacher.state_dict())
     opt = torch.optim.AdamW(student.parameters(), lr=lr)
-    start = resume(out / "student.pt", student, opt)
-    rng = np.random.default_rng(20_000 + start)
     shift = cfg.sampler.shift
     # the student's own schedule, aligned with the teacher's grid so the teacher's states are on it
     grid = flow_sigmas(teacher_steps, shift).tolist()
     student_sigmas = [grid[round(i * teacher_steps / student_steps)] for i in range(student_steps)]
     with torch.no_grad(), autocast(bf16):
         ctx_t = teacher.prepare_context(torch.zeros(1, 1, cfg.dit.text_dim))
-    losses = []
-    for step in tqdm(range(start, steps), desc="distill", initial=start, total=steps):
-        set_lr(opt, lr, step, steps)
+    extra = {"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg}
+    for step, rng, losses in stage_steps(out / "student.pt", student, opt, lr, steps, seed=20_000, desc="distill",
+                                         save_every=50, extra=extra):
         latents, audio, n_known = windows.batch(rng, batch, continuation=rng.random() < 0.7)
         if n_known > 1:
             latents[:, :, 1:n_known] += 0.05 * torch.rand(batch, 1, 1, 1, 1) * torch.randn_like(latents[:, :, 1:n_known])
@@ -128,7 +118,3 @@ def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConf
         x0_student = x - sigma[:, None, None, None, None] * v
         loss = mouth_weighted_mean((x0_student - trajectory[0.0].repeat(repeat)).pow(2), 4.0)
         losses.append(optimise(opt, loss, student.parameters()))
-        if (step + 1) % 50 == 0 or step + 1 == steps:
-            save(out / "student.pt", student, opt, step + 1, losses,
-                 extra={"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg})
-            losses = []

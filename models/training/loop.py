@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 def autocast(bf16: bool):
@@ -71,3 +72,19 @@ def finished_info(path: Path, module) -> dict:
     log_path = path.with_suffix(".log.jsonl")
     losses = [json.loads(line)["loss"] for line in open(log_path)] if log_path.is_file() else []
     return {"steps": state["step"], "final_loss": losses[-1] if losses else None, **state.get("extra", {})}
+
+
+def stage_steps(path: Path, module, opt, lr: float, steps: int, seed: int, desc: str, save_every: int = 100,
+                extra: dict | None = None):
+    """Resume the stage kept at `path` and yield (step, rng, losses) for each step left: the step's LR
+    is set before it, the caller appends its loss to `losses`, and the checkpoint and loss log are
+    saved every `save_every` steps and after the last. The rng is seeded by `seed` + the step resumed at."""
+    start = resume(path, module, opt)
+    rng = np.random.default_rng(seed + start)
+    losses: list[float] = []
+    for step in tqdm(range(start, steps), desc=desc, initial=start, total=steps):
+        set_lr(opt, lr, step, steps)
+        yield step, rng, losses
+        if (step + 1) % save_every == 0 or step + 1 == steps:
+            save(path, module, opt, step + 1, losses, extra)
+            losses.clear()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...audio_features import FPS
 from . import draw
 from .identity import FaceIdentity
-from .motion import FPS, blinks, gaze, head_motion, mouth_track, speech_activity
+from .motion import blinks, gaze, head_motion, mouth_track, speech_activity
 
 _FACE_CENTRE_Y = 0.47  # fraction of the frame height; leaves room for hair above, shoulders below
 
@@ -59,7 +60,7 @@ def render_reference(identity: FaceIdentity, size: int = 128) -> np.ndarray:
 
 def render_clip(identity: FaceIdentity, pcm16k: np.ndarray, rng: np.random.Generator, size: int = 128,
                 fps: int = FPS) -> np.ndarray:
-    """(T, size, size, 3) uint8 RGB, T = ceil(len(pcm16k) / (16000 / fps)), talking to the audio."""
+    """(T, size, size, 3) uint8 RGB, T = ceil(len(pcm16k) / (SAMPLE_RATE / fps)), talking to the audio."""
     track = mouth_track(pcm16k, fps)
     n_frames = len(track)
     if len(pcm16k) == 0:

@@ -43,8 +43,8 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         sync()
         window_s.append(time.perf_counter() - t0)
         frames += len(out)
-        idle += bool(session.last_window_stats["idle"])
-        forwards.append(session.last_window_stats["forwards"])
+        idle += session.last_window.idle
+        forwards.append(session.last_window.forwards)
     compute = sum(window_s)
     media = frames / profile.fps
     return {

@@ -89,7 +89,8 @@ def phase_weight(sigma: torch.Tensor, early: float, late: float, boundary: float
 class AudioWanTransformer(WanTransformer3DModel):
     """Wan2.1 DiT + frame-local audio cross-attention + per-token phase-aware cross-attention weights.
 
-    Inputs follow Wan-Fun-InP: 16 noisy + 4 mask + 16 known-latent channels (`in_channels`).
+    Inputs follow Wan-Fun-InP: 16 noisy + 4 mask + 16 known-latent channels (`in_channels`), built
+    for a window by models/window_input.py.
     `timestep` is (B,) or (B, T) per latent frame; the latter lets clean context frames run at t=0
     beside noisy frames in one pass.
     """
@@ -212,7 +213,9 @@ class AudioWanTransformer(WanTransformer3DModel):
             timestep = timestep[:, None].expand(b, pt)
         if timestep.shape != (b, pt):
             raise ValueError(f"timestep must be (B,) or (B, {pt}), got {tuple(timestep.shape)}")
-        # Modulation is computed per latent frame and broadcast over that frame's tokens.
+        # Modulation is computed per latent frame and broadcast over that frame's tokens: the same
+        # result as diffusers' per-token (B, seq_len) timesteps (tests/test_dit.py, diffusers 0.42),
+        # with one embedding per frame instead of one per token.
         ce = self.condition_embedder
         t_freq = ce.timesteps_proj(timestep.flatten().float()).unflatten(0, (b, pt))
         temb = ce.time_embedder(t_freq.to(ce.time_embedder.linear_1.weight.dtype)).type_as(x)  # (B, T, D)

@@ -19,14 +19,12 @@ from streaming.config import ServerConfig
 from streaming.server import AvatarServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-DATA = Path(__file__).parent / "data"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def fake_mic_wav(path: Path) -> Path:
+def fake_mic_wav(path: Path, speech_hello: np.ndarray) -> Path:
     """1 s silence, the speech, 1.5 s silence (Chromium loops it), 48 kHz mono."""
-    with wave.open(str(DATA / "speech_hello.wav")) as w:
-        speech = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    speech = np.round(speech_hello * 32768).astype(np.int16)
     speech48 = np.repeat(speech, 3)  # 16 -> 48 kHz; plenty for a VAD test
     pcm = np.concatenate([np.zeros(48000, np.int16), speech48, np.zeros(72000, np.int16)])
     with wave.open(str(path), "wb") as w:
@@ -129,9 +127,9 @@ new Promise((resolve) => {
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile):
+async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, speech_hello):
     server = await AvatarServer(ServerConfig(port=0, token="s3cret"), tiny_profile).start()
-    browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav"))
+    browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav", speech_hello))
     try:
         await browser.open_page()
         await browser.command("Page.navigate", url=f"{server.url}?autostart=1&avatar=drawn&token=s3cret")

@@ -4,12 +4,18 @@ import torch
 from models.sampler import GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, forward_count, guided_velocity, sample
 
 
-def test_sigmas_run_from_one_to_zero_and_shift_moves_them_up():
-    plain, shifted = flow_sigmas(4, 1.0), flow_sigmas(4, 5.0)
-    assert plain[0] == 1 and plain[-1] == 0 and len(plain) == 5
-    assert torch.all(plain[1:] < plain[:-1])
-    assert torch.all(shifted[1:-1] > plain[1:-1])
-    with pytest.raises(ValueError):
+def test_unshifted_sigmas_are_evenly_spaced_from_one_to_zero():
+    assert flow_sigmas(4, 1.0).tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_shift_warps_each_sigma_as_wan_does():
+    # shift * s / (1 + (shift - 1) * s): 0.5 -> 2.5 / 3 at shift 5; the ends stay put
+    expected = torch.tensor([1.0, 3.75 / 4.0, 2.5 / 3.0, 1.25 / 2.0, 0.0])
+    torch.testing.assert_close(flow_sigmas(4, 5.0), expected, rtol=0, atol=1e-7)
+
+
+def test_a_sampler_needs_at_least_one_step():
+    with pytest.raises(ValueError, match="steps must be >= 1"):
         flow_sigmas(0)
 
 
@@ -25,14 +31,20 @@ def test_euler_recovers_the_target_of_an_exact_velocity_field(steps):
     torch.testing.assert_close(out, x0)
 
 
-def test_guidance_plan_by_phase_and_cost():
-    plan = GuidancePlan((GuidancePhase(0.6, (GuidanceTerm("audio", 2.0), GuidanceTerm("negative", 1.5))),
-                         GuidancePhase(0.0)))
-    assert [t.condition for t in plan.terms_at(0.9)] == ["audio", "negative"]
-    assert plan.terms_at(0.3) == ()
-    sigmas = flow_sigmas(3, 1.0)  # 1, 2/3, 1/3
-    assert forward_count(sigmas, plan) == 3 + 3 + 1 + 1 - 1  # two guided steps (3 rows), one plain
-    assert forward_count(sigmas, plan.without("audio", "negative")) == 3
+PHASED = GuidancePlan((GuidancePhase(0.6, (GuidanceTerm("audio", 2.0), GuidanceTerm("negative", 1.5))),
+                       GuidancePhase(0.0)))
+
+
+def test_guidance_terms_come_from_the_first_phase_whose_min_sigma_is_reached():
+    assert [t.condition for t in PHASED.terms_at(0.9)] == ["audio", "negative"]
+    assert [t.condition for t in PHASED.terms_at(0.6)] == ["audio", "negative"]
+    assert PHASED.terms_at(0.3) == ()
+
+
+def test_forward_count_is_one_row_per_step_plus_one_per_guidance_term():
+    sigmas = flow_sigmas(3, 1.0)  # steps at 1 and 2/3 are guided (3 rows each), 1/3 is plain
+    assert forward_count(sigmas, PHASED) == 3 + 3 + 1
+    assert forward_count(sigmas, PHASED.without("audio", "negative")) == 3
 
 
 def test_a_guidance_term_must_drop_a_known_condition():

@@ -1,0 +1,115 @@
+"""The renderer on real photos: the photo's own pixels at rest, a mouth inside when the lips part,
+the background held, paste-back, grayscale kept gray, bad motion refused."""
+import cv2
+import numpy as np
+import pytest
+
+skdata = pytest.importorskip("skimage.data")
+
+from models.portrait import topology as topo  # noqa: E402
+from models.portrait.face_mesh import FaceMesher  # noqa: E402
+from models.portrait.motion import CHANNELS, INDEX  # noqa: E402
+from models.portrait.render import PortraitRenderer  # noqa: E402
+
+
+def vec(**values):
+    m = np.zeros(len(CHANNELS))
+    for name, v in values.items():
+        m[INDEX[name]] = v
+    return m
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return skdata.astronaut()
+
+
+@pytest.fixture(scope="module")
+def mesher():
+    return FaceMesher()
+
+
+@pytest.fixture(scope="module")
+def renderer(photo, mesher):
+    return PortraitRenderer(photo, mesher.fit(photo))
+
+
+def _mouth_box(renderer, pad=0.08):
+    p = renderer.basis.rest
+    lips = p[list(topo.LIPS_OUTER_UPPER + topo.LIPS_OUTER_LOWER), :2]
+    fh = renderer.basis.height
+    (x0, y0), (x1, y1) = lips.min(0) - pad * fh, lips.max(0) + pad * fh
+    return int(x0), int(y0), int(x1), int(y1 + 0.12 * fh)   # and the chin the jaw moves
+
+
+def test_rest_frame_is_the_photo_above_the_mouth(renderer):
+    """Her smile shows teeth, so the rest frame closes the jaw: only the face above it is as shot."""
+    frame = renderer.render(vec())
+    assert frame.shape == (512, 512, 3) and frame.dtype == np.uint8
+    nose_y = int(renderer.basis.rest[topo.NOSE_TIP, 1])
+    diff = np.abs(frame[:nose_y].astype(int) - renderer.reference[:nose_y].astype(int))
+    assert diff.mean() < 0.2 and np.percentile(diff, 99.9) <= 2
+
+
+def test_jaw_open_shows_a_dark_mouth_with_teeth_and_holds_the_background(renderer):
+    rest = renderer.render(vec())
+    frame = renderer.render(vec(jaw_open=1.0))
+    up, low = renderer.basis.displace(vec(jaw_open=1.0))[[topo.UPPER_LIP_INNER_MID,
+                                                         topo.LOWER_LIP_INNER_MID]]
+    x = int(up[0])
+    column = frame[int(up[1]) + 2:int(low[1]) - 1, x].astype(float)
+    luma = column @ [0.299, 0.587, 0.114]
+    assert len(luma) > 15
+    assert luma.max() > 150          # teeth
+    assert luma.min() < 80           # cavity or tongue
+    for edge in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):   # the crop's edge is held
+        assert np.abs(frame[edge].astype(int) - rest[edge]).max() <= 1
+
+
+def test_head_motion_moves_the_face_but_not_the_crop_border(renderer):
+    frame = renderer.render(vec(head_yaw=5, head_pitch=-4, head_roll=3, head_x=0.02))
+    rest = renderer.render(vec())
+    assert np.abs(frame[150:350, 150:350].astype(int) - rest[150:350, 150:350]).mean() > 5
+    for edge in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):   # the crop's edge is held
+        assert np.abs(frame[edge].astype(int) - rest[edge]).max() <= 1
+
+
+def test_eyes_close(renderer):
+    frame = renderer.render(vec(blink_right=1.0, blink_left=1.0))
+    rest = renderer.render(vec())
+    p = renderer.basis.rest
+    for upper, lower in ((topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
+                         (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)):
+        pts = p[list(upper + lower), :2]
+        (x0, y0), (x1, y1) = pts.min(0).astype(int), pts.max(0).astype(int)
+        dark = lambda f: (f[y0:y1, x0:x1].astype(float) @ [0.299, 0.587, 0.114] < 90).mean()  # noqa: E731
+        assert dark(rest) > 0.15 and dark(frame) < 0.5 * dark(rest)   # the iris is covered
+
+
+def test_paste_mode_returns_the_whole_photo(photo, mesher):
+    r = PortraitRenderer(photo, mesher.fit(photo), paste=True)
+    frame = r.render(vec(jaw_open=0.8))
+    assert frame.shape == photo.shape
+    x0, y0 = np.round(r.origin).astype(int)
+    outside = np.ones(photo.shape[:2], bool)
+    outside[max(y0, 0):y0 + r.size, max(x0, 0):x0 + r.size] = False
+    assert outside.any() and np.array_equal(frame[outside], photo[outside])
+    rest = r.render(vec())
+    ring = np.zeros(photo.shape[:2], bool)   # the crop's edge: no seam
+    ring[max(y0, 0):y0 + r.size, max(x0, 0):x0 + r.size] = True
+    ring[max(y0, 0) + 3:y0 + r.size - 3, max(x0, 0) + 3:x0 + r.size - 3] = False
+    assert np.abs(rest[ring].astype(int) - photo[ring]).mean() < 0.5
+
+
+def test_grayscale_photo_stays_gray(photo, mesher):
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    r = PortraitRenderer(gray, mesher.fit(gray), size=256)
+    frame = r.render(vec(jaw_open=1.0, upper_lip_raise=0.5))
+    assert frame.shape == (256, 256, 3)
+    assert np.ptp(frame.astype(int), axis=2).max() <= 1
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3), np.full(len(CHANNELS), np.nan)])
+def test_bad_motion_is_refused(renderer, bad):
+    with pytest.raises(ValueError, match="motion must be"):
+        renderer.render(bad)

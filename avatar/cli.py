@@ -24,6 +24,11 @@ def add_model_args(p: argparse.ArgumentParser, default_device: str = "cpu") -> N
     p.add_argument("--device", default=default_device, help="cpu, cuda or auto")
 
 
+def _add_conditioning_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conditioning", choices=("inpaint", "clean-tokens"),
+                   help="override the profile's window conditioning (how the reference and context enter the DiT)")
+
+
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
@@ -37,7 +42,7 @@ def cmd_render(args) -> int:
     audio = load_audio_file(args.audio)
     if len(audio) == 0:
         raise AvatarError(f"{args.audio} holds no audio samples")
-    profile = load_profile(args.profile, args.device, args.weights)
+    profile = load_profile(args.profile, args.device, args.weights).with_conditioning(args.conditioning)
     for note in profile.notes:
         print(f"note: {note}", file=sys.stderr)
     session = Session(profile, args.image, prompt=args.prompt, seed=args.seed)
@@ -62,7 +67,8 @@ def cmd_render(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
-    return _report(run_bench(args.profile, args.seconds, args.device, args.weights, steps=args.steps), args.json)
+    return _report(run_bench(args.profile, args.seconds, args.device, args.weights, steps=args.steps,
+                             conditioning=args.conditioning), args.json)
 
 
 def _report(result: dict, json_path: str | None) -> int:
@@ -95,6 +101,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     render.add_argument("--prompt")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_conditioning_arg(render)
     add_model_args(render)
     render.set_defaults(func=cmd_render)
 
@@ -102,6 +109,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     bench.add_argument("--seconds", type=float, default=10.0)
     bench.add_argument("--steps", type=int, help="override the profile's sampling steps")
     bench.add_argument("--json", help="also write the figures to this JSON file")
+    _add_conditioning_arg(bench)
     add_model_args(bench)
     bench.set_defaults(func=cmd_bench)
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from avatar.session import Session, stream_file
@@ -55,9 +56,9 @@ class RecordingDiT(torch.nn.Module):
     def prepare_context(self, *a):
         return self.dit.prepare_context(*a)
 
-    def forward(self, hidden, timestep, context, audio):
+    def forward(self, hidden, timestep, context, audio, **kwargs):
         self.calls.append((hidden.clone(), timestep.clone()))
-        return self.dit(hidden, timestep, context, audio)
+        return self.dit(hidden, timestep, context, audio, **kwargs)
 
 
 def test_context_latents_pass_unchanged_into_the_next_window(tiny_profile, face_image, speech_like):
@@ -172,6 +173,14 @@ def test_stream_file_gives_the_frames_of_rendering_at_once(tiny_profile, face_im
     assert [f.index for f in streamed] == [f.index for f in offline]
     for a, b in zip(streamed, offline):
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+
+
+def test_tiny_stays_clean_tokens_and_refuses_inpaint(tiny_profile, face_image):
+    from avatar.errors import ProfileError
+
+    assert tiny_profile.conditioning == "clean-tokens"
+    with pytest.raises(ProfileError, match="inpaint conditioning needs the Wan VAE"):
+        Session(tiny_profile.with_conditioning("inpaint"), face_image)
 
 
 def test_skip_passes_over_windows_and_goes_on_from_the_next(tiny_profile, face_image, speech_like):

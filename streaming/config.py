@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+# The demo page and the JS client (the npm package's root): package data, so every install serves them.
+CLIENT_DIR = Path(__file__).resolve().parent / "client"
 TOKEN_ENV = "AVATAR_TOKEN"
 AVATARS_DIR_ENV = "AVATAR_AVATARS_DIR"
 ORIGINS_ENV = "AVATAR_ALLOWED_ORIGINS"  # comma-separated origins allowed besides the server's own

@@ -52,6 +52,17 @@ export interface ServerStats {
   engine: { windows: number; idle_windows: number; fewer_steps: number; catch_ups: number; late_windows: number };
 }
 
+/** The server's answer to the offer. */
+export interface AnswerMessage {
+  type: 'answer';
+  sdp: string;
+  /** The fixed output delay: the avatar (and your voice with it) plays this many seconds after you speak. */
+  delay_s: number;
+  fps: number;
+  /** [height, width] of the avatar's video, in pixels. */
+  resolution: [number, number];
+}
+
 export declare class AvatarError extends Error {
   code: string;
   constructor(code: string, message: string);
@@ -74,10 +85,16 @@ export declare class AvatarCall extends EventTarget {
   readonly ws: WebSocket;
   readonly pc: RTCPeerConnection;
   readonly video: HTMLVideoElement;
+  /** The server's "ready" message (also the detail of the sticky 'ready' event). */
   info: AvatarCallEvents['ready'] | null;
+  /** The server's answer (set before connect() resolves). */
+  answer: AnswerMessage | null;
   lastStats: ServerStats | null;
   closed: boolean;
+  /** 'ready' is sticky: a listener added after the server's "ready" message still gets it. */
   on<K extends keyof AvatarCallEvents>(type: K, listener: (detail: AvatarCallEvents[K], event: CustomEvent) => void): this;
+  /** Remove a listener given to on(). */
+  off<K extends keyof AvatarCallEvents>(type: K, listener: (detail: AvatarCallEvents[K], event: CustomEvent) => void): this;
   interrupt(): void;
   setPrompt(text: string): void;
   setAvatar(choice: { avatar?: string; image?: File | Blob | string }): Promise<void>;

@@ -6,6 +6,7 @@
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const ANSWER_TIMEOUT_MS = 20000;
+const WS_OPEN = 1; // WebSocket.OPEN (not a global in every runtime)
 
 export class AvatarError extends Error {
   constructor(code, message) {
@@ -57,14 +58,41 @@ export class AvatarCall extends EventTarget {
     this.pc = pc;
     this.video = video;
     this.info = null; // the server's "ready" message
-    this.answer = null;
+    this.answer = null; // the server's "answer" message (delay_s, fps, resolution)
     this.lastStats = null;
     this.closed = false;
     this._ownedStream = null;
+    this._listeners = new Map(); // type -> Map(listener -> the EventTarget listener wrapping it)
+    this._answered = new Promise((resolve, reject) => { this._settle = { resolve, reject }; });
+    this._answered.catch(() => { /* connect() reports it */ });
   }
 
+  /** Listen to an event; the listener gets the event's detail. 'ready' is sticky: a listener added after
+   *  the server's "ready" message still gets it (once, on the next microtask). */
   on(type, listener) {
-    this.addEventListener(type, (event) => listener(event.detail, event));
+    if (!this._listeners.has(type)) this._listeners.set(type, new Map());
+    const forType = this._listeners.get(type);
+    if (forType.has(listener)) return this;
+    const wrapped = (event) => listener(event.detail, event);
+    forType.set(listener, wrapped);
+    this.addEventListener(type, wrapped);
+    if (type === 'ready' && this.info) {
+      const info = this.info;
+      queueMicrotask(() => {
+        if (forType.get(listener) === wrapped) listener(info, new CustomEvent('ready', { detail: info }));
+      });
+    }
+    return this;
+  }
+
+  /** Stop listening (the same function that was given to on()). */
+  off(type, listener) {
+    const forType = this._listeners.get(type);
+    const wrapped = forType && forType.get(listener);
+    if (wrapped) {
+      this.removeEventListener(type, wrapped);
+      forType.delete(listener);
+    }
     return this;
   }
 
@@ -73,7 +101,36 @@ export class AvatarCall extends EventTarget {
   }
 
   _send(message) {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+    if (this.ws.readyState === WS_OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  /** One signaling message from the server. */
+  async _receive(msg) {
+    switch (msg.type) {
+      case 'ready': this.info = msg; this._emit('ready', msg); break;
+      case 'answer':
+        this.answer = msg;
+        try {
+          await this.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+          this._settle.resolve(this);
+        } catch (err) {
+          this._settle.reject(new AvatarError('bad_sdp', `the answer could not be used: ${err}`));
+        }
+        break;
+      case 'vad': this._emit(msg.event, { t: msg.t, inputT: msg.input_t, frame: msg.frame, showsInS: msg.shows_in_s }); break;
+      case 'stats': this.lastStats = msg; this._emit('stats', msg); break;
+      case 'interrupted': this._emit('interrupted', msg); break;
+      case 'avatar': if (msg.frame !== undefined) this._emit('avatar', { frame: msg.frame }); break;
+      case 'degraded': this._emit('degraded', msg); break;
+      case 'error': {
+        const err = new AvatarError(msg.code, msg.message);
+        this._emit('error', err);
+        if (!this.answer) this._settle.reject(err);
+        break;
+      }
+      case 'close': this.close(msg.reason || 'the server ended the call'); break;
+      default: break;
+    }
   }
 
   /** Drop speech the avatar has not said yet and go back to idle. */
@@ -153,42 +210,16 @@ export async function connect(options = {}) {
   const call = new AvatarCall(ws, pc, video);
   call._ownedStream = owned;
 
-  let settle;
-  const answered = new Promise((resolve, reject) => { settle = { resolve, reject }; });
-  const timer = setTimeout(() => settle.reject(new AvatarError('timeout', 'the server did not answer in time')),
+  const timer = setTimeout(() => call._settle.reject(new AvatarError('timeout', 'the server did not answer in time')),
     ANSWER_TIMEOUT_MS);
 
-  ws.onmessage = async (event) => {
+  ws.onmessage = (event) => {
     let msg;
     try { msg = JSON.parse(event.data); } catch (_) { return; }
-    switch (msg.type) {
-      case 'ready': call.info = msg; call._emit('ready', msg); break;
-      case 'answer':
-        call.answer = msg;
-        try {
-          await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-          settle.resolve(call);
-        } catch (err) {
-          settle.reject(new AvatarError('bad_sdp', `the answer could not be used: ${err}`));
-        }
-        break;
-      case 'vad': call._emit(msg.event, { t: msg.t, inputT: msg.input_t, frame: msg.frame, showsInS: msg.shows_in_s }); break;
-      case 'stats': call.lastStats = msg; call._emit('stats', msg); break;
-      case 'interrupted': call._emit('interrupted', msg); break;
-      case 'avatar': if (msg.frame !== undefined) call._emit('avatar', { frame: msg.frame }); break;
-      case 'degraded': call._emit('degraded', msg); break;
-      case 'error': {
-        const err = new AvatarError(msg.code, msg.message);
-        call._emit('error', err);
-        if (!call.answer) settle.reject(err);
-        break;
-      }
-      case 'close': call.close(msg.reason || 'the server ended the call'); break;
-      default: break;
-    }
+    call._receive(msg);
   };
   ws.onclose = (event) => {
-    if (!call.answer) settle.reject(new AvatarError('closed', event.reason || 'the server closed the connection'));
+    if (!call.answer) call._settle.reject(new AvatarError('closed', event.reason || 'the server closed the connection'));
     call.close(event.reason || 'the connection closed');
   };
 
@@ -216,7 +247,7 @@ export async function connect(options = {}) {
   if (prompt) offer.prompt = prompt;
   call._send(offer);
   try {
-    return await answered;
+    return await call._answered;
   } catch (err) {
     call.close(err.message);
     throw err;

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .errors import AvatarError
 from .profiles import profile_names
+from .threads import set_torch_threads
 
 log = logging.getLogger("avatar")
 
@@ -21,6 +22,18 @@ def _add_model_args(p: argparse.ArgumentParser, default_device: str = "cpu") -> 
     p.add_argument("--device", default=default_device, help="cpu, cuda or auto")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int,
+                   help="torch's CPU threads (default: OMP_NUM_THREADS if set, else the cores less one, as the server)")
+
+
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
@@ -29,6 +42,7 @@ def cmd_render(args) -> int:
     from .session import Session
     from .video import Mp4Writer
 
+    threads = set_torch_threads(args.threads)
     audio = load_audio_file(args.audio)
     if len(audio) == 0:
         raise AvatarError(f"{args.audio} holds no audio samples")
@@ -55,13 +69,14 @@ def cmd_render(args) -> int:
     writer.close(audio)
     media = len(audio) / profile.sample_rate
     print(f"wrote {args.out}: {writer.frames} frames, {media:.2f} s at {profile.fps} fps, "
-          f"compute {compute:.2f} s, real-time factor {compute / media:.2f}")
+          f"compute {compute:.2f} s, real-time factor {compute / media:.2f}, torch threads {threads}")
     return 0
 
 
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
+    set_torch_threads(args.threads)
     return _report(run_bench(args.profile, args.seconds, args.device, args.weights, steps=args.steps), args.json)
 
 
@@ -78,6 +93,7 @@ def _report(result: dict, json_path: str | None) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate
 
+    set_torch_threads(args.threads)
     return _report(evaluate(args.profile, args.weights, args.steps, args.minutes, args.device, args.seed,
                             args.audio_guidance), args.json)
 
@@ -101,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_args(render)
+    _add_threads_arg(render)
     render.set_defaults(func=cmd_render)
 
     bench = sub.add_parser("bench", help="real-time factor, window latency, fps and memory of a profile")
@@ -108,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, help="override the profile's sampling steps")
     bench.add_argument("--json", help="also write the figures to this JSON file")
     _add_model_args(bench)
+    _add_threads_arg(bench)
     bench.set_defaults(func=cmd_bench)
 
     evaluation = sub.add_parser("eval", help="lip sync, seams and drift on held-out speech")
@@ -118,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--json", help="also write the figures to this JSON file")
     _add_model_args(evaluation)
+    _add_threads_arg(evaluation)
     evaluation.set_defaults(func=cmd_eval)
 
     serve = sub.add_parser("serve", help="run the WebRTC server with the demo page")

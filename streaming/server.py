@@ -11,12 +11,13 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+
+from avatar.threads import torch_threads
 
 from .avatars import AvatarLibrary, decode_upload
 from .call import Call
@@ -80,12 +81,10 @@ class AvatarServer:
         self._vad_pool.shutdown(wait=False)
 
     def torch_threads(self, running: int | None = None) -> int:
-        """Threads for each generation worker: the cores, less one for the codecs and the loop, shared
-        by the calls running now. (On a 2-core machine that is 1: torch's OpenMP team of 2 slows
-        down 20x and more as soon as anything else wants a core.)"""
+        """Threads for each generation worker, shared by the calls running now (avatar/threads.py)."""
         if running is None:
             running = sum(call is not None for call in self.calls.values())
-        return max(1, ((os.cpu_count() or 1) - 1) // max(running, 1))
+        return torch_threads(running)
 
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),

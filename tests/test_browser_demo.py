@@ -163,8 +163,21 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile):
             phase = (t - starts[0]) % period
             gap = min(min(abs(phase - o), period - abs(phase - o)) for o in offsets)
             assert gap < 0.15, (starts, expected, period)
+        # The page shows the live stats in plain words, with the stream's size and only new frames as fps.
         shown = await browser.evaluate("document.getElementById('stats').textContent")
-        assert "fps" in shown and "output delay" in shown  # the page shows the live stats
+        assert "128 × 128 pixels" in shown and "fps (new frames shown per second" in shown, shown
+        assert "Delay: the face follows your voice by" in shown and "window" not in shown, shown
+        page = json.loads(await browser.evaluate(
+            "JSON.stringify({fps: window.demo.shown.fps, "
+            "last: window.demo.events.filter((e) => e.type === 'stats').slice(-2).map((e) => e.detail)})"))
+        before, last = page["last"]
+        sent = last["frames_sent"] - before["frames_sent"]
+        new = sent - (last["frames_repeated"] - before["frames_repeated"])
+        assert sent > 0 and abs(page["fps"] - last["fps"] * new / sent) < 1e-6, page
+        # The call's sound is the caller's own voice, late: muted until the caller asks for it.
+        assert await browser.evaluate("document.getElementById('video').muted") is True
+        assert await browser.evaluate("document.getElementById('hear-voice').click(), "
+                                      "document.getElementById('video').muted") is False
 
         # The call's controls: interrupt is acknowledged, close ends it and frees the server's slot.
         await browser.evaluate("window.demo.call.interrupt()")

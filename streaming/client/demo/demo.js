@@ -31,14 +31,29 @@ async function loadAvatars() {
   }
 }
 
+// The server's fps counts every frame it sends, a repeat of the last one included (it stands in for a
+// frame that was not ready in time); a repeat shows nothing new, so the page counts new frames only.
+let previous = null;
+function newFramesPerSecond(stats) {
+  const sent = stats.frames_sent - (previous ? previous.frames_sent : 0);
+  const repeated = stats.frames_repeated - (previous ? previous.frames_repeated : 0);
+  previous = stats;
+  return { fps: sent > 0 ? stats.fps * (sent - repeated) / sent : 0, repeated };
+}
+
 function showStats(stats) {
   demo.stats = stats;
-  const l = stats.latency;
+  const [height, width] = demo.call.answer.resolution;
+  const shown = newFramesPerSecond(stats);
+  demo.shown = { fps: shown.fps, width, height };
+  const rtt = stats.latency.network_rtt_s;
   $('stats').textContent = [
-    `fps ${stats.fps}   sent ${stats.frames_sent}   repeated ${stats.frames_repeated}   dropped ${stats.frames_dropped}`,
-    `latency budget: window ${l.window_s}s + look-ahead ${l.lookahead_s}s + compute allowance ${l.compute_allowance_s}s = output delay ${l.output_delay_s}s`,
-    `compute last ${l.compute_last_s}s p95 ${l.compute_p95_s}s   slack min ${l.slack_min_s}s   VAD onset ${l.vad_onset_s}s   network RTT ${l.network_rtt_s}s`,
-    `engine: ${JSON.stringify(stats.engine)}`,
+    `Picture: ${width} × ${height} pixels, ${shown.fps.toFixed(1)} fps (new frames shown per second; ${stats.fps} sent)`,
+    `Delay: the face follows your voice by ${stats.latency.output_delay_s.toFixed(2)} s`,
+    shown.repeated > 0
+      ? `Hiccups: ${shown.repeated} frames shown twice since the last update (the server was late)`
+      : 'Smooth: every frame on time',
+    rtt === null || rtt === undefined ? 'Network round trip: not measured yet' : `Network round trip: ${Math.round(rtt * 1000)} ms`,
   ].join('\n');
 }
 
@@ -46,8 +61,20 @@ function record(type, detail) {
   demo.events.push({ type, detail, at: performance.now() });
 }
 
+function speaking(on) {
+  $('speaking').textContent = on ? 'speaking' : 'quiet';
+  $('speaking').classList.toggle('on', on);
+}
+
 async function start() {
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    demo.error = { code: 'insecure', message: 'no microphone on a page that is not secure' };
+    log('The browser lets only secure pages use the microphone: open this page over https://, or on the '
+      + 'machine that runs the server (http://localhost or 127.0.0.1).');
+    return;
+  }
   $('start').disabled = true;
+  previous = null;
   const chosen = document.querySelector('input[name=avatar]:checked');
   const file = $('upload').files[0];
   try {
@@ -61,17 +88,17 @@ async function start() {
       token: $('token').value || params.get('token') || undefined,
     });
     demo.call = call;
-    call.on('speechstart', (d) => { record('speechstart', d); $('speaking').textContent = 'speaking'; $('speaking').classList.add('on'); log(`speech starts at ${d.t}s`); });
-    call.on('speechend', (d) => { record('speechend', d); $('speaking').textContent = 'silent'; $('speaking').classList.remove('on'); log(`speech ends at ${d.t}s`); });
+    call.on('speechstart', (d) => { record('speechstart', d); speaking(true); log('you started speaking'); });
+    call.on('speechend', (d) => { record('speechend', d); speaking(false); log('you stopped speaking'); });
     call.on('stats', (s) => { record('stats', s); showStats(s); });
-    call.on('interrupted', (d) => { record('interrupted', d); log('interrupted'); });
-    call.on('avatar', (d) => { record('avatar', d); log(`new avatar from frame ${d.frame}`); });
-    call.on('degraded', (d) => { record('degraded', d); log(`degraded: ${d.reason}`); });
-    call.on('error', (e) => { record('error', { code: e.code, message: e.message }); log(`error ${e.code}: ${e.message}`); });
-    call.on('close', (d) => { record('close', d); log(`closed: ${d.reason}`); $('start').disabled = false; $('interrupt').disabled = true; $('stop').disabled = true; });
+    call.on('interrupted', (d) => { record('interrupted', d); log('interrupted: the face skips what it has not said yet'); });
+    call.on('avatar', (d) => { record('avatar', d); log('the new face is on'); });
+    call.on('degraded', (d) => { record('degraded', d); log(`the server fell ${d.behind_s} s behind and skipped ahead to catch up`); });
+    call.on('error', (e) => { record('error', { code: e.code, message: e.message }); log(`problem: ${e.message}`); });
+    call.on('close', (d) => { record('close', d); log(`call ended: ${d.reason}`); $('start').disabled = false; $('interrupt').disabled = true; $('stop').disabled = true; });
     $('interrupt').disabled = false;
     $('stop').disabled = false;
-    log('connected');
+    log(`connected: the face follows your voice by ${call.answer.delay_s.toFixed(2)} s`);
   } catch (err) {
     demo.error = { code: err.code, message: err.message };
     log(`could not start: ${err.message}`);
@@ -80,6 +107,8 @@ async function start() {
 }
 
 $('start').onclick = start;
+// Off by default: with the microphone driving the face, the call's sound is your own voice, late.
+$('hear-voice').onchange = () => { $('video').muted = !$('hear-voice').checked; };
 $('interrupt').onclick = () => demo.call && demo.call.interrupt();
 $('stop').onclick = () => demo.call && demo.call.close();
 $('prompt').onchange = () => demo.call && demo.call.setPrompt($('prompt').value);

@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--max-sessions", type=int, default=2)
     serve.add_argument("--token", help="shared secret clients must send (or AVATAR_TOKEN)")
+    serve.add_argument("--ice-server", action="append", metavar="URL",
+                       help="STUN/TURN server for the server and its clients, repeatable: stun:HOST[:PORT] or "
+                            "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (or AVATAR_ICE_SERVERS)")
     _add_model_args(serve)
     serve.set_defaults(func=cmd_serve)
     return parser

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import deque
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
@@ -15,6 +15,7 @@ from avatar.errors import AvatarError
 
 from .buffers import FrameBuffer, VoiceBuffer
 from .clock import MediaClock
+from .ice import rtc_configuration
 from .intake import AudioIntake
 from .peer import check_offer_sdp, prefer_vp8, shorten_audio_prefetch
 from .protocol import ProtocolError
@@ -78,7 +79,7 @@ class Call:
         self.video = PacedVideoTrack(self.clock, self.frames, session.reference.image, decorate)
         self.voice_track = DelayedVoiceTrack(self.clock, self.voice)
 
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = self.pc = RTCPeerConnection(rtc_configuration(self.config.ice_servers))
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
         # Our transceivers exist before the offer is applied, so it takes their codecs and directions:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ice import ICE_ENV, ice_servers_from
+
 # The demo page and the JS client (the npm package's root): package data, so every install serves them.
 CLIENT_DIR = Path(__file__).resolve().parent / "client"
 TOKEN_ENV = "AVATAR_TOKEN"
@@ -24,6 +26,7 @@ class ServerConfig:
     token: str | None = None  # shared secret; None = open
     # Origins allowed to open the websocket (besides the server's own host); None header (non-browser) is allowed.
     allowed_origins: tuple[str, ...] = ()
+    ice_servers: tuple[dict, ...] = ()  # STUN/TURN, as RTCIceServer dicts (streaming/ice.py)
     static_dir: Path = CLIENT_DIR
     avatars_dir: Path | None = None  # extra server-side avatar images (*.png, *.jpg)
     max_upload_bytes: int = 2 * 1024 * 1024
@@ -61,6 +64,7 @@ class ServerConfig:
             token=token,
             avatars_dir=Path(avatars) if avatars else None,
             allowed_origins=tuple(o.strip() for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip()),
+            ice_servers=ice_servers_from(getattr(args, "ice_server", None), os.environ.get(ICE_ENV)),
         )
         if cfg.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")

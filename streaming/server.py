@@ -112,6 +112,7 @@ class AvatarServer:
         try:
             await send({"type": "ready", "call": call_id, "avatars": self.avatars.ids(),
                         "profile": self.profile.name, "fps": self.profile.fps,
+                        "ice_servers": list(self.config.ice_servers),
                         "limits": {"max_upload_bytes": self.config.max_upload_bytes,
                                    "max_image_side": self.config.max_image_side}})
             async for raw in ws:

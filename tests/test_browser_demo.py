@@ -16,6 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from streaming.config import ServerConfig
+from streaming.ice import parse_ice_server
 from streaming.server import AvatarServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -129,8 +130,9 @@ new Promise((resolve) => {
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile):
-    server = await AvatarServer(ServerConfig(port=0, token="s3cret"), tiny_profile).start()
+async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, turn_server):
+    turn = parse_ice_server(turn_server)  # handed to the page in "ready"
+    server = await AvatarServer(ServerConfig(port=0, token="s3cret", ice_servers=(turn,)), tiny_profile).start()
     browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav"))
     try:
         await browser.open_page()
@@ -147,6 +149,11 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile):
                 break
             await asyncio.sleep(0.5)
         assert state["types"].count("speechstart") >= 3, state
+        ice = json.loads(await browser.evaluate(
+            "JSON.stringify({servers: window.demo.call.pc.getConfiguration().iceServers, "
+            "offer: window.demo.call.pc.localDescription.sdp})"))
+        assert ice["servers"][0]["urls"] == turn["urls"] and ice["servers"][0]["username"] == "alice", ice
+        assert "typ relay" in ice["offer"]  # Chromium took a relayed address from the TURN server
         playback = await browser.evaluate(MEASURE_FPS)
         assert playback["width"] == 128 and playback["hasAudio"] == 1 and not playback["paused"], playback
         assert playback["presented"] >= 20 and playback["decoded"] >= 20, playback

@@ -12,6 +12,8 @@ export interface ConnectOptions {
   prompt?: string;
   /** The server's shared secret, if it has one. */
   token?: string;
+  /** STUN/TURN servers for this call; default: those the server names in its "ready" message. */
+  iceServers?: RTCIceServer[];
 }
 
 export interface VadEventDetail {
@@ -69,7 +71,11 @@ export declare class AvatarError extends Error {
 }
 
 export interface AvatarCallEvents {
-  ready: { call: string; avatars: string[]; profile: string; fps: number; limits: Record<string, number> };
+  ready: {
+    call: string; avatars: string[]; profile: string; fps: number; limits: Record<string, number>;
+    /** The server's STUN/TURN servers (with TURN credentials), used for the call unless connect() is given others. */
+    ice_servers: RTCIceServer[];
+  };
   speechstart: VadEventDetail;
   speechend: VadEventDetail;
   stats: ServerStats;

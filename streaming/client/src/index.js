@@ -65,6 +65,7 @@ export class AvatarCall extends EventTarget {
     this._listeners = new Map(); // type -> Map(listener -> the EventTarget listener wrapping it)
     this._answered = new Promise((resolve, reject) => { this._settle = { resolve, reject }; });
     this._answered.catch(() => { /* connect() reports it */ });
+    this._ready = new Promise((resolve) => { this._readied = resolve; });
   }
 
   /** Listen to an event; the listener gets the event's detail. 'ready' is sticky: a listener added after
@@ -107,7 +108,7 @@ export class AvatarCall extends EventTarget {
   /** One signaling message from the server. */
   async _receive(msg) {
     switch (msg.type) {
-      case 'ready': this.info = msg; this._emit('ready', msg); break;
+      case 'ready': this.info = msg; this._readied(msg); this._emit('ready', msg); break;
       case 'answer':
         this.answer = msg;
         try {
@@ -187,11 +188,12 @@ function openSocket(url) {
 
 /**
  * Start a call.
- * @param {object} options  { url, audio: MediaStream | 'mic', video: HTMLVideoElement, image?, avatar?, prompt?, token? }
+ * @param {object} options  { url, audio: MediaStream | 'mic', video: HTMLVideoElement, image?, avatar?, prompt?, token?,
+ *                           iceServers? (default: the STUN/TURN servers the server names in "ready") }
  * @returns {Promise<AvatarCall>} resolved once the server has answered.
  */
 export async function connect(options = {}) {
-  const { url, audio = 'mic', video, image, avatar, prompt, token } = options;
+  const { url, audio = 'mic', video, image, avatar, prompt, token, iceServers } = options;
   if (!video || typeof video !== 'object' || !('srcObject' in video)) {
     throw new AvatarError('bad_option', 'connect() needs a video element: { video: HTMLVideoElement }');
   }
@@ -206,8 +208,7 @@ export async function connect(options = {}) {
   const imageData = image ? await imageToDataUrl(image) : undefined;
 
   const ws = await openSocket(signalingUrl(url, token));
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  const call = new AvatarCall(ws, pc, video);
+  const call = new AvatarCall(ws, null, video);
   call._ownedStream = owned;
 
   const timer = setTimeout(() => call._settle.reject(new AvatarError('timeout', 'the server did not answer in time')),
@@ -223,30 +224,33 @@ export async function connect(options = {}) {
     call.close(event.reason || 'the connection closed');
   };
 
-  pc.ontrack = (event) => {
-    const [remote] = event.streams;
-    if (remote && video.srcObject !== remote) {
-      video.srcObject = remote; // voice and video in one stream: the browser keeps them in sync
-      video.play().catch(() => { /* autoplay needs a gesture; the page can call video.play() */ });
-    }
-  };
-  pc.onconnectionstatechange = () => {
-    if (pc.connectionState === 'failed') {
-      call._emit('error', new AvatarError('connection_failed', 'the media connection failed'));
-      call.close('connection failed');
-    }
-  };
-
-  stream.getAudioTracks().forEach((track) => pc.addTrack(track, stream));
-  pc.addTransceiver('video', { direction: 'recvonly' });
-  await pc.setLocalDescription(await pc.createOffer());
-  await waitForIceGathering(pc);
-  const offer = { type: 'offer', sdp: pc.localDescription.sdp };
-  if (imageData) offer.image = imageData;
-  else if (avatar) offer.avatar = avatar;
-  if (prompt) offer.prompt = prompt;
-  call._send(offer);
   try {
+    // The slot is ours once "ready" comes (a full server sends an error instead); it names the ICE servers.
+    const info = await Promise.race([call._ready, call._answered]);
+    const pc = call.pc = new RTCPeerConnection({ iceServers: iceServers ?? info.ice_servers ?? [] });
+    pc.ontrack = (event) => {
+      const [remote] = event.streams;
+      if (remote && video.srcObject !== remote) {
+        video.srcObject = remote; // voice and video in one stream: the browser keeps them in sync
+        video.play().catch(() => { /* autoplay needs a gesture; the page can call video.play() */ });
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'failed') {
+        call._emit('error', new AvatarError('connection_failed', 'the media connection failed'));
+        call.close('connection failed');
+      }
+    };
+
+    stream.getAudioTracks().forEach((track) => pc.addTrack(track, stream));
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIceGathering(pc);
+    const offer = { type: 'offer', sdp: pc.localDescription.sdp };
+    if (imageData) offer.image = imageData;
+    else if (avatar) offer.avatar = avatar;
+    if (prompt) offer.prompt = prompt;
+    call._send(offer);
     return await call._answered;
   } catch (err) {
     call.close(err.message);

@@ -17,7 +17,8 @@ function recordingSocket() {
   return { readyState: 1, sent: [], send(text) { this.sent.push(JSON.parse(text)); }, close() { this.readyState = 3; } };
 }
 
-const READY = { type: 'ready', call: 'c1', avatars: ['drawn'], profile: 'tiny', fps: 25, limits: {} };
+const READY = { type: 'ready', call: 'c1', avatars: ['drawn'], profile: 'tiny', fps: 25, limits: {},
+  ice_servers: [{ urls: ['turn:turn.example.org:3478'], username: 'u', credential: 'p' }] };
 
 test('signalingUrl turns any server address into its /ws endpoint', () => {
   assert.equal(signalingUrl('http://127.0.0.1:8080'), 'ws://127.0.0.1:8080/ws');
@@ -43,6 +44,7 @@ test("'ready' reaches a listener added after the server's message", async () => 
   await call._receive(READY);
   const got = await new Promise((resolve) => call.on('ready', resolve));
   assert.equal(got.call, 'c1');
+  assert.deepEqual((await call._ready).ice_servers, READY.ice_servers); // what connect() builds its peer with
   const removed = [];
   const late = (d) => removed.push(d);
   call.on('ready', late).off('ready', late); // removed before its turn: not called

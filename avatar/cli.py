@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .errors import AvatarError
+from .logs import setup_logging
 from .profiles import profile_names
 from .threads import set_torch_threads
 
@@ -107,6 +108,8 @@ def cmd_serve(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avatar", description="Streaming talking-avatar engine and server")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines as text or as one JSON object each (default text)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="render a talking-head mp4 from an image and a speech file")
@@ -154,8 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose, args.log_format)
     try:
         return args.func(args)
     except AvatarError as exc:

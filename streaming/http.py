@@ -76,10 +76,11 @@ def origin_ok(origin: str | None, host: str | None, allowed: tuple[str, ...]) ->
 class HttpRoutes:
     """websockets' process_request hook: answers plain HTTP, or lets the /ws handshake through."""
 
-    def __init__(self, config, avatars, health):
+    def __init__(self, config, avatars, health, metrics):
         self.config = config
         self.avatars = avatars
         self.health = health  # () -> dict
+        self.metrics = metrics  # streaming/metrics.py
 
     def __call__(self, connection, request) -> Response | None:
         url = urlsplit(request.path)
@@ -88,6 +89,8 @@ class HttpRoutes:
             return self._gate(request, parse_qs(url.query))
         if path == "/healthz":
             return json_response(self.health())
+        if path == "/metrics":
+            return response(200, self.metrics.render(), self.metrics.content_type)
         if path == "/":
             return response(302, "", extra={"Location": "/demo/"})
         if path == "/avatars.json":
@@ -106,9 +109,11 @@ class HttpRoutes:
             given = auth[len("Bearer "):]
         if not token_ok(self.config.token, given):
             log.info("event=refused reason=token")
+            self.metrics.refused("token")
             return response(401, "unauthorized")
         origin = request.headers.get("Origin")
         if not origin_ok(origin, request.headers.get("Host"), self.config.allowed_origins):
             log.info("event=refused reason=origin origin=\"%s\"", origin)
+            self.metrics.refused("origin")
             return response(403, "origin not allowed")
         return None

@@ -23,6 +23,7 @@ from .avatars import AvatarLibrary, decode_upload
 from .call import Call
 from .config import ServerConfig
 from .http import HttpRoutes
+from .metrics import ServerMetrics
 from .protocol import ProtocolError, parse_message
 from .vad import load_vad_model, single_threaded
 
@@ -42,6 +43,7 @@ class AvatarServer:
         self._ws_server = None
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad", initializer=single_threaded)
         self.port = config.port
+        self.metrics = ServerMetrics(self)
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
@@ -59,7 +61,7 @@ class AvatarServer:
             self.compute_allowance_s = await asyncio.get_running_loop().run_in_executor(
                 None, compute_allowance, self.profile, self.torch_threads(running=1))
         self._ws_server = await serve(
-            self._handle, cfg.host, cfg.port, process_request=HttpRoutes(cfg, self.avatars, self.health),
+            self._handle, cfg.host, cfg.port, process_request=HttpRoutes(cfg, self.avatars, self.health, self.metrics),
             max_size=cfg.max_message_bytes, ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_timeout_s,
             close_timeout=1.0,
             compression=None, server_header=None)
@@ -100,6 +102,7 @@ class AvatarServer:
 
         if len(self.calls) >= self.config.max_sessions:
             log.info("event=refused reason=full sessions=%d", len(self.calls))
+            self.metrics.refused("full")
             await send({"type": "error", "code": "busy",
                         "message": f"the server is full ({self.config.max_sessions} sessions); try again later"})
             await ws.close(CLOSE_FULL, "server full")
@@ -122,6 +125,7 @@ class AvatarServer:
                         break
                 except ProtocolError as exc:
                     log.info("call=%s event=refused_message code=%s message=\"%s\"", call_id, exc.code, exc.message)
+                    self.metrics.refused(exc.code)
                     await send(exc.to_message())
                 except ConnectionClosed:
                     raise
@@ -136,6 +140,7 @@ class AvatarServer:
             call = state["call"]
             if call is not None:
                 await call.close("caller left")
+                self.metrics.call_ended(call)
             self.calls.pop(call_id, None)
             await ws.close()
             log.info("call=%s event=slot_freed sessions=%d max_sessions=%d", call_id, len(self.calls), self.config.max_sessions)

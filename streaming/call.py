@@ -122,7 +122,10 @@ class Call:
             await self.close(f"connection {state}")
 
     async def add_candidate(self, msg: dict) -> None:
-        if self.pc is None or msg["candidate"] is None:
+        if self.pc is None:
+            return
+        if msg["candidate"] is None:  # the caller has no more: ICE may now report failure
+            await self.pc.addIceCandidate(None)
             return
         try:
             cand = candidate_from_sdp(msg["candidate"].removeprefix("candidate:"))

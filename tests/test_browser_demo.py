@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from streaming.call import Call
 from streaming.config import ServerConfig
 from streaming.ice import parse_ice_server
 from streaming.server import AvatarServer
@@ -130,8 +131,16 @@ new Promise((resolve) => {
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, turn_server):
+async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, turn_server, monkeypatch):
     turn = parse_ice_server(turn_server)  # handed to the page in "ready"
+    trickled = []  # the page trickles its ICE candidates after the offer, then null
+    add_candidate = Call.add_candidate
+
+    async def spy(call, msg):
+        trickled.append(msg["candidate"])
+        await add_candidate(call, msg)
+
+    monkeypatch.setattr(Call, "add_candidate", spy)
     server = await AvatarServer(ServerConfig(port=0, token="s3cret", ice_servers=(turn,)), tiny_profile).start()
     browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav"))
     try:
@@ -154,6 +163,7 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, tu
             "offer: window.demo.call.pc.localDescription.sdp})"))
         assert ice["servers"][0]["urls"] == turn["urls"] and ice["servers"][0]["username"] == "alice", ice
         assert "typ relay" in ice["offer"]  # Chromium took a relayed address from the TURN server
+        assert any(c and "typ relay" in c for c in trickled) and trickled[-1] is None, trickled
         playback = await browser.evaluate(MEASURE_FPS)
         assert playback["width"] == 128 and playback["hasAudio"] == 1 and not playback["paused"], playback
         assert playback["presented"] >= 20 and playback["decoded"] >= 20, playback

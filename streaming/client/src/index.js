@@ -4,7 +4,6 @@
 //   const call = await connect({ url: 'ws://127.0.0.1:8080/ws', audio: 'mic', video: videoElement });
 //   call.on('speechstart', (e) => ...); call.interrupt(); call.setPrompt('smile'); call.close();
 
-const ICE_GATHER_TIMEOUT_MS = 3000;
 const ANSWER_TIMEOUT_MS = 20000;
 const WS_OPEN = 1; // WebSocket.OPEN (not a global in every runtime)
 
@@ -38,16 +37,6 @@ async function imageToDataUrl(image) {
     });
   }
   throw new AvatarError('bad_image', 'image must be a File, a Blob or a data: URL');
-}
-
-function waitForIceGathering(pc) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => { pc.removeEventListener('icegatheringstatechange', check); resolve(); };
-    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
-    pc.addEventListener('icegatheringstatechange', check);
-    setTimeout(done, ICE_GATHER_TIMEOUT_MS);
-  });
 }
 
 /** A live call. Events: ready, speechstart, speechend, stats, avatar, interrupted, degraded, error, close. */
@@ -242,15 +231,27 @@ export async function connect(options = {}) {
       }
     };
 
+    // Trickle ICE: the offer goes at once, each candidate after it as it is found, then null (the end).
+    const candidates = [];
+    let offered = false;
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate && !candidate.candidate) return; // an empty one ends a generation; null ends them all
+      const message = candidate
+        ? { type: 'candidate', candidate: candidate.candidate, sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex }
+        : { type: 'candidate', candidate: null };
+      if (offered) call._send(message);
+      else candidates.push(message);
+    };
     stream.getAudioTracks().forEach((track) => pc.addTrack(track, stream));
     pc.addTransceiver('video', { direction: 'recvonly' });
     await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc);
     const offer = { type: 'offer', sdp: pc.localDescription.sdp };
     if (imageData) offer.image = imageData;
     else if (avatar) offer.avatar = avatar;
     if (prompt) offer.prompt = prompt;
     call._send(offer);
+    offered = true;
+    candidates.forEach((message) => call._send(message));
     return await call._answered;
   } catch (err) {
     call.close(err.message);

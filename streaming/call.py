@@ -51,6 +51,8 @@ class Call:
         self._stats_started = time.monotonic()
         self._last_sent = 0
         self._last_vad_lag: float | None = None
+        self._counted = (0, 0)  # frames sent and repeated at the last stats message
+        self._late_frames = False  # a late_frames "degraded" was sent and the stream has not recovered
 
     # ---- set-up -----------------------------------------------------------------------------
     async def start(self, offer: dict, image) -> dict:
@@ -230,7 +232,7 @@ class Call:
             "fps": round(fps, 2),
             "frames_sent": sent,
             "frames_repeated": self.video.repeated,
-            "frames_dropped": self.frames.late + self.frames.overflowed,
+            "frames_dropped": self.frames.overflowed,  # a late frame is counted once, as its slot's repeat
             "queued_frames": len(self.frames),
             "speaking": self.detector.speaking,
             "input_offset_s": None if self.intake.input_offset is None else round(self.intake.input_offset / 16000, 4),
@@ -270,6 +272,20 @@ class Call:
                     log.exception("call=%s event=stats_failed", self.id)
                     continue
                 await self._send(stats)
+                await self._report_late_frames(stats)
+
+    async def _report_late_frames(self, stats: dict) -> None:
+        """One "degraded" when too many frames since the last stats were repeats; again after a good interval."""
+        sent = stats["frames_sent"] - self._counted[0]
+        repeated = stats["frames_repeated"] - self._counted[1]
+        self._counted = (stats["frames_sent"], stats["frames_repeated"])
+        late = sent > 0 and repeated / sent > self.config.degraded_repeat_share
+        if late and not self._late_frames:
+            share = round(repeated / sent, 3)
+            log.info("call=%s event=degraded reason=late_frames repeated_share=%.3f", self.id, share)
+            await self._send({"type": "degraded", "reason": "late_frames", "repeated_share": share,
+                              "behind_s": round(max(0.0, -(stats["latency"]["slack_min_s"] or 0.0)), 3)})
+        self._late_frames = late
 
     # ---- tear-down ----------------------------------------------------------------------------
     async def close(self, reason: str = "closed") -> None:

@@ -37,6 +37,8 @@ class ServerConfig:
     ping_interval_s: float = 1.0
     ping_timeout_s: float = 1.5
     stats_interval_s: float = 1.0
+    # A "degraded" message when more than this share of the frames sent in a stats interval were repeats.
+    degraded_repeat_share: float = 0.1
     # Output delay = the engine's window latency + this. None: measured at start-up (streaming/calibrate.py).
     compute_allowance_s: float | None = None
     # aiortc holds 4 incoming audio packets (80 ms) for reordering before decoding; 1 is enough on a

@@ -93,7 +93,12 @@ async function start() {
     call.on('stats', (s) => { record('stats', s); showStats(s); });
     call.on('interrupted', (d) => { record('interrupted', d); log('interrupted: the face skips what it has not said yet'); });
     call.on('avatar', (d) => { record('avatar', d); log('the new face is on'); });
-    call.on('degraded', (d) => { record('degraded', d); log(`the server fell ${d.behind_s} s behind and skipped ahead to catch up`); });
+    call.on('degraded', (d) => {
+      record('degraded', d);
+      log(d.reason === 'late_frames'
+        ? `the server is running late: ${Math.round(d.repeated_share * 100)}% of the frames were shown twice`
+        : `the server fell ${d.behind_s} s behind and skipped ahead to catch up`);
+    });
     call.on('error', (e) => { record('error', { code: e.code, message: e.message }); log(`problem: ${e.message}`); });
     call.on('close', (d) => { record('close', d); log(`call ended: ${d.reason}`); $('start').disabled = false; $('interrupt').disabled = true; $('stop').disabled = true; });
     $('interrupt').disabled = false;

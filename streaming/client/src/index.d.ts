@@ -44,7 +44,9 @@ export interface ServerStats {
   type: 'stats';
   fps: number;
   frames_sent: number;
+  /** Slots that showed the previous frame again because their own was late (new frames = sent - repeated). */
   frames_repeated: number;
+  /** Frames pushed out of a full buffer (a late frame is counted in frames_repeated only). */
   frames_dropped: number;
   queued_frames: number;
   speaking: boolean;
@@ -82,7 +84,8 @@ export interface AvatarCallEvents {
   interrupted: { t: number };
   /** A new avatar took over from this frame on. */
   avatar: { frame: number };
-  degraded: { reason: string; behind_s: number };
+  /** 'catch-up': a whole window behind, pending speech dropped; 'late_frames': many repeats since the last stats. */
+  degraded: { reason: 'catch-up' | 'late_frames'; behind_s: number; repeated_share?: number };
   error: AvatarError;
   close: { reason: string };
 }

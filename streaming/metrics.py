@@ -1,33 +1,43 @@
 """The server's figures in Prometheus' text format (GET /metrics), one registry per server.
 
-Windows are read from each call's worker at scrape time and when the call ends (its last 200 windows
-are kept: ample for scrapes a minute apart at 25 fps); frame counts likewise, so the calls' hot paths
-carry no metrics code. Each video frame slot is counted once: sent = new + repeated."""
+A call's parts are noted when it starts (its video track, frame buffer, clock and worker counters,
+which outlive the call's own references to them) and read at scrape time and once more when the
+call has ended, so the calls' hot paths carry no metrics code. A worker keeps its last 200 windows:
+ample for scrapes a minute apart. Each video frame slot is counted once: sent = new + repeated."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
 COMPUTE_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 SLACK_BUCKETS = (-2.0, -1.0, -0.5, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
-FRAME_COUNTS = ("sent", "repeated", "dropped")
+FRAME_KINDS = ("sent", "repeated", "dropped")
 
 
-def frame_counts(call) -> dict:
-    return {"sent": call.video.sent, "repeated": call.video.repeated, "dropped": call.frames.overflowed}
+@dataclass
+class _CallParts:
+    video: object  # the paced video track: sent, repeated
+    frames: object  # the frame buffer: overflowed
+    frame_due: object  # the call's clock: frame index -> due time
+    worker_stats: object  # windows, recent (per window: first frame, started, done, idle)
+    lock: object  # the worker's lock over worker_stats
+    windows_seen: int = 0
+
+    def frame_counts(self) -> dict:
+        return {"sent": self.video.sent, "repeated": self.video.repeated, "dropped": self.frames.overflowed}
 
 
 class ServerMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, server):
-        self._server = server
-        self._windows_seen: dict[int, int] = {}  # id(call) -> windows already observed
-        self._ended = dict.fromkeys(FRAME_COUNTS, 0)
+        self._calls: dict[str, _CallParts] = {}
+        self._ended = dict.fromkeys(FRAME_KINDS, 0)
         registry = self.registry = CollectorRegistry()
-        Gauge("avatar_sessions", "Session slots in use", registry=registry).set_function(
-            lambda: len(server.calls))
+        Gauge("avatar_sessions", "Session slots in use", registry=registry).set_function(lambda: len(server.calls))
         self.refusals = Counter("avatar_refusals", "Connections and messages refused, by reason", ["reason"],
                                 registry=registry)
         self.windows = Counter("avatar_windows", "Windows generated, by kind (speech or idle)", ["kind"],
@@ -40,49 +50,46 @@ class ServerMetrics:
                                "(negative: late)", registry=registry, buckets=SLACK_BUCKETS)
         registry.register(self)  # collect() below: the frame counters
 
-    def _live_calls(self) -> list:
-        return [call for call in self._server.calls.values() if call is not None]
-
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()
 
+    def call_started(self, call) -> None:
+        self._calls[call.id] = _CallParts(call.video, call.frames, call.clock.frame_due, call.worker.stats,
+                                          call.worker.lock)
+
     def call_ended(self, call) -> None:
-        self._observe_windows(call)
-        self._windows_seen.pop(id(call), None)
-        for key, value in frame_counts(call).items():
-            self._ended[key] += value
+        parts = self._calls.pop(call.id, None)
+        if parts is not None:
+            self._observe_windows(parts)
+            for kind, count in parts.frame_counts().items():
+                self._ended[kind] += count
 
     def render(self) -> bytes:
-        for call in self._live_calls():
-            self._observe_windows(call)
+        for parts in list(self._calls.values()):
+            self._observe_windows(parts)
         return generate_latest(self.registry)
 
     def collect(self):
         totals = dict(self._ended)
-        for call in self._live_calls():
-            for key, value in frame_counts(call).items():
-                totals[key] += value
+        for parts in list(self._calls.values()):
+            for kind, count in parts.frame_counts().items():
+                totals[kind] += count
         family = CounterMetricFamily(
             "avatar_frames", "Video frames: sent (every slot), repeated (a slot that showed the previous frame "
             "again because its own was late), dropped (pushed out of a full buffer, never late)", labels=["kind"])
-        for key in FRAME_COUNTS:
-            family.add_metric([key], totals[key])
+        for kind in FRAME_KINDS:
+            family.add_metric([kind], totals[kind])
         yield family
 
-    def _observe_windows(self, call) -> None:
-        worker = call.worker
-        if worker is None:
-            return
-        with worker.lock:
-            total = worker.stats.windows
-            recent = list(worker.stats.recent)
-        new = total - self._windows_seen.get(id(call), 0)
-        self._windows_seen[id(call)] = total
-        due = call.clock.frame_due
+    def _observe_windows(self, parts: _CallParts) -> None:
+        with parts.lock:
+            total = parts.worker_stats.windows
+            recent = list(parts.worker_stats.recent)
+        new, parts.windows_seen = total - parts.windows_seen, total
         for window in recent[len(recent) - min(new, len(recent)):]:
             self.windows.labels("idle" if window["idle"] else "speech").inc()
             self.compute.observe(window["done"] - window["started"])
-            slack = due(window["first_frame"]) - window["done"]
+            slack = parts.frame_due(window["first_frame"]) - window["done"]
             self.slack.observe(slack)
             if slack < 0:
                 self.late_windows.inc()

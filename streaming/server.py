@@ -178,6 +178,7 @@ class AvatarServer:
                 await call.close("set-up failed")
                 raise
             state["call"] = self.calls[call_id] = call
+            self.metrics.call_started(call)
             await send(answer)
         elif kind == "avatar":
             image = self._image_from(msg["id"], msg["image"])  # checked now

@@ -44,6 +44,7 @@ async def test_metrics_follow_a_real_call(tiny_profile):
         try:
             await client.wait_for("stats", timeout=15, count=2)
             [call] = [c for c in server.calls.values() if c is not None]
+            video, work = call.video, call.worker.stats  # a closed call lets go of its parts
             during = await scrape(server)
             await client.send({"type": "interrupt", "bogus": 1})
             await client.send({"type": "nonsense"})
@@ -59,12 +60,12 @@ async def test_metrics_follow_a_real_call(tiny_profile):
 
     assert value(during, "avatar_sessions") == 1 and value(after, "avatar_sessions") == 0
     assert value(during, "avatar_frames_total", kind="sent") > 0
-    assert value(after, "avatar_frames_total", kind="sent") == call.video.sent  # counted once, kept after the call
-    assert value(after, "avatar_frames_total", kind="repeated") == call.video.repeated
+    assert value(after, "avatar_frames_total", kind="sent") == video.sent  # counted once, kept after the call
+    assert value(after, "avatar_frames_total", kind="repeated") == video.repeated
     windows = value(after, "avatar_windows_total", kind="speech") + value(after, "avatar_windows_total", kind="idle")
-    assert windows == call.worker.stats.windows > 0  # every window observed exactly once
+    assert windows == work.windows > 0  # every window observed exactly once
     assert value(after, "avatar_window_compute_seconds_count") == windows
     assert value(after, "avatar_window_slack_seconds_count") == windows
-    assert value(after, "avatar_late_windows_total") == call.worker.stats.late_windows
+    assert value(after, "avatar_late_windows_total") == work.late_windows
     assert value(after, "avatar_refusals_total", reason="token") == 1
     assert value(after, "avatar_refusals_total", reason="bad_message") >= 1

@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from models.audio_features import SAMPLE_RATE, AudioFileError, decode_audio_file
+
 from .errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -121,25 +123,9 @@ class AudioTimeline:
             self.start += cut
 
 
-def load_audio_file(path: str | Path, rate: int = 16000) -> np.ndarray:
+def load_audio_file(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio file av can read to mono float32 at `rate`."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path}")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path} has no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            out = []
-            for frame in container.decode(audio=0):
-                out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    except av.error.FFmpegError as exc:
-        raise AudioError(f"{path} is not a readable audio file: {exc}") from exc
-    samples = np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
-    bad = ~np.isfinite(samples)
-    if bad.any():
-        log.warning("%s has %d NaN/inf samples; they are replaced by silence", path, int(bad.sum()))
-        samples[bad] = 0.0
-    return samples
+        return decode_audio_file(path, rate)
+    except AudioFileError as exc:
+        raise AudioError(str(exc)) from exc

@@ -6,36 +6,12 @@ import platform
 import resource
 import time
 
-import cv2
 import numpy as np
 import torch
 
 from .profiles import load_profile
+from .samples import babble, drawn_face
 from .session import Session
-
-
-def babble(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
-    """Speech-like test audio: voiced harmonics in ~4 Hz syllables, with pauses (not real speech)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    pitch = 140 + 25 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0, None) ** 2
-    phrases = (np.sin(2 * np.pi * t / 3.0) > -0.5).astype(np.float64)  # a pause every 3 s
-    noise = rng.normal(0, 0.01, t.shape)
-    return (0.25 * voice * syllables * phrases + noise).astype(np.float32)
-
-
-def drawn_face(size: int = 256) -> np.ndarray:
-    """A simple drawn face for benchmarks (the image content does not change the cost)."""
-    img = np.full((size, size, 3), (90, 120, 160), np.uint8)
-    c = size // 2
-    cv2.ellipse(img, (c, c), (size // 4, size // 3), 0, 0, 360, (225, 190, 160), -1, cv2.LINE_AA)
-    for dx in (-1, 1):
-        cv2.circle(img, (c + dx * size // 10, c - size // 12), size // 30, (40, 30, 30), -1, cv2.LINE_AA)
-    cv2.ellipse(img, (c, c + size // 7), (size // 12, size // 40), 0, 0, 360, (150, 60, 60), -1, cv2.LINE_AA)
-    return img
 
 
 def _peak_memory_mb(device: torch.device) -> dict:

@@ -38,9 +38,11 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
+    from models.audio_features import SAMPLES_PER_FRAME
+
     from .audio import load_audio_file
     from .profiles import load_profile
-    from .session import Session
+    from .session import Session, stream_file
     from .video import Mp4Writer
 
     threads = set_torch_threads(args.threads)
@@ -54,18 +56,13 @@ def cmd_render(args) -> int:
     if not session.reference.face_found:
         print("note: no face found in the reference image; using a centre crop", file=sys.stderr)
     writer = Mp4Writer(args.out, profile.fps, profile.resolution, audio_rate=profile.sample_rate)
-    total_frames = -(-len(audio) // (profile.sample_rate // profile.fps))
+    total_frames = -(-len(audio) // SAMPLES_PER_FRAME)
     started = time.perf_counter()
     with tqdm(total=total_frames, unit="frame", desc="render", disable=args.quiet) as bar:
-        second = profile.sample_rate
-        for start in range(0, len(audio), second):  # push as a stream would, one second at a time
-            session.push_audio(audio[start:start + second], profile.sample_rate)
-            for frame in session.step(max_windows=1 << 30):
+        for frames in stream_file(session, audio):
+            for frame in frames:
                 writer.write(frame.image, frame.index)
                 bar.update(1)
-        for frame in session.finish():
-            writer.write(frame.image, frame.index)
-            bar.update(1)
     compute = time.perf_counter() - started
     writer.close(audio)
     media = len(audio) / profile.sample_rate

@@ -9,53 +9,60 @@ the same audio are printed beside them: that is what the model imitates.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from models import metrics, procedural, speech
-from models.sampler import flow_sigmas, forward_count
+from models.audio_features import SAMPLE_RATE
+from models.sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, forward_count
+from models.training import faces, metrics, speech
 
-from .profiles import load_profile
-from .session import Session
+from .profiles import Profile, load_profile
+from .session import Session, stream_file
 
 HELD_OUT_IDENTITY_SEED = 424_242  # training identities come from other seeds
 
 
 def held_out_speech(seconds: float | None = None, pause_s: float = 0.4) -> np.ndarray:
     """Held-out sentences by held-out voices with pauses; repeated up to `seconds` if given."""
-    pause = np.zeros(int(pause_s * 16000), np.float32)
+    pause = np.zeros(int(pause_s * SAMPLE_RATE), np.float32)
     pieces = []
     for i in range(len(speech.held_out_utterances())):
         pieces += [speech.held_out_audio(i), pause]
     once = np.concatenate(pieces)
     if seconds is None:
         return once
-    reps = int(np.ceil(seconds * 16000 / len(once)))
-    return np.tile(once, reps)[: int(seconds * 16000)]
+    reps = int(np.ceil(seconds * SAMPLE_RATE / len(once)))
+    return np.tile(once, reps)[: int(seconds * SAMPLE_RATE)]
 
 
 def _stream(session: Session, audio: np.ndarray, on_frames) -> float:
     started = time.perf_counter()
-    second = 16000
-    for start in range(0, len(audio), second):
-        session.push_audio(audio[start:start + second], 16000)
-        on_frames(session.step(1 << 30))
-    on_frames(session.finish())
+    for frames in stream_file(session, audio):
+        on_frames(frames)
     return time.perf_counter() - started
+
+
+def with_sampler(profile: Profile, steps: int | None = None, audio_guidance: float | None = None) -> Profile:
+    """A copy of `profile` whose sampler runs `steps` (idle windows too), with audio guidance at every
+    step if `audio_guidance` is given; the loaded profile is left as it was."""
+    sampler = profile.config.sampler
+    if steps:
+        sampler = replace(sampler, steps=steps, idle_steps=steps)
+    if audio_guidance is not None:
+        every_step = GuidancePhase(min_sigma=0.0, terms=(GuidanceTerm(Branch.AUDIO, audio_guidance),))
+        sampler = replace(sampler, guidance=GuidancePlan((every_step,)))
+    return replace(profile, config=replace(profile.config, sampler=sampler))
 
 
 def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None, minutes: float = 10.0,
              device: str = "cpu", seed: int = 0, audio_guidance: float | None = None) -> dict:
     """`steps` and `audio_guidance` override the profile's sampler, e.g. to run the teacher the way
     it is distilled: many steps with audio classifier-free guidance at every step."""
-    profile = load_profile(profile_name, device, weights)
-    if steps:
-        profile.config["sampler"]["steps"] = profile.config["sampler"]["idle_steps"] = steps
-    if audio_guidance is not None:
-        profile.config["sampler"]["guidance"] = [{"min_sigma": 0.0, "audio": audio_guidance}]
+    profile = with_sampler(load_profile(profile_name, device, weights), steps, audio_guidance)
     size = profile.resolution[0]
-    identity = procedural.sample_identity(np.random.default_rng(HELD_OUT_IDENTITY_SEED))
-    reference = procedural.render_reference(identity, size)
+    identity = faces.sample_identity(np.random.default_rng(HELD_OUT_IDENTITY_SEED))
+    reference = faces.render_reference(identity, size)
 
     audio = held_out_speech()
     frames: list[np.ndarray] = []
@@ -64,14 +71,14 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
     video = np.stack(frames)
     boundaries = list(range(session.frames_per_window, len(video), session.frames_per_window))
     sync = metrics.lip_sync(video, audio)
-    truth = procedural.render_clip(identity, audio, np.random.default_rng(seed), size=size)
+    truth = faces.render_clip(identity, audio, np.random.default_rng(seed), size=size)
     truth_sync = metrics.lip_sync(truth, audio)
     result = {
         "profile": profile.name,
         "steps": profile.steps,
         "forwards_per_window": forward_count(flow_sigmas(profile.steps, profile.shift), profile.guidance),
-        "held_out_seconds": round(len(audio) / 16000, 1),
-        "real_time_factor": round(compute / (len(audio) / 16000), 3),
+        "held_out_seconds": round(len(audio) / SAMPLE_RATE, 1),
+        "real_time_factor": round(compute / (len(audio) / SAMPLE_RATE), 3),
         "lip_sync_correlation": round(sync["correlation"], 3),
         "lip_sync_lag_frames": sync["lag_frames"],
         "seam_ratio": round(metrics.seam_ratio(video, boundaries), 3),

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 
-from models.audio_features import MelEncoder, lookahead_seconds
-from models.checkpoints import CheckpointError, load_exact, read_tensors, split_prefix
-from models.dit import AudioWanTransformer, dit_kwargs
+from models.audio_features import FPS, SAMPLE_RATE, MelEncoder, lookahead_seconds
+from models.checkpoints import CheckpointError, cast_keeping_fp32, load_exact, read_tensors, split_prefix
+from models.dit import AudioWanTransformer
+from models.interfaces import AudioEncoder, Codec
+from models.profile_config import ProfileConfig, ProfileConfigError, profile_names, read_profile
 from models.sampler import GuidancePlan
 from models.tiny_codec import TinyCodec
 
@@ -23,66 +24,54 @@ from .errors import ProfileError, WeightsError
 
 log = logging.getLogger(__name__)
 
-PROFILE_DIR = Path(__file__).parent / "profiles"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
-FPS = 25
-SAMPLE_RATE = 16000
 
 
-def profile_names() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def read_profile_config(name: str) -> dict:
-    path = PROFILE_DIR / f"{name}.toml"
-    if not path.is_file():
-        raise ProfileError(f"unknown profile {name!r}; known profiles: {', '.join(profile_names())}")
+def read_profile_config(name: str) -> ProfileConfig:
+    """The typed config of profile `name` (models.profile_config's reader), as a ProfileError if bad."""
     try:
-        cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"profile file {path} is malformed: {exc}") from exc
-    if "extends" in cfg:
-        cfg = _merge(read_profile_config(cfg.pop("extends")), cfg)
-    cfg["name"] = name
-    return cfg
+        return read_profile(name)
+    except ProfileConfigError as exc:
+        raise ProfileError(str(exc)) from exc
 
 
-@dataclass
+@dataclass(frozen=True)
 class Profile:
-    """A loaded model set, shared by every session that uses it (read-only after loading)."""
+    """A loaded model set, shared by every session that uses it. Nothing changes it after loading; an
+    override is a copy (`dataclasses.replace(profile, config=...)`) that shares the models."""
 
-    name: str
-    config: dict
+    config: ProfileConfig
     device: torch.device
     dtype: torch.dtype
     dit: AudioWanTransformer
-    codec: Any  # TinyCodec or the Wan VAE wrapper: encode_reference / start_stream / decode
-    audio_encoder: Any  # MelEncoder or the wav2vec2 encoder: token_span / encode
+    codec: Codec
+    audio_encoder: AudioEncoder
     encode_text: Callable[[str], torch.Tensor]  # prompt -> (1, L, text_dim)
     encode_image: Callable[[np.ndarray], torch.Tensor | None]  # reference RGB -> (1, N, image_dim) or None
-    random_weights: bool
-    fps: int = FPS
-    sample_rate: int = SAMPLE_RATE
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+    fps: ClassVar[int] = FPS
+    sample_rate: ClassVar[int] = SAMPLE_RATE
+
+    # Read-only views of the config the session and the layers above use.
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def random_weights(self) -> bool:
+        return self.config.random_weights
 
     @property
     def resolution(self) -> tuple[int, int]:
-        return tuple(self.config["resolution"])
+        return self.config.resolution
 
     @property
     def new_latents(self) -> int:
-        return int(self.config["window"]["new_latents"])
+        return self.config.window.new_latents
 
     @property
     def context_latents(self) -> int:
-        return int(self.config["window"]["context_latents"])
+        return self.config.window.context_latents
 
     @property
     def frames_per_window(self) -> int:
@@ -90,43 +79,31 @@ class Profile:
 
     @property
     def audio_window(self) -> tuple[int, int]:
-        a = self.config["audio"]
-        return int(a["behind_tokens"]), int(a["ahead_tokens"])
+        return self.config.audio.behind_tokens, self.config.audio.ahead_tokens
 
     @property
     def lookahead_s(self) -> float:
-        return lookahead_seconds(self.audio_encoder, self.audio_window[1])
+        return lookahead_seconds(self.audio_encoder, self.config.audio.ahead_tokens)
 
     @property
     def steps(self) -> int:
-        return int(self.config["sampler"]["steps"])
+        return self.config.sampler.steps
 
     @property
     def idle_steps(self) -> int:
-        return int(self.config["sampler"].get("idle_steps", self.steps))
+        return self.config.sampler.idle_steps
 
     @property
     def shift(self) -> float:
-        return float(self.config["sampler"].get("shift", 1.0))
+        return self.config.sampler.shift
 
     @property
     def guidance(self) -> GuidancePlan:
-        return GuidancePlan.from_config(self.config["sampler"].get("guidance", []))
+        return self.config.sampler.guidance
 
     @property
     def negative_prompt(self) -> str:
-        return self.config.get("text", {}).get("negative_prompt", "")
-
-
-def _to_dtype(dit: AudioWanTransformer, dtype: torch.dtype) -> AudioWanTransformer:
-    """Cast to dtype but keep the modules Wan needs in float32 (norms, time embedding, modulation)."""
-    if dtype == torch.float32:
-        return dit
-    keep = set(dit._keep_in_fp32_modules)
-    for name, param in dit.named_parameters():
-        if not keep.intersection(name.split(".")):
-            param.data = param.data.to(dtype)
-    return dit
+        return self.config.text.negative_prompt
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -138,12 +115,12 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _weights_dir(cfg: dict, weights: str | Path | None) -> Path:
-    env = cfg.get("weights_env")
-    chosen = weights or (os.environ.get(env) if env else None)
+def _weights_dir(cfg: ProfileConfig) -> Path:
+    env = cfg.weights_env
+    chosen = cfg.weights or (os.environ.get(env) if env else None)
     if not chosen:
         raise WeightsError(
-            f"profile {cfg['name']!r} needs its weights directory: pass --weights DIR"
+            f"profile {cfg.name!r} needs its weights directory: pass --weights DIR"
             + (f" or set {env}" if env else "") + " (the layout is in README.md)")
     path = Path(chosen)
     if not path.is_dir():
@@ -151,28 +128,29 @@ def _weights_dir(cfg: dict, weights: str | Path | None) -> Path:
     return path
 
 
-def _load_tiny(cfg: dict, device: torch.device, weights: str | Path | None) -> tuple:
-    dit = AudioWanTransformer(**dit_kwargs(cfg["dit"]))
+def _load_tiny(cfg: ProfileConfig, device: torch.device) -> tuple:
+    dit = AudioWanTransformer(**cfg.dit.kwargs())
     codec = TinyCodec.from_config(cfg)
-    if not cfg.get("random_weights"):
-        path = Path(weights) if weights else WEIGHTS_DIR / cfg["weights"]
+    if not cfg.random_weights:
+        if cfg.weights is None:
+            raise ProfileError(f"profile {cfg.name!r} has trained weights but names no `weights` file")
+        path = WEIGHTS_DIR / cfg.weights  # a relative name is a file in models/weights/
         try:
-            state = read_tensors(path, f"the {cfg['name']} profile's DiT and decoder")
+            state = read_tensors(path, f"the {cfg.name} profile's DiT and decoder")
             load_exact(dit, split_prefix(state, "dit"), str(path))
             load_exact(codec, split_prefix(state, "codec"), str(path))
         except CheckpointError as exc:
             raise WeightsError(str(exc)) from exc
-    encoder = MelEncoder(cfg["audio"]["n_mels"])
+    encoder = MelEncoder(cfg.audio.n_mels)
 
     def no_text(prompt: str) -> torch.Tensor:
-        return torch.zeros(1, 1, cfg["dit"]["text_dim"])
+        return torch.zeros(1, 1, cfg.dit.text_dim)
 
     return dit, codec, encoder, no_text, lambda image: None
 
 
-def _load_wan(cfg: dict, device: torch.device, weights: str | Path | None) -> tuple:
-    random = bool(cfg.get("random_weights"))
-    root = None if random else _weights_dir(cfg, weights)
+def _load_wan(cfg: ProfileConfig, device: torch.device) -> tuple:
+    root = None if cfg.random_weights else _weights_dir(cfg)
     from models import wan_components  # heavy (transformers); only the 1.3B profiles need it
 
     try:
@@ -186,23 +164,25 @@ _LOADERS = {"tiny": _load_tiny, "wan-vae": _load_wan}
 
 def load_profile(name: str = "tiny", device: str | torch.device | None = "cpu",
                  weights: str | Path | None = None) -> Profile:
-    """Build the models of a profile and load their weights (nothing is downloaded)."""
+    """Build the models of a profile and load their weights (nothing is downloaded). `weights` (a file
+    for tiny, a directory for the 1.3B profiles) overrides the profile's, in a copy of its config."""
     cfg = read_profile_config(name)
+    if weights is not None:
+        cfg = replace(cfg, weights=str(Path(weights).absolute()))
     device = _resolve_device(device)
-    dtype = getattr(torch, cfg.get("dtype" if device.type == "cuda" else "cpu_dtype", "float32"))
+    dtype = cfg.torch_dtype(device)
     started = time.perf_counter()
     seed_state = torch.random.get_rng_state()
     torch.manual_seed(0)  # random-weight profiles are the same network every time
     try:
-        loader = _LOADERS.get(cfg["codec"]["kind"])
-        if loader is None:
-            raise ProfileError(f"profile {name!r}: unknown codec kind {cfg['codec']['kind']!r}")
-        dit, codec, audio_encoder, encode_text, encode_image = loader(cfg, device, weights)
+        dit, codec, audio_encoder, encode_text, encode_image = _LOADERS[cfg.codec.kind](cfg, device)
     finally:
         torch.random.set_rng_state(seed_state)
-    dit = _to_dtype(dit.to(device), dtype).eval().requires_grad_(False)
+    if audio_encoder.tokens_per_frame != cfg.audio.tokens_per_frame:
+        raise ProfileError(f"profile {name!r}: audio.tokens_per_frame = {cfg.audio.tokens_per_frame}, but the "
+                           f"{cfg.audio.encoder} encoder gives {audio_encoder.tokens_per_frame}")
+    dit = cast_keeping_fp32(dit.to(device), dtype).eval().requires_grad_(False)
     codec = codec.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    notes = [f"profile {name!r} has random weights: for tests and benchmarks only"] if cfg.get("random_weights") else []
+    notes = (f"profile {name!r} has random weights: for tests and benchmarks only",) if cfg.random_weights else ()
     log.info("loaded profile %s on %s in %.1fs", name, device, time.perf_counter() - started)
-    return Profile(name, cfg, device, dtype, dit, codec, audio_encoder, encode_text, encode_image,
-                   bool(cfg.get("random_weights")), notes=notes)
+    return Profile(cfg, device, dtype, dit, codec, audio_encoder, encode_text, encode_image, notes)

@@ -3,21 +3,24 @@
 Window k generates latent frames [kN, (k+1)N) (4 video frames each) in one DiT sequence laid out as
 [reference | the last C latents of window k-1 (clean context) | N new latents]. Reference and context
 are given (mask 1, timestep 0, their latents in the known channels); only the new latents are
-sampled. The decoder continues its own state, so every frame is decoded exactly once.
+sampled (the layout: models/window_input.py). The decoder continues its own state, so every frame is
+decoded exactly once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from models.audio_features import SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
+from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
-from models.sampler import GuidancePlan, flow_sigmas, forward_count, sample
+from models.sampler import Branch, GuidancePlan, flow_sigmas, forward_count, sample
+from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
 from .image import prepare_reference
@@ -66,12 +69,13 @@ class Session:
     # ---- inputs -----------------------------------------------------------------------------
     def set_prompt(self, prompt: str | None) -> None:
         self.prompt = prompt or ""
-        if prompt and self.profile.config.get("text", {}).get("encoder") == "none":
+        if prompt and self.profile.config.text.encoder == "none":
             log.info("profile %s has no text encoder; the prompt is ignored", self.profile.name)
         self._contexts.pop("cond", None)
 
-    def _context_for(self, variant: str) -> CrossContext:
-        key = {"cond": "cond", "audio": "cond", "text": "empty", "negative": "negative"}[variant]
+    def _context_for(self, variant: Branch) -> CrossContext:
+        # the text each guidance branch is conditioned on (the audio branch drops only the audio)
+        key = {Branch.COND: "cond", Branch.AUDIO: "cond", Branch.TEXT: "empty", Branch.NEGATIVE: "negative"}[variant]
         if key not in self._contexts:
             text = {"cond": self.prompt, "empty": "", "negative": self.profile.negative_prompt}[key]
             p = self.profile
@@ -144,10 +148,11 @@ class Session:
             count += 1
         return count
 
-    def step(self, max_windows: int = 1, steps: int | None = None) -> list[Frame]:
-        """Run up to `max_windows` ready windows (blocking); `steps` < the profile's degrades."""
+    def step(self, max_windows: int | None = 1, steps: int | None = None) -> list[Frame]:
+        """Run up to `max_windows` ready windows, None: all of them (blocking); `steps` < the profile's degrades."""
         frames = []
-        for _ in range(min(max_windows, self.windows_ready())):
+        ready = self.windows_ready()
+        for _ in range(ready if max_windows is None else min(max_windows, ready)):
             frames += self._run_window(steps)
         return frames
 
@@ -223,28 +228,11 @@ class Session:
     def _sample_window(self, audio: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan, k: int) -> torch.Tensor:
         p = self.profile
         ref, ctx = self._ref_latent, self._context
-        known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
-        n_known = known.shape[2]
+        window = WindowInput.clean_tokens(ref if ctx is None else torch.cat([ref, ctx], dim=2), p.new_latents)
         _, ch, _, h, w = ref.shape
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device, p.dtype)
-        total = n_known + p.new_latents
-        mask = torch.zeros((1, 4, total, h, w), device=p.device, dtype=p.dtype)
-        mask[:, :, :n_known] = 1
-        known_channels = torch.cat([known, torch.zeros_like(noise)], dim=2)
-        condition = torch.cat([mask, known_channels], dim=1)
-
-        def denoise(x: torch.Tensor, sigma: float, variants: tuple[str, ...]) -> list[torch.Tensor]:
-            rows = len(variants)
-            hidden = torch.cat([torch.cat([known, x], dim=2), condition], dim=1).expand(rows, -1, -1, -1, -1)
-            timestep = torch.zeros((rows, total), device=p.device)
-            timestep[:, n_known:] = sigma * 1000.0
-            row_audio = torch.cat([torch.zeros_like(audio) if v == "audio" else audio for v in variants])
-            context = CrossContext.cat([self._context_for(v) for v in variants])
-            v = p.dit(hidden, timestep, context, row_audio)
-            return [v[i:i + 1, :, n_known:] for i in range(rows)]
-
-        return sample(denoise, noise, sigmas, plan)
+        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device)  # float32 state
+        return sample(denoiser(p.dit, window, audio, self._context_for), noise, sigmas, plan).to(p.dtype)
 
     def _discard_old_audio(self) -> None:
         # Keep what the next window's context frames still read (their token window).
@@ -253,3 +241,12 @@ class Session:
         self.timeline.discard_before(min(self.profile.audio_encoder.token_span(j0, j0 + 1)[0],
                                          (self.frames_done - 1) * SAMPLES_PER_FRAME))
         self._speech_marks = [m for m in self._speech_marks if m[1] > self.timeline.start]
+
+
+def stream_file(session: Session, audio: np.ndarray) -> Iterator[list[Frame]]:
+    """Feed 16 kHz mono `audio` to `session` one second at a time, as a live stream would, and give the
+    frames of each push as they come, then those of `finish()`."""
+    for start in range(0, len(audio), SAMPLE_RATE):
+        session.push_audio(audio[start:start + SAMPLE_RATE], SAMPLE_RATE)
+        yield session.step(max_windows=None)
+    yield session.finish()

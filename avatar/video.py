@@ -7,11 +7,13 @@ from pathlib import Path
 import av
 import numpy as np
 
+from models.audio_features import SAMPLE_RATE
+
 
 class Mp4Writer:
     """Frames are encoded as they arrive; the audio track is written on close."""
 
-    def __init__(self, path: str | Path, fps: int, size: tuple[int, int], audio_rate: int | None = 16000,
+    def __init__(self, path: str | Path, fps: int, size: tuple[int, int], audio_rate: int | None = SAMPLE_RATE,
                  crf: int = 20):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

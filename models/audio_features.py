@@ -8,14 +8,47 @@ Tokens depend only on their span, so encoding in pieces gives the same tokens as
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
+import av
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+
+
+class AudioFileError(ValueError):
+    """An audio file that is missing or cannot be decoded."""
+
+
+def decode_audio_file(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Any audio file av can read -> mono float32 at `rate` (libswresample); NaN/inf -> silence."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(f"audio file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioFileError(f"{path} has no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            out = []
+            for frame in container.decode(audio=0):
+                out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    except av.error.FFmpegError as exc:
+        raise AudioFileError(f"{path} is not a readable audio file: {exc}") from exc
+    samples = np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        log.warning("%s has %d NaN/inf samples; they are replaced by silence", path, int(bad.sum()))
+        samples[bad] = 0.0
+    return samples
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> torch.Tensor:

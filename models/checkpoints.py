@@ -1,4 +1,5 @@
-"""Checkpoint files: our own safetensors format for the tiny profile, with clear errors."""
+"""Checkpoint files: our own safetensors format for the tiny profile, the one fit check every weight
+loader runs, and the one dtype cast that keeps a model's float32 modules."""
 
 from __future__ import annotations
 
@@ -64,10 +65,25 @@ def check_fit(own: dict[str, torch.Size], state: dict[str, torch.Size], source: 
     raise CheckpointError("\n".join(lines))
 
 
-def load_exact(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load a state dict that must match the module key for key and shape for shape."""
+def load_exact(module: nn.Module, state: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """Load a state dict that must match the module key for key and shape for shape (`assign`: take the
+    tensors as they are, e.g. into a model built on the meta device)."""
     check_fit({k: v.shape for k, v in module.state_dict().items()}, {k: v.shape for k, v in state.items()}, source)
-    module.load_state_dict(state, strict=True, assign=False)
+    module.load_state_dict(state, strict=True, assign=assign)
+
+
+def kept_dtype(module: nn.Module, name: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype parameter `name` of `module` takes under `dtype`: float32 for the modules the model
+    keeps in float32 (diffusers' `_keep_in_fp32_modules`; Wan: norms, time embedding, modulation)."""
+    keep = set(getattr(module, "_keep_in_fp32_modules", None) or ())
+    return torch.float32 if keep.intersection(name.split(".")) else dtype
+
+
+def cast_keeping_fp32(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast the parameters to `dtype`, except those `kept_dtype` keeps in float32; buffers stay as they are."""
+    for name, param in module.named_parameters():
+        param.data = param.data.to(kept_dtype(module, name, dtype))
+    return module
 
 
 def split_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

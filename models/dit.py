@@ -265,11 +265,3 @@ class AudioWanTransformer(WanTransformer3DModel):
         audio_out = _attend(q_frames, k_audio, v_audio).reshape(b, frames, seq // frames, dim)
         out = out + (audio_out * audio_w).flatten(1, 2)
         return attn.to_out[0](out)
-
-
-def dit_kwargs(section: dict) -> dict:
-    """AudioWanTransformer arguments from a profile's [dit] table. A profile without `image_dim` and
-    `added_kv_proj_dim` has no CLIP image branch (the tiny ones): no dead weights to store or train."""
-    kw = {"image_dim": None, "added_kv_proj_dim": None, **section}
-    kw["patch_size"] = tuple(kw["patch_size"])
-    return kw

@@ -7,25 +7,36 @@ velocity v = noise - x0, and timestep = 1000 * sigma.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Callable
 
 import torch
 
-# A condition a guidance term can drop, and what the branch without it is:
-#   "audio"    -> null audio (zero features), classifier-free audio guidance
-#   "text"     -> empty prompt, classifier-free text guidance
-#   "negative" -> the negative prompt instead of the prompt, negative guidance
-GUIDANCE_CONDITIONS = ("audio", "text", "negative")
+
+class Branch(StrEnum):
+    """A row of the guided batch: the fully conditioned one, or one without a condition. The names
+    are the guidance keys of a profile's [sampler] table, and the denoiser builds each row from them."""
+
+    COND = "cond"  # every condition: the prompt and the audio
+    AUDIO = "audio"  # null audio (zero features): classifier-free audio guidance
+    TEXT = "text"  # the empty prompt: classifier-free text guidance
+    NEGATIVE = "negative"  # the negative prompt instead of the prompt: negative guidance
+
+
+# The conditions a guidance term can drop (every branch but COND).
+GUIDANCE_CONDITIONS = (Branch.AUDIO, Branch.TEXT, Branch.NEGATIVE)
 
 
 @dataclass(frozen=True)
 class GuidanceTerm:
-    condition: str
+    condition: Branch
     scale: float
 
     def __post_init__(self):
         if self.condition not in GUIDANCE_CONDITIONS:
-            raise ValueError(f"unknown guidance condition {self.condition!r}; use one of {GUIDANCE_CONDITIONS}")
+            raise ValueError(f"unknown guidance condition {self.condition!r}; "
+                             f"use one of {', '.join(GUIDANCE_CONDITIONS)}")
+        object.__setattr__(self, "condition", Branch(self.condition))
 
 
 @dataclass(frozen=True)
@@ -40,15 +51,6 @@ class GuidancePhase:
 class GuidancePlan:
     phases: tuple[GuidancePhase, ...] = ()
 
-    @classmethod
-    def from_config(cls, phases: list[dict]) -> "GuidancePlan":
-        """[{"min_sigma": 0.6, "audio": 2.5, "negative": 1.5}, {"min_sigma": 0.0}] -> plan."""
-        out = []
-        for phase in phases:
-            terms = tuple(GuidanceTerm(k, float(v)) for k, v in phase.items() if k != "min_sigma")
-            out.append(GuidancePhase(float(phase.get("min_sigma", 0.0)), terms))
-        return cls(tuple(out))
-
     def terms_at(self, sigma: float) -> tuple[GuidanceTerm, ...]:
         for phase in self.phases:
             if sigma >= phase.min_sigma:
@@ -62,22 +64,25 @@ class GuidancePlan:
         ))
 
 
+def shift_sigmas(s, shift: float):
+    """Wan's timestep shift: sigmas in [0, 1] (a tensor or an array) moved towards 1 for shift > 1."""
+    return shift * s / (1 + (shift - 1) * s)
+
+
 def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
     """steps + 1 decreasing sigmas from 1 to 0, warped by `shift` as Wan's schedulers do."""
     if steps < 1:
         raise ValueError("steps must be >= 1")
-    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    s = shift * s / (1 + (shift - 1) * s)
-    return s.float()
+    return shift_sigmas(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
 
 
-# denoise(x, sigma, variants) -> one velocity per variant; "cond" is always asked for first.
+# denoise(x, sigma, branches) -> one velocity per branch; Branch.COND is always asked for first.
 Denoiser = Callable[[torch.Tensor, float, tuple[str, ...]], list[torch.Tensor]]
 
 
 def guided_velocity(denoise: Denoiser, x: torch.Tensor, sigma: float, plan: GuidancePlan) -> torch.Tensor:
     terms = plan.terms_at(sigma)
-    velocities = denoise(x, sigma, ("cond",) + tuple(t.condition for t in terms))
+    velocities = [v.float() for v in denoise(x, sigma, (Branch.COND,) + tuple(t.condition for t in terms))]
     v_cond = velocities[0]
     v = v_cond
     for term, v_without in zip(terms, velocities[1:]):
@@ -85,12 +90,21 @@ def guided_velocity(denoise: Denoiser, x: torch.Tensor, sigma: float, plan: Guid
     return v
 
 
-def sample(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan) -> torch.Tensor:
-    """Euler integration of the flow from sigmas[0] to sigmas[-1]; returns the final latents."""
-    x = noise * sigmas[0]
+def sample(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan,
+           on_step: Callable[[float, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Euler integration of the flow from sigmas[0] to sigmas[-1]; returns the final latents.
+    `on_step(sigma, x)` sees each state reached (training's distillation keeps the trajectory).
+
+    The state, the guidance arithmetic and the sigmas stay float32 whatever the network's dtype (as
+    diffusers' schedulers do): the denoiser casts `x` to its own dtype and its velocities come back
+    float32, so bf16 rounding enters only through the network, not the integration."""
+    sigmas = sigmas.float()
+    x = noise.float() * sigmas[0]
     for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
         v = guided_velocity(denoise, x, sigma, plan)
         x = x + (sigma_next - sigma) * v
+        if on_step is not None:
+            on_step(sigma_next, x)
     return x
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .audio_features import MelEncoder, latent_token_window
+from .profile_config import ProfileConfig
 
 FRAMES_PER_LATENT = 4
 
@@ -106,16 +107,11 @@ class TinyDecoder(nn.Module):
         # reference features for the memory blocks (at 1/8 .. 1/2 scale) and the full-scale fusion
         self.reference = ReferenceEncoder(tuple(widths) + (widths[-1],))
         self.fuse = nn.Sequential(_conv(2 * cin, cin), nn.ReLU(), _conv(cin, cin), nn.ReLU())
-        # Decoded one latent frame at a time, neighbours' independent errors showed as a jump at every
-        # 4th frame; this path lets the first frames continue the last one shown.
+        # lets a latent's first frame continue the last frame shown (why: TINY_MODEL_CARD.md, Decoder)
         self.continuation = nn.Sequential(_conv(cin + 3, cin), nn.ReLU(), _conv(cin, cin))
         self.head = _conv(cin, 3 * FRAMES_PER_LATENT)
-        # The latents hold little of the motion inside their 4 frames: with the shared head alone, the
-        # frames inside a latent barely moved and the motion piled up at latent boundaries (held-out
-        # mouth change 1.4, 0.6, 0.3, 0.9 levels by place in the latent; the truth's 1.8 at each).
-        # So the 4 frames are drawn one after the other, each refined from the one before (the first
-        # from the last frame shown), knowing its place and hearing the latent's audio tokens (the
-        # DiT's own), from which each frame's mouth can be drawn.
+        # The chain draws a latent's 4 frames one after the other, each refined from the one before,
+        # knowing its place and hearing the latent's audio tokens (why: TINY_MODEL_CARD.md, Decoder).
         self.frame_position = nn.Parameter(torch.zeros(FRAMES_PER_LATENT, cin, 1, 1))
         self.hearing = nn.Sequential(nn.Linear(audio_features, 4 * cin), nn.ReLU(),
                                      nn.Linear(4 * cin, FRAMES_PER_LATENT * cin))
@@ -156,7 +152,7 @@ class TinyDecoder(nn.Module):
 
 
 class TinyCodec(nn.Module):
-    """Encoder + streaming decoder. The encoder's output is divided by `latent_scale` (its spread over the
+    """Encoder + streaming decoder (a `models.interfaces.Codec`). The encoder's output is divided by `latent_scale` (its spread over the
     training data), so the DiT and the decoder both work on latents of unit scale."""
 
     frames_per_latent = FRAMES_PER_LATENT
@@ -174,13 +170,13 @@ class TinyCodec(nn.Module):
         self.register_buffer("latent_scale", torch.ones(()))
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "TinyCodec":
+    def from_config(cls, cfg: ProfileConfig) -> "TinyCodec":
         """From a profile's config ([codec], and [audio] for the tokens the decoder hears),
         channels-last (oneDNN's fast convolution layout on CPU)."""
-        audio = cfg["audio"]
-        j0, j1 = latent_token_window(0, FRAMES_PER_LATENT, MelEncoder.tokens_per_frame, audio["behind_tokens"],
-                                     audio["ahead_tokens"])
-        codec = cls(cfg["codec"]["latent_channels"], tuple(cfg["codec"]["widths"]), (j1 - j0, audio["n_mels"]))
+        audio = cfg.audio
+        j0, j1 = latent_token_window(0, FRAMES_PER_LATENT, MelEncoder.tokens_per_frame, audio.behind_tokens,
+                                     audio.ahead_tokens)
+        codec = cls(cfg.codec.latent_channels, cfg.codec.widths, (j1 - j0, audio.n_mels))
         return codec.to(memory_format=torch.channels_last)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

@@ -19,58 +19,50 @@ from pathlib import Path
 import torch
 
 from .checkpoints import CheckpointError
+from .profile_config import ProfileConfig
 from .wan_audio import Wav2Vec2Encoder, load_wav2vec2
 from .wan_dit import build_dit, load_dit_file, random_fill_
 from .wan_vae import WanVaeCodec, load_vae, random_vae
 
 BASE_DIR = "Wan2.1-Fun-V1.1-1.3B-InP"
-TRANSFORMER_FILE = "transformer/diffusion_pytorch_model.safetensors"
 CLIP_TOKENS = 257
 
 
-def _dtype(cfg: dict, device: torch.device) -> torch.dtype:
-    # The same rule as avatar.profiles.load_profile: the profile's dtype on CUDA, float32 elsewhere.
-    return getattr(torch, cfg.get("dtype", "float32")) if device.type == "cuda" else torch.float32
-
-
-def _audio_encoder(cfg: dict, root: Path | None, device) -> Wav2Vec2Encoder:
-    a = cfg["audio"]
-    if a.get("encoder", "wav2vec2") != "wav2vec2":
-        raise CheckpointError(f"profile {cfg.get('name')!r}: audio encoder {a['encoder']!r} is not supported "
+def _audio_encoder(cfg: ProfileConfig, root: Path | None, device) -> Wav2Vec2Encoder:
+    a = cfg.audio
+    if a.encoder != "wav2vec2":
+        raise CheckpointError(f"profile {cfg.name!r}: audio encoder {a.encoder!r} is not supported "
                               f"with the Wan components (wav2vec2 only)")
-    return Wav2Vec2Encoder(load_wav2vec2(root, device), float(a["left_context_s"]), float(a["right_context_s"]),
-                           int(a.get("block_tokens", 8)))
+    return Wav2Vec2Encoder(load_wav2vec2(root, device), a.left_context_s, a.right_context_s, a.block_tokens)
 
 
 def _zeros(shape: tuple[int, ...]):
     return lambda _input: torch.zeros(shape)
 
 
-def _text_encoder(cfg: dict, base: Path | None):
-    kind = cfg.get("text", {}).get("encoder", "umt5")
-    if kind == "zeros" or base is None:
-        return _zeros((1, cfg["dit"].get("text_len", 512), cfg["dit"]["text_dim"]))
+def _text_encoder(cfg: ProfileConfig, base: Path | None):
+    if cfg.text.encoder != "umt5" or base is None:
+        return _zeros((1, cfg.dit.text_len, cfg.dit.text_dim))
     from .wan_text import load_text_encoder
 
     return load_text_encoder(base)
 
 
-def _image_encoder(cfg: dict, base: Path | None, device, dtype):
-    kind = cfg.get("image", {}).get("encoder", "clip")
-    if kind == "zeros" or base is None:
-        return _zeros((1, CLIP_TOKENS, cfg["dit"]["image_dim"]))
+def _image_encoder(cfg: ProfileConfig, base: Path | None, device, dtype):
+    if cfg.image.encoder != "clip" or base is None:
+        return _zeros((1, CLIP_TOKENS, cfg.dit.image_dim))
     from .wan_image import load_image_encoder
 
     return load_image_encoder(base, device, dtype)
 
 
-def load_components(cfg: dict, root: Path | None, device) -> tuple:
+def load_components(cfg: ProfileConfig, root: Path | None, device) -> tuple:
     """(dit, codec, audio_encoder, encode_text, encode_image) for a 1.3B profile."""
     device = torch.device(device)
-    dtype = _dtype(cfg, device)
+    dtype = cfg.torch_dtype(device)
     if root is None:
-        dit = random_fill_(build_dit(cfg, device))
-        codec = WanVaeCodec(random_vae(cfg.get("codec", {}).get("vae")))
+        dit = random_fill_(build_dit(cfg.dit, device))
+        codec = WanVaeCodec(random_vae(cfg.codec.vae))
         return (dit, codec, _audio_encoder(cfg, None, device), _text_encoder(cfg, None),
                 _image_encoder(cfg, None, device, dtype))
 
@@ -79,8 +71,8 @@ def load_components(cfg: dict, root: Path | None, device) -> tuple:
     if not base.is_dir():
         raise CheckpointError(f"missing directory {base} (alibaba-pai/Wan2.1-Fun-V1.1-1.3B-InP: the Wan VAE, "
                               f"umT5 text encoder and tokenizer, CLIP image encoder)")
-    transformer = root / cfg.get("transformer_file", TRANSFORMER_FILE)
-    dit = load_dit_file(build_dit(cfg, "meta"), transformer,
+    transformer = root / cfg.transformer_file
+    dit = load_dit_file(build_dit(cfg.dit, "meta"), transformer,
                         "the EchoMimicV3 DiT: a full state dict, Wan's original or diffusers' names", device, dtype)
     codec = WanVaeCodec(load_vae(base, device, dtype))
     return (dit, codec, _audio_encoder(cfg, root, device), _text_encoder(cfg, base),

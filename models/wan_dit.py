@@ -17,8 +17,9 @@ import torch
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 from safetensors import safe_open
 
-from .checkpoints import CheckpointError, check_fit
-from .dit import AudioWanTransformer, dit_kwargs
+from .checkpoints import CheckpointError, check_fit, kept_dtype
+from .dit import AudioWanTransformer
+from .profile_config import DitConfig
 
 # Module paths outside the blocks: original -> ours. Leaves (weight/bias) carry over unchanged.
 TOP_LEVEL = {
@@ -111,9 +112,9 @@ def target_names(keys) -> dict[str, str]:
     return {k: original_to_ours(k) or k for k in keys}
 
 
-def build_dit(cfg: dict, device: torch.device | str = "meta") -> AudioWanTransformer:
+def build_dit(config: DitConfig, device: torch.device | str = "meta") -> AudioWanTransformer:
     with torch.device("meta"):
-        dit = AudioWanTransformer(**dit_kwargs(cfg["dit"]))
+        dit = AudioWanTransformer(**config.kwargs())
     if str(device) != "meta":
         dit = dit.to_empty(device=device)
         _rebuild_rope(dit, device)
@@ -125,12 +126,6 @@ def _rebuild_rope(dit: AudioWanTransformer, device) -> None:
     c = dit.config
     with torch.device(device):
         dit.rope = WanRotaryPosEmbed(c.attention_head_dim, tuple(c.patch_size), c.rope_max_seq_len)
-
-
-def param_dtype(dit: AudioWanTransformer, name: str, dtype: torch.dtype) -> torch.dtype:
-    """Wan keeps norms, the time embedding and modulation tables in float32."""
-    keep = set(dit._keep_in_fp32_modules)
-    return torch.float32 if keep.intersection(name.split(".")) else dtype
 
 
 def random_fill_(dit: AudioWanTransformer, std: float = 0.02) -> AudioWanTransformer:
@@ -166,7 +161,7 @@ def load_dit_file(dit: AudioWanTransformer, path: Path, what: str, device, dtype
             names = target_names(f.keys())
             shapes = {names[k]: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}
             check_fit(own, shapes, str(path))
-            state = {names[k]: f.get_tensor(k).to(param_dtype(dit, names[k], dtype)) for k in f.keys()}
+            state = {names[k]: f.get_tensor(k).to(kept_dtype(dit, names[k], dtype)) for k in f.keys()}
     except CheckpointError:
         raise
     except Exception as exc:  # safetensors raises several types for a corrupt file

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, load_exact
 
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 TEXT_LEN = 512
@@ -78,16 +78,9 @@ def umt5_from_wan_file(path: Path, config: UMT5Config, dtype: torch.dtype) -> UM
     for key, value in original.items():
         for name in wan_t5_key_to_hf(key):
             state[name] = value
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path} does not fit umT5-XXL: missing {missing[:8]}, unexpected {unexpected[:8]}, "
-                              f"wrong shapes {wrong[:8]}")
     shared = original["token_embedding.weight"].to(dtype)
     state = {k: (shared if "embed" in k or k == "shared.weight" else v.to(dtype)) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
+    load_exact(model, state, f"{path} (Wan's umT5-XXL text encoder)", assign=True)
     return model.eval().requires_grad_(False)
 
 

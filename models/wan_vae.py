@@ -1,6 +1,6 @@
 """The Wan2.1 causal VAE as a streaming codec (diffusers' AutoencoderKLWan underneath).
 
-Same interface as TinyCodec: normalised latents in and out, 4 frames per latent after the first.
+A `models.interfaces.Codec`: normalised latents in and out, 4 frames per latent after the first.
 The decoder is causal with a per-conv feature cache (2 frames). diffusers' public `decode()` clears
 that cache on every call, so decoding runs the decoder loop here, with the cache kept in a
 per-stream `VaeStream` state instead of on the (shared) module: sessions sharing one profile never
@@ -19,7 +19,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from torch import nn
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, load_exact
 
 
 @dataclass
@@ -60,7 +60,7 @@ class WanVaeCodec(nn.Module):
 
     def start_stream(self, reference_latent: torch.Tensor, reference_image: torch.Tensor | None = None) -> VaeStream:
         """A stream primed with the reference latent as its first chunk (that 1-frame output is dropped).
-        The Wan decoder needs only the latent; the image is accepted for the shared codec interface."""
+        The Wan decoder uses only the latent (the contract lets a codec leave the pixels unused)."""
         state = VaeStream([None] * self._decoder_convs)
         x = self.vae.post_quant_conv(self.denormalise(reference_latent[:, :, :1]))
         self.vae.decoder(x, feat_cache=state.feat_map, feat_idx=[0], first_chunk=True)
@@ -68,7 +68,7 @@ class WanVaeCodec(nn.Module):
 
     def decode(self, latents: torch.Tensor, state: VaeStream, audio: torch.Tensor | None = None) -> tuple[torch.Tensor, VaeStream]:
         """(B, C, T, h, w) normalised -> frames (B, 4T, 3, H, W) in [-1, 1], continuing `state`. The Wan
-        decoder needs only the latents; the audio tokens are accepted for the shared codec interface."""
+        decoder hears no audio (the contract makes the audio tokens conditioning a codec may ignore)."""
         state = VaeStream(list(state.feat_map))  # the caller's state object is left as it was
         x = self.vae.post_quant_conv(self.denormalise(latents))
         chunks = []
@@ -99,13 +99,8 @@ def load_vae(base: Path, device, dtype: torch.dtype) -> AutoencoderKLWan:
     state = convert_wan_vae_to_diffusers(original)
     with torch.device("meta"):
         vae = AutoencoderKLWan()
-    own = vae.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit the Wan2.1 VAE: missing {missing[:12]}, "
-                              f"unexpected {unexpected[:12]}")
-    vae.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=True, assign=True)
+    load_exact(vae, {k: v.to(device=device, dtype=dtype) for k, v in state.items()}, f"{path} (the Wan2.1 VAE)",
+               assign=True)
     return vae
 
 

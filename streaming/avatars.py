@@ -18,7 +18,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _drawn(size: int = 256) -> np.ndarray:
-    from avatar.bench import drawn_face
+    from avatar.samples import drawn_face
 
     return drawn_face(size)
 

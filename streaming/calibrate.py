@@ -16,7 +16,7 @@ CEILING_S = 1.0  # a busier machine than that degrades (fewer steps, idle path) 
 
 def measure_window_compute(profile, windows: int = 5) -> float:
     """Median seconds for one speech window at the profile's full steps (the first, a warm-up, not counted)."""
-    from avatar.bench import babble, drawn_face
+    from avatar.samples import babble, drawn_face
     from avatar.session import Session
 
     session = Session(profile, drawn_face(), seed=0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from avatar.bench import babble, drawn_face
+from avatar.samples import babble, drawn_face
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from models.audio_features import MelEncoder, latent_token_window, lookahead_seconds
+from models.audio_features import MelEncoder, decode_audio_file, latent_token_window, lookahead_seconds
 
 
 def test_tokens_depend_only_on_their_span():
@@ -35,3 +35,24 @@ def test_latent_windows_and_lookahead():
     j0, j1 = latent_token_window(2, 4, 2, behind=5, ahead=4)
     assert (j0, j1) == (16 - 5, 24 + 4)
     assert abs(lookahead_seconds(MelEncoder(), 4) - (4 * 320 + 160) / 16000) < 1e-9
+
+
+def test_audio_files_are_decoded_to_16k_mono(tmp_path):
+    import av
+
+    rate, seconds = 44100, 0.5
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+    path = tmp_path / "tone.wav"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray((tone * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame.rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    pcm = decode_audio_file(path)
+    assert pcm.dtype == np.float32 and len(pcm) == 8000  # 0.5 s at 16 kHz, the resampler flushed
+    spectrum = np.abs(np.fft.rfft(pcm[1000:7000]))
+    assert abs(np.argmax(spectrum) * 16000 / 6000 - 440) < 5
+    assert abs(np.sqrt(np.mean(pcm[1000:7000] ** 2)) - 0.3 / np.sqrt(2)) < 0.003  # the level kept

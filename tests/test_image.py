@@ -1,4 +1,5 @@
 import io
+import re
 import struct
 import zlib
 
@@ -24,11 +25,17 @@ def encode(img: np.ndarray, fmt="PNG") -> bytes:
     return buf.getvalue()
 
 
-def test_refuses_what_is_not_an_image(tmp_path):
+def test_refuses_bytes_that_are_not_an_image():
     with pytest.raises(ImageError, match="not a supported image"):
         decode_image(b"GIF? no, just text")
-    with pytest.raises(ImageError, match="not found"):
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ImageError, match=re.escape(f"image file not found: {tmp_path / 'nope.png'}")):
         decode_image(tmp_path / "nope.png")
+
+
+def test_refuses_an_array_that_is_not_uint8():
     with pytest.raises(ImageError, match="uint8"):
         decode_image(np.zeros((8, 8, 3), np.float32))
 
@@ -38,12 +45,17 @@ def test_refuses_an_image_bomb_from_its_header():
         decode_image(png_header_claiming(100_000, 100_000))
 
 
-def test_any_size_and_format_becomes_the_profile_resolution(face_image):
-    wide = np.zeros((300, 800, 3), np.uint8)
-    wide[:, 250:550] = face_image[:, :, :][:300, :300].mean()
-    for data in (encode(wide), encode(wide, "JPEG"), wide, np.dstack([wide, np.full(wide.shape[:2], 255, np.uint8)])):
-        ref = prepare_reference(data, (128, 128))
-        assert ref.image.shape == (128, 128, 3) and ref.source_size == (800, 300)
+WIDE = np.zeros((300, 800, 3), np.uint8)
+WIDE[:, 250:550] = 120
+
+
+@pytest.mark.parametrize("source", [encode(WIDE), encode(WIDE, "JPEG"), WIDE,
+                                    np.dstack([WIDE, np.full(WIDE.shape[:2], 255, np.uint8)])],
+                         ids=["png", "jpeg", "rgb-array", "rgba-array"])
+def test_any_size_and_format_becomes_the_profile_resolution(source):
+    ref = prepare_reference(source, (128, 128))
+    assert ref.image.shape == (128, 128, 3) and ref.image.dtype == np.uint8
+    assert ref.source_size == (800, 300)
 
 
 def test_no_face_falls_back_to_a_centre_crop_and_says_so():
@@ -51,4 +63,4 @@ def test_no_face_falls_back_to_a_centre_crop_and_says_so():
     img[:, 100:300] = 200  # the centre square is bright, the sides dark
     ref = prepare_reference(img, (64, 64))
     assert not ref.face_found
-    assert ref.image.mean() > 190
+    assert np.all(ref.image == 200)  # exactly the centre square

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from avatar.session import Session
+from avatar.session import Session, stream_file
 
 SR = 16000
 
@@ -154,3 +154,21 @@ def test_a_long_stream_keeps_a_bounded_audio_buffer(tiny_profile, face_image):
         s.step(1 << 30)
     held = s.timeline.end - s.timeline.start
     assert s.timeline.start > 0 and held < 2 * SR
+
+
+def test_step_with_no_limit_runs_every_ready_window(tiny_profile, face_image, speech_like):
+    s = Session(tiny_profile, face_image)
+    s.push_audio(speech_like(2.0), SR)
+    ready = s.windows_ready()
+    frames = s.step(max_windows=None)
+    assert ready >= 2 and len(frames) == ready * tiny_profile.frames_per_window
+    assert s.windows_ready() == 0
+
+
+def test_stream_file_gives_the_frames_of_rendering_at_once(tiny_profile, face_image, speech_like):
+    audio = speech_like(2.5)
+    offline = render_offline(tiny_profile, face_image, audio)
+    streamed = [f for frames in stream_file(Session(tiny_profile, face_image, seed=0), audio) for f in frames]
+    assert [f.index for f in streamed] == [f.index for f in offline]
+    for a, b in zip(streamed, offline):
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1

@@ -5,10 +5,10 @@ import pytest
 
 from avatar.evaluate import evaluate
 from avatar.profiles import load_profile
+from avatar.profiles import WEIGHTS_DIR
 from models.checkpoints import read_metadata
-from models.train_tiny import ROOT
 
-WEIGHTS = ROOT / "models" / "weights" / "tiny.safetensors"
+WEIGHTS = WEIGHTS_DIR / "tiny.safetensors"
 
 
 def test_the_shipped_checkpoint_is_the_distilled_student():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from avatar.bench import babble
+from avatar.samples import babble
 from models.audio_features import lookahead_seconds
 from models.checkpoints import CheckpointError
 from models.wan_audio import Wav2Vec2Encoder, load_wav2vec2

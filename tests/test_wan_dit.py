@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avatar.profiles import read_profile_config
 from models.checkpoints import CheckpointError
+from models.profile_config import DitConfig, read_profile
 from models.wan_dit import build_dit, load_dit_file, original_to_ours, ours_to_original, random_fill_
 
 
@@ -21,7 +21,7 @@ def original_layout(dit) -> dict[str, torch.Size]:
 
 @pytest.fixture(scope="module")
 def real_layout():
-    dit = build_dit(read_profile_config("echomimic-v3"), "meta")
+    dit = build_dit(read_profile("echomimic-v3").dit, "meta")
     return dit, original_layout(dit)
 
 
@@ -74,9 +74,9 @@ def _save_original(dit, path, drop=(), extra=None):
     save_file(tensors, str(path))
 
 
-SMALL_CFG = {"dit": dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=16, in_channels=36,
-                         out_channels=16, text_dim=24, freq_dim=32, ffn_dim=48, num_layers=2, image_dim=20,
-                         added_kv_proj_dim=32, rope_max_seq_len=64, text_len=512, audio_dim=12)}
+SMALL_CFG = DitConfig(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=36,
+                      out_channels=16, text_dim=24, freq_dim=32, ffn_dim=48, num_layers=2, image_dim=20,
+                      added_kv_proj_dim=32, rope_max_seq_len=64, text_len=512, audio_dim=12, audio_kv_bias=False)
 
 
 def test_a_small_model_saved_in_original_names_loads_to_the_same_function(tmp_path):

@@ -7,34 +7,35 @@ window runs with AVATAR_FULL_1P3B=1.
 """
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from avatar.profiles import Profile, _merge, load_profile, read_profile_config
+from avatar.profiles import Profile, load_profile, read_profile_config
 from avatar.session import Session
 from models.checkpoints import CheckpointError
+from models.profile_config import ImageConfig, TextConfig
 from models.wan_components import load_components
 from models.wan_dit import ours_to_original
 
-SHRINK = {
-    "dit": dict(num_attention_heads=2, attention_head_dim=32, text_dim=32, ffn_dim=128, num_layers=2,
-                image_dim=16, added_kv_proj_dim=64, rope_max_seq_len=64),
-    "codec": {"vae": dict(base_dim=8, dim_mult=[1, 2, 2, 2], num_res_blocks=1)},
-}
+SMALL_DIT = dict(num_attention_heads=2, attention_head_dim=32, text_dim=32, ffn_dim=128, num_layers=2,
+                 image_dim=16, added_kv_proj_dim=64, rope_max_seq_len=64)
+SMALL_VAE = dict(base_dim=8, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
 
 
 def small_cfg(name="echomimic-v3-random", **over):
-    return _merge(_merge(read_profile_config(name), SHRINK), over)
+    cfg = read_profile_config(name)
+    return replace(cfg, dit=replace(cfg.dit, **SMALL_DIT), codec=replace(cfg.codec, vae=SMALL_VAE), **over)
 
 
 def make_profile(cfg, root=None):
     torch.manual_seed(0)
     dit, codec, audio, text, image = load_components(cfg, root, "cpu")
-    return Profile(cfg["name"], cfg, torch.device("cpu"), torch.float32, dit.eval().requires_grad_(False),
-                   codec.eval().requires_grad_(False), audio, text, image, root is None)
+    return Profile(cfg, torch.device("cpu"), torch.float32, dit.eval().requires_grad_(False),
+                   codec.eval().requires_grad_(False), audio, text, image)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_audio_changes_the_frames(small_profile, face_image, speech_like):
 
 
 def test_real_weights_path_with_small_files(tmp_path):
-    cfg = small_cfg("echomimic-v3", text={"encoder": "zeros"}, image={"encoder": "zeros"})
+    cfg = small_cfg("echomimic-v3", text=TextConfig(encoder="zeros"), image=ImageConfig(encoder="zeros"))
     with pytest.raises(CheckpointError, match="missing directory .*Wan2.1-Fun-V1.1-1.3B-InP"):
         load_components(cfg, tmp_path, "cpu")
     base = tmp_path / "Wan2.1-Fun-V1.1-1.3B-InP"

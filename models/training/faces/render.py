@@ -1,18 +1,13 @@
-"""Procedural talking faces: training data for the tiny model, rendered on the fly.
-
-`render_clip(identity, pcm16k, rng)` draws a face-cropped portrait that talks to the audio (mouth
-from `mouth_track`), moves its head and blinks. Same rng state in, same frames out.
-"""
+"""A procedural face's frames: the reference image and a clip that talks to its audio."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import procedural_draw as draw
-from .procedural_identity import FaceIdentity, sample_identity  # noqa: F401  (public API)
-from .procedural_motion import FPS, blinks, gaze, head_motion, mouth_track, speech_activity
-
-__all__ = ["FaceIdentity", "sample_identity", "mouth_track", "render_clip", "render_reference", "background"]
+from ...audio_features import FPS
+from . import draw
+from .identity import FaceIdentity
+from .motion import blinks, gaze, head_motion, mouth_track, speech_activity
 
 _FACE_CENTRE_Y = 0.47  # fraction of the frame height; leaves room for hair above, shoulders below
 
@@ -65,7 +60,7 @@ def render_reference(identity: FaceIdentity, size: int = 128) -> np.ndarray:
 
 def render_clip(identity: FaceIdentity, pcm16k: np.ndarray, rng: np.random.Generator, size: int = 128,
                 fps: int = FPS) -> np.ndarray:
-    """(T, size, size, 3) uint8 RGB, T = ceil(len(pcm16k) / (16000 / fps)), talking to the audio."""
+    """(T, size, size, 3) uint8 RGB, T = ceil(len(pcm16k) / (SAMPLE_RATE / fps)), talking to the audio."""
     track = mouth_track(pcm16k, fps)
     n_frames = len(track)
     if len(pcm16k) == 0:

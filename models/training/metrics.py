@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..audio_features import FPS, SAMPLE_RATE
 SILENCE_DB, LOUD_DB = -50.0, -15.0
 
 # Where a mouth can be in a face-cropped portrait, head motion included (fractions of the frame).
@@ -63,7 +63,7 @@ def _enclosed(masks: np.ndarray) -> np.ndarray:
     return keep
 
 
-def audio_envelope(pcm16k: np.ndarray, fps: int = 25) -> np.ndarray:
+def audio_envelope(pcm16k: np.ndarray, fps: int = FPS) -> np.ndarray:
     """(T,) loudness of each video frame's own samples on the absolute speech scale, in [0, 1]."""
     spf = SAMPLE_RATE // fps
     pcm = np.asarray(pcm16k, np.float32)
@@ -82,7 +82,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else 0.0
 
 
-def lip_sync(frames: np.ndarray, pcm16k: np.ndarray, fps: int = 25, max_lag: int = 5) -> dict:
+def lip_sync(frames: np.ndarray, pcm16k: np.ndarray, fps: int = FPS, max_lag: int = 5) -> dict:
     """Best Pearson correlation of mouth opening vs audio envelope over lags -max_lag..max_lag.
 
     lag_frames > 0: the video is late (frame t + lag shows the mouth for audio frame t).

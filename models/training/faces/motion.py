@@ -11,9 +11,7 @@ import math
 
 import numpy as np
 
-SAMPLE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+from ...audio_features import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 # Loudness is read on an absolute scale: a streaming model cannot know a clip's maximum.
 SILENCE_DB = -45.0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .procedural_identity import FaceIdentity, luminance
+from .identity import FaceIdentity, luminance
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT

@@ -11,10 +11,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import av
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..audio_features import SAMPLE_RATE, decode_audio_file
 
 # A voice is "<language>+<variant>" (espeak-ng's syntax). Held-out voices use a language AND a
 # variant that training never uses, so they are new both in accent and in timbre.
@@ -80,20 +79,6 @@ def synthesize(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 5
     if result.returncode != 0 or not path.exists() or path.stat().st_size <= 44:
         raise SpeechSynthesisUnavailable(f"espeak-ng failed for voice {voice!r}: {result.stderr.strip()}")
     return path
-
-
-def load_wav_16k(path: str | Path) -> np.ndarray:
-    """Any audio file -> float32 mono 16 kHz in [-1, 1]."""
-    chunks = []
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        for frame in container.decode(stream):
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    if not chunks:
-        return np.zeros(0, np.float32)
-    return np.concatenate(chunks).astype(np.float32)
 
 
 def list_voices() -> list[str]:
@@ -168,7 +153,7 @@ def make_training_audio(rng: np.random.Generator, seconds: float) -> np.ndarray:
             wav = synthesize(random_utterance(rng), voices[rng.integers(len(voices))],
                              speed=int(rng.uniform(120, 230)), pitch=int(rng.uniform(15, 85)),
                              path=Path(tmp) / "u.wav")
-            speech = _gain_to_rms_db(load_wav_16k(wav), rng.uniform(-32, -16))
+            speech = _gain_to_rms_db(decode_audio_file(wav), rng.uniform(-32, -16))
             take = min(len(speech), n - pos)
             out[pos:pos + take] += speech[:take]
             pause = rng.uniform(0.1, 0.7) if rng.random() < 0.7 else rng.uniform(1.0, 3.0)
@@ -184,4 +169,4 @@ def held_out_audio(index: int, speed: int = 165, pitch: int = 50) -> np.ndarray:
     voice = HELD_OUT_VOICES[index % len(HELD_OUT_VOICES)]
     with tempfile.TemporaryDirectory() as tmp:
         path = synthesize(sentences[index % len(sentences)], voice, speed, pitch, Path(tmp) / "h.wav")
-        return load_wav_16k(path)
+        return decode_audio_file(path)

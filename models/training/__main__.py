@@ -1,0 +1,74 @@
+"""Training of the embedded tiny model, resumable, stage by stage (the shipped weights' exact
+commands, times and losses: models/weights/TINY_MODEL_CARD.md):
+
+    python -m models.training data    --clips 500 --seconds 4
+    python -m models.training codec   --steps 3000 --batch 4 --lr 1e-3
+    python -m models.training teacher --steps 5000 --batch 8 --lr 5e-4
+    python -m models.training decoder --steps 3000 --batch 4 --lr 3e-4
+    python -m models.training distill --steps 600 --batch 4 --lr 1e-4 --teacher-steps 8
+    python -m models.training export  --which student
+
+Each stage keeps a checkpoint in --out (default runs/tiny, under the working directory) and continues
+from it when run again; export writes --target (default <out>/tiny.safetensors). The same DiT class,
+sampler, window layout and audio windowing as the engine are used, only smaller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from .codec_stages import train_codec, train_decoder
+from ..profile_config import read_profile
+from .data import make_dataset
+from .dit_stages import train_distill, train_teacher
+from .export import export
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m models.training", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["data", "codec", "decoder", "teacher", "distill", "export"])
+    p.add_argument("--out", type=Path, default=Path("runs") / "tiny", help="the run folder (default runs/tiny)")
+    p.add_argument("--profile", default="tiny-random", help="profile whose shapes are trained")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--clips", type=int, default=400)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--student-steps", type=int, default=2)
+    p.add_argument("--teacher-steps", type=int, default=16)
+    p.add_argument("--audio-cfg", type=float, default=2.0)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="bf16: autocast matrix work to bfloat16 (fast on CPUs with AVX-512 BF16 / AMX)")
+    p.add_argument("--which", choices=["teacher", "student"], default="student")
+    p.add_argument("--target", type=Path, default=None,
+                   help="export's weights file (default <out>/tiny.safetensors; the shipped one is "
+                        "models/weights/tiny.safetensors in a source checkout)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    torch.manual_seed(args.seed)
+    cfg = read_profile(args.profile)
+    size = cfg.resolution[0]
+    bf16 = args.precision == "bf16"
+    if args.stage == "data":
+        make_dataset(args.out, args.clips, args.seconds, size, args.seed)
+    elif args.stage == "codec":
+        train_codec(args.out, args.steps, args.batch, args.lr, cfg, bf16)
+    elif args.stage == "decoder":
+        train_decoder(args.out, args.steps, args.batch, args.lr, cfg, bf16)
+    elif args.stage == "teacher":
+        train_teacher(args.out, args.steps, args.batch, args.lr, cfg, bf16)
+    elif args.stage == "distill":
+        train_distill(args.out, args.steps, args.batch, args.lr, cfg, args.student_steps, args.teacher_steps,
+                      args.audio_cfg, bf16)
+    else:
+        export(args.out, cfg, args.target or args.out / "tiny.safetensors", args.which)
+
+
+if __name__ == "__main__":
+    main()

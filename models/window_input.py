@@ -1,0 +1,89 @@
+"""The DiT's input for one window, written once for the session, every training stage and eval.
+
+`AudioWanTransformer` takes Wan-Fun-InP's 36 channels per latent frame: 16 latent channels (what is
+integrated), a 4-channel mask (1 = given) and 16 known-latent channels, with a timestep per latent
+frame. A layout says how a window's given latents (the reference image and the previous window's
+context) enter those channels; today there is one, `clean_tokens`: they lead the sequence as clean
+tokens (timestep 0, mask 1, their latents also in the known channels) and only the new latents after
+them are integrated. Another layout is another constructor filling the same three fields.
+
+`denoiser` turns a window into the sampler's `Denoiser`: one DiT forward for all guidance rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .dit import CrossContext
+from .sampler import Branch, Denoiser
+
+MASK_CHANNELS = 4
+
+
+@dataclass(frozen=True)
+class WindowInput:
+    clean: torch.Tensor  # (B, C, c, h, w) latents leading the sequence at timestep 0
+    condition: torch.Tensor  # (B, 4 + C, c + n, h, w) mask | known latents, over the whole window
+    new: int  # n: the latents integrated after `clean`
+
+    @classmethod
+    def clean_tokens(cls, known: torch.Tensor, new: int, given: torch.Tensor | None = None,
+                     given_mask: torch.Tensor | None = None) -> "WindowInput":
+        """`known` (B, C, k, h, w) given latents, then `new` latents to generate. The new ones are
+        unknown (mask 0, zero known channels), except, in the lip-sync training task, the `given`
+        (B, C, n, h, w) latents where `given_mask` (B, 1, 1, h, w) is 1 (all but the mouth)."""
+        b, ch, k, h, w = known.shape
+        mask = torch.zeros((b, MASK_CHANNELS, k + new, h, w), device=known.device, dtype=known.dtype)
+        mask[:, :, :k] = 1
+        known_channels = torch.cat([known, known.new_zeros((b, ch, new, h, w))], dim=2)
+        if given is not None:
+            mask[:, :, k:] = given_mask
+            known_channels[:, :, k:] = given * given_mask
+        return cls(known, torch.cat([mask, known_channels], dim=1), new)
+
+    @property
+    def frames(self) -> int:
+        return self.clean.shape[2] + self.new
+
+    def hidden(self, x: torch.Tensor, rows: int = 1) -> torch.Tensor:
+        """(rows * B, 36, c + n, h, w): the latents being integrated, `x` (B, C, n, h, w; cast to the
+        window's dtype), after the clean ones, then the condition; the batch repeated for `rows`."""
+        hidden = torch.cat([torch.cat([self.clean, x.to(self.clean.dtype)], dim=2), self.condition], dim=1)
+        if rows == 1:
+            return hidden
+        if len(hidden) == 1:
+            return hidden.expand(rows, -1, -1, -1, -1)
+        return hidden.repeat(rows, 1, 1, 1, 1)
+
+    def timesteps(self, sigma: float | torch.Tensor, rows: int = 1) -> torch.Tensor:
+        """(rows * B, c + n) float32: 0 on the clean latents, 1000 sigma on the integrated ones;
+        `sigma` one for all or one per batch row, (B,)."""
+        b = len(self.clean)
+        t = torch.zeros((rows * b, self.frames), device=self.clean.device)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=self.clean.device).reshape(-1, 1)
+        t[:, self.clean.shape[2]:] = (sigma * 1000.0).expand(b, 1).repeat(rows, 1)
+        return t
+
+    def integrated(self, out: torch.Tensor) -> torch.Tensor:
+        """The DiT output's integrated latents (its velocity for `x`)."""
+        return out[:, :, self.clean.shape[2]:]
+
+
+# A guidance row (models.sampler.Branch) drops one condition; Branch.COND drops none. The audio
+# row's null audio is zeros; the text rows differ only in their cross context.
+def denoiser(dit: Callable[..., torch.Tensor], window: WindowInput, audio: torch.Tensor,
+             context_for: Callable[[Branch], CrossContext]) -> Denoiser:
+    """`dit(hidden, timestep, context, audio)` -> velocity, run once per step for all guidance rows;
+    `audio` (B, c + n, K, D) the window's audio tokens; `context_for(row)` the cross context of a row."""
+    b = len(window.clean)
+
+    def denoise(x: torch.Tensor, sigma: float, rows: tuple[Branch, ...]) -> list[torch.Tensor]:
+        row_audio = torch.cat([torch.zeros_like(audio) if r == Branch.AUDIO else audio for r in rows])
+        context = CrossContext.cat([context_for(r) for r in rows])
+        v = window.integrated(dit(window.hidden(x, len(rows)), window.timesteps(sigma, len(rows)), context, row_audio))
+        return [v[i * b:(i + 1) * b] for i in range(len(rows))]
+
+    return denoise

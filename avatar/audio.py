@@ -78,15 +78,19 @@ class Resampler:
 
 
 class AudioTimeline:
-    """The session's audio at 16 kHz mono; sample 0 is media time 0.
+    """16 kHz mono audio on a timeline: sample 0 is media time 0. The engine's input and the call's
+    delayed voice are both one of these.
 
-    Reading outside what exists gives silence (before 0, or after the end once finished); old
-    samples can be discarded so a stream of hours keeps a bounded buffer.
+    Reading outside what exists gives silence (before 0, or after the end). Old samples can be
+    discarded so a stream of hours keeps a bounded buffer: an unbounded timeline (the engine's) treats
+    a read of discarded samples as a bug and raises; one with `max_seconds` keeps only its newest
+    `max_seconds` (nobody may be reading it yet) and reads what it let go as silence.
     """
 
-    def __init__(self):
+    def __init__(self, max_seconds: float | None = None, sample_rate: int = SAMPLE_RATE):
         self._chunks: list[np.ndarray] = []
         self._buffer = np.zeros(0, np.float32)
+        self._max = None if max_seconds is None else int(max_seconds * sample_rate)
         self.start = 0  # index of the first sample still held
         self.end = 0  # one past the last sample pushed
 
@@ -94,6 +98,8 @@ class AudioTimeline:
         if len(samples):
             self._chunks.append(samples.astype(np.float32, copy=False))
             self.end += len(samples)
+            if self._max is not None and self.end - self.start > self._max:
+                self.discard_before(self.end - self._max)
 
     def _consolidate(self) -> None:
         if self._chunks:
@@ -101,8 +107,9 @@ class AudioTimeline:
             self._chunks = []
 
     def read(self, s0: int, s1: int) -> np.ndarray:
+        """Samples [s0, s1)."""
         self._consolidate()
-        if s0 < self.start and s1 > 0 and self.start > 0:
+        if self._max is None and s0 < self.start and s1 > 0 and self.start > 0:
             raise AudioError(f"samples before {self.start} were discarded (asked for {s0})")
         out = np.zeros(s1 - s0, np.float32)
         a, b = max(s0, self.start), min(s1, self.end)

@@ -43,7 +43,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         sync()
         window_s.append(time.perf_counter() - t0)
         frames += len(out)
-        idle += bool(session.last_window_stats["idle"])
+        idle += session.last_window.idle
     compute = sum(window_s)
     media = frames / profile.fps
     return {

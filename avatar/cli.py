@@ -1,4 +1,6 @@
-"""The `avatar` command: render, bench, serve."""
+"""The engine's commands: render, bench, eval. The `avatar` command itself, which adds `serve`, is
+`streaming/cli.py` (the one module allowed to import every layer); `python -m avatar.cli` runs these
+three without the transport."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import AvatarError
@@ -17,7 +20,7 @@ from .threads import set_torch_threads
 log = logging.getLogger("avatar")
 
 
-def _add_model_args(p: argparse.ArgumentParser, default_device: str = "cpu") -> None:
+def add_model_args(p: argparse.ArgumentParser, default_device: str = "cpu") -> None:
     p.add_argument("--profile", default="tiny", help=f"one of: {', '.join(profile_names())} (default tiny)")
     p.add_argument("--weights", help="weights directory (1.3B profiles) or file (tiny); see README.md")
     p.add_argument("--device", default=default_device, help="cpu, cuda or auto")
@@ -96,13 +99,8 @@ def cmd_eval(args) -> int:
                             args.audio_guidance), args.json)
 
 
-def cmd_serve(args) -> int:
-    from streaming.server import serve_main  # the transport sits above the engine
-
-    return serve_main(args) or 0
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
+    """The engine's commands; `more_commands(subparsers)` adds those of a layer above (serve)."""
     parser = argparse.ArgumentParser(prog="avatar", description="Streaming talking-avatar engine and server")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -116,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--prompt")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_args(render)
+    add_model_args(render)
     _add_threads_arg(render)
     render.set_defaults(func=cmd_render)
 
@@ -124,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=10.0)
     bench.add_argument("--steps", type=int, help="override the profile's sampling steps")
     bench.add_argument("--json", help="also write the figures to this JSON file")
-    _add_model_args(bench)
+    add_model_args(bench)
     _add_threads_arg(bench)
     bench.set_defaults(func=cmd_bench)
 
@@ -135,25 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
                             help="audio classifier-free guidance at every step (e.g. the teacher: 2.0)")
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--json", help="also write the figures to this JSON file")
-    _add_model_args(evaluation)
+    add_model_args(evaluation)
     _add_threads_arg(evaluation)
     evaluation.set_defaults(func=cmd_eval)
 
-    serve = sub.add_parser("serve", help="run the WebRTC server with the demo page")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--max-sessions", type=int, default=2)
-    serve.add_argument("--token", help="shared secret clients must send (or AVATAR_TOKEN)")
-    serve.add_argument("--ice-server", action="append", metavar="URL",
-                       help="STUN/TURN server for the server and its clients, repeatable: stun:HOST[:PORT] or "
-                            "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (or AVATAR_ICE_SERVERS)")
-    _add_model_args(serve)
-    serve.set_defaults(func=cmd_serve)
+    if more_commands is not None:
+        more_commands(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
     setup_logging(args.verbose, args.log_format)
     try:
         return args.func(args)

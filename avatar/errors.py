@@ -9,6 +9,10 @@ class ImageError(AvatarError, ValueError):
     """The reference image cannot be used (not an image, too large, unreadable)."""
 
 
+class ImageTooLarge(ImageError):
+    """The image is larger (bytes or pixels) than is accepted."""
+
+
 class AudioError(AvatarError, ValueError):
     """The audio cannot be used (unknown sample format, bad rate, unreadable file)."""
 

@@ -11,12 +11,16 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, ImageTooLarge
 
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 40_000_000  # refused from the header, before decoding (image bombs)
 MAX_BYTES = 30 * 1024 * 1024
+# The formats accepted, found by their magic bytes (PIL's plugins for exactly these); every error
+# message names them, and nothing else is opened.
+FORMATS = ("PNG", "JPEG", "WEBP")
+FORMATS_TEXT = "PNG, JPEG or WebP"
 
 
 @dataclass
@@ -32,36 +36,41 @@ def decode_image(source: str | Path | bytes | np.ndarray, max_pixels: int = MAX_
         if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] not in (3, 4):
             raise ImageError(f"an image array must be HxWx3 (or 4) uint8, got {source.dtype} {source.shape}")
         if source.shape[0] * source.shape[1] > max_pixels:
-            raise ImageError(f"image is {source.shape[1]}x{source.shape[0]}; at most {max_pixels} pixels are accepted")
+            raise ImageTooLarge(f"image is {source.shape[1]}x{source.shape[0]}; at most {max_pixels} pixels are accepted")
         return np.ascontiguousarray(source[:, :, :3])
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"image file not found: {path}")
         if path.stat().st_size > MAX_BYTES:
-            raise ImageError(f"image file {path} is larger than {MAX_BYTES // (1024 * 1024)} MB")
+            raise ImageTooLarge(f"image file {path} is larger than {MAX_BYTES // (1024 * 1024)} MB")
         data = path.read_bytes()
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if len(data) > MAX_BYTES:
-            raise ImageError(f"image is larger than {MAX_BYTES // (1024 * 1024)} MB")
+            raise ImageTooLarge(f"image is larger than {MAX_BYTES // (1024 * 1024)} MB")
     else:
         raise ImageError(f"unsupported image source of type {type(source).__name__}")
-    try:
-        img = Image.open(io.BytesIO(data))  # reads the header only
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image dimensions are too large; at most {max_pixels} pixels are accepted") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageError("not a supported image (PNG, JPEG, WebP, BMP, ...)") from exc
+    img = open_image(data)
     width, height = img.size
     if width * height > max_pixels:
-        raise ImageError(f"image is {width}x{height}; at most {max_pixels} pixels are accepted")
+        raise ImageTooLarge(f"image is {width}x{height}; at most {max_pixels} pixels are accepted")
     if width < 16 or height < 16:
         raise ImageError(f"image is {width}x{height}; it must be at least 16x16")
     try:
         return np.asarray(img.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"image could not be decoded: {exc}") from exc
+
+
+def open_image(data: bytes) -> Image.Image:
+    """An image's header (no pixels decoded yet), if it is one of FORMATS; ImageError otherwise."""
+    try:
+        return Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image dimensions are too large; at most {MAX_PIXELS} pixels are accepted") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(f"not a supported image ({FORMATS_TEXT})") from exc
 
 
 _cascade = None

@@ -41,7 +41,30 @@ class Frame:
     window: int
 
 
+@dataclass(frozen=True)
+class WindowResult:
+    """What one window made: its frames (session indices [first_frame, first_frame + frames_per_window),
+    fewer at the end of a finished stream) and how it was made."""
+    window: int
+    first_frame: int
+    frames: list[Frame]
+    steps: int
+    idle: bool  # no speech in the window: the cheap idle path
+    compute_s: float
+    forwards: int  # DiT forward passes
+    context_latents: int
+
+
 class Session:
+    """One avatar's stream: push audio (any rate) as it comes, take frames window by window.
+
+    `push_audio` appends to the timeline; `windows_ready` says how many windows have all their audio
+    (look-ahead included); `run_window` makes the next one and returns a `WindowResult`; `step` runs
+    several and returns their frames; `finish` ends the input and makes the rest. `interrupt` turns
+    speech that has no frames yet into silence; `skip` passes over windows a live caller no longer
+    needs. Not thread-safe: one thread drives a session.
+    """
+
     def __init__(self, profile: Profile, image, prompt: str | None = None, seed: int = 0):
         self.profile = profile
         self.seed = int(seed)
@@ -54,7 +77,7 @@ class Session:
         self.frames_done = 0
         self._end_frame: int | None = None
         self._context: torch.Tensor | None = None  # (1, C, c, h, w)
-        self.last_window_stats: dict = {}
+        self.last_window: WindowResult | None = None
 
         dev, dtype = profile.device, profile.dtype
         with torch.inference_mode():
@@ -93,11 +116,13 @@ class Session:
             self._speech_marks.append((self.timeline.end, self.timeline.end + len(samples), bool(speech)))
         self.timeline.append(samples)
 
-    def interrupt(self) -> None:
-        """Drop speech that has no frames yet: it becomes silence, so the next windows idle."""
+    def interrupt(self) -> int:
+        """Drop speech that has no frames yet: it becomes silence, so the next windows idle.
+        Returns the timeline sample from which speech was dropped (the next window's first)."""
         s0 = self.frames_done * SAMPLES_PER_FRAME
         self.timeline.silence_from(s0)
         self._speech_marks = [(a, min(b, s0), sp) for a, b, sp in self._speech_marks if a < s0]
+        return s0
 
     def finish(self) -> list[Frame]:
         """End of input: run what is left (the tail padded with silence), trimmed to the audio length."""
@@ -106,7 +131,7 @@ class Session:
         self._end_frame = -(-self.timeline.end // SAMPLES_PER_FRAME)
         frames = []
         while self.frames_done < self._end_frame:
-            frames += self._run_window()
+            frames += self._run_window().frames
         return frames
 
     # ---- scheduling ---------------------------------------------------------------------------
@@ -153,8 +178,26 @@ class Session:
         frames = []
         ready = self.windows_ready()
         for _ in range(ready if max_windows is None else min(max_windows, ready)):
-            frames += self._run_window(steps)
+            frames += self.run_window(steps).frames
         return frames
+
+    def run_window(self, steps: int | None = None) -> WindowResult:
+        """Make the next window (blocking); it must be ready. `steps` < the profile's degrades."""
+        if self.windows_ready() < 1:
+            raise RuntimeError("run_window: the next window's audio is not all in yet")
+        return self._run_window(steps)
+
+    def skip(self, windows: int) -> None:
+        """Pass over the next `windows` windows without making them (a live stream that fell behind
+        jumps to the frame due now). Context and decoder carry on from the last window made, so the
+        picture jumps once; later windows are made as usual."""
+        if windows < 1:
+            return
+        if self.finished:
+            raise RuntimeError("skip after finish()")
+        self.window_index += windows
+        self.frames_done = self.window_index * self.frames_per_window
+        self._discard_old_audio()
 
     # ---- one window -----------------------------------------------------------------------
     def _frame_speech(self, f0: int, f1: int) -> np.ndarray:
@@ -180,7 +223,7 @@ class Session:
                                      p.codec.frames_per_latent, behind, ahead)
         return tokens.to(p.device, p.dtype)
 
-    def _run_window(self, steps: int | None = None) -> list[Frame]:
+    def _run_window(self, steps: int | None = None) -> WindowResult:
         p = self.profile
         started = time.perf_counter()
         k, n = self.window_index, p.new_latents
@@ -219,11 +262,9 @@ class Session:
         self.window_index += 1
         self.frames_done = f1
         self._discard_old_audio()
-        self.last_window_stats = {
-            "window": k, "compute_s": time.perf_counter() - started, "steps": steps, "idle": idle,
-            "forwards": forward_count(sigmas, plan), "context_latents": c,
-        }
-        return out
+        self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
+                                        forward_count(sigmas, plan), c)
+        return self.last_window
 
     def _sample_window(self, audio: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan, k: int) -> torch.Tensor:
         p = self.profile

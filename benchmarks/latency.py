@@ -15,7 +15,6 @@ import json
 import logging
 import platform
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from avatar.audio import load_audio_file  # noqa: E402
 from streaming.config import ServerConfig  # noqa: E402
-from streaming.pyclient import CallClient  # noqa: E402
+from streaming.contrib.pyclient import CallClient  # noqa: E402
 from streaming.server import AvatarServer  # noqa: E402
 
 RATE = 16000
@@ -43,8 +43,7 @@ TERMS = [
 
 
 def phrase() -> np.ndarray:
-    with wave.open(str(ROOT / "tests" / "data" / "speech_hello.wav")) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    return load_audio_file(ROOT / "tests" / "data" / "speech_hello.wav")
 
 
 def caller_audio(count: int) -> tuple[np.ndarray, list[float]]:

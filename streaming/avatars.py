@@ -9,7 +9,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from avatar.errors import ImageError, ImageTooLarge
+from avatar.image import open_image
 
 from .protocol import ProtocolError
 
@@ -76,9 +79,9 @@ def decode_upload(data: str, max_bytes: int, max_side: int) -> bytes:
     if len(raw) > max_bytes:
         raise ProtocolError("image_too_large", f"image is larger than {max_bytes // 1024} KiB")
     try:
-        width, height = Image.open(io.BytesIO(raw)).size  # header only
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise ProtocolError("bad_image", "not a supported image (PNG, JPEG, WebP)") from None
+        width, height = open_image(raw).size  # header only
+    except ImageError as exc:
+        raise ProtocolError("image_too_large" if isinstance(exc, ImageTooLarge) else "bad_image", str(exc)) from None
     if width > max_side or height > max_side:
         raise ProtocolError("image_too_large",
                             f"image is {width}x{height}; at most {max_side}x{max_side} is accepted")

@@ -1,12 +1,10 @@
-"""Hand-over buffers: generated frames (worker thread -> video track) and the caller's voice
-(intake -> delayed audio track)."""
+"""The hand-over of generated frames, worker thread -> video track. (The caller's voice, intake ->
+delayed audio track, is kept in an `avatar.audio.AudioTimeline`.)"""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-
-import numpy as np
 
 
 class FrameBuffer:
@@ -43,44 +41,3 @@ class FrameBuffer:
     def __len__(self) -> int:
         with self._lock:
             return len(self._frames)
-
-
-class VoiceBuffer:
-    """The call's 16 kHz mono timeline of the caller's voice, kept until it has been sent.
-    Used from the event loop only."""
-
-    def __init__(self, max_seconds: float, sample_rate: int = 16000):
-        self.sample_rate = sample_rate
-        self.start = 0  # timeline position of self._data[0]
-        self._data = np.zeros(0, np.float32)
-        self._max = int(max_seconds * sample_rate)
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self._data)
-
-    def append(self, pcm: np.ndarray) -> None:
-        self._data = np.concatenate([self._data, pcm.astype(np.float32, copy=False)])
-        if len(self._data) > self._max:  # nobody is reading: keep the newest only
-            cut = len(self._data) - self._max
-            self._data = self._data[cut:]
-            self.start += cut
-
-    def read(self, position: int, count: int) -> np.ndarray:
-        """Samples [position, position + count); silence where there is nothing (yet, or any more)."""
-        out = np.zeros(count, np.float32)
-        lo, hi = max(position, self.start), min(position + count, self.end)
-        if hi > lo:
-            out[lo - position:hi - position] = self._data[lo - self.start:hi - self.start]
-        return out
-
-    def discard_before(self, position: int) -> None:
-        if position > self.start:
-            cut = min(position - self.start, len(self._data))
-            self._data = self._data[cut:]
-            self.start += cut
-
-    def mute_from(self, position: int) -> None:
-        lo = max(position - self.start, 0)
-        if lo < len(self._data):
-            self._data[lo:] = 0.0

@@ -13,6 +13,9 @@ CLIENT_DIR = Path(__file__).resolve().parent / "client"
 TOKEN_ENV = "AVATAR_TOKEN"
 AVATARS_DIR_ENV = "AVATAR_AVATARS_DIR"
 ORIGINS_ENV = "AVATAR_ALLOWED_ORIGINS"  # comma-separated origins allowed besides the server's own
+# Messages up to this many times the encoded upload limit are read, so an oversized upload is
+# answered with image_too_large; a larger one closes the socket (1009) unread.
+MESSAGE_SIZE_FACTOR = 4
 
 
 @dataclass
@@ -24,7 +27,8 @@ class ServerConfig:
     weights: str | None = None
     max_sessions: int = 2
     token: str | None = None  # shared secret; None = open
-    # Origins allowed to open the websocket (besides the server's own host); None header (non-browser) is allowed.
+    # Origins allowed to open the websocket besides the server's own (http on its bound address, see
+    # streaming/http.py); a request without an Origin header (not a browser) is allowed.
     allowed_origins: tuple[str, ...] = ()
     ice_servers: tuple[dict, ...] = ()  # STUN/TURN, as RTCIceServer dicts (streaming/ice.py)
     static_dir: Path = CLIENT_DIR
@@ -32,10 +36,11 @@ class ServerConfig:
     max_upload_bytes: int = 2 * 1024 * 1024
     max_image_side: int = 2048
     signaling_timeout_s: float = 10.0  # from websocket open to a connected call
-    # Websocket keep-alive: a caller that vanishes silently is noticed within interval + timeout
-    # (+ 1 s to close), so its slot is free in under 5 s.
-    ping_interval_s: float = 1.0
-    ping_timeout_s: float = 1.5
+    # Websocket keep-alive: a caller that vanishes silently (no FIN, no pongs) is noticed within
+    # interval + timeout and its slot freed at once. (The price: a pong that waits behind the
+    # caller's own upload for longer than the timeout ends the call too.)
+    ping_interval_s: float = 0.25
+    ping_timeout_s: float = 1.0
     stats_interval_s: float = 1.0
     # A "degraded" message when more than this share of the frames sent in a stats interval were repeats.
     degraded_repeat_share: float = 0.1
@@ -49,8 +54,8 @@ class ServerConfig:
 
     @property
     def max_message_bytes(self) -> int:
-        # An upload arrives base64-encoded inside a JSON message.
-        return self.max_upload_bytes * 4 // 3 + 64 * 1024
+        # An upload arrives base64-encoded (4/3 of its bytes) inside a JSON message.
+        return MESSAGE_SIZE_FACTOR * (self.max_upload_bytes * 4 // 3) + 64 * 1024
 
     @classmethod
     def from_args(cls, args) -> "ServerConfig":

@@ -1,15 +1,16 @@
-"""aiortc specifics: checking an offer before any work, codec choice, and the receive buffer."""
+"""aiortc specifics: codec choice, the receive buffer, dropping unwanted media, letting go of a
+closed peer connection, and the failures of aiortc's own tasks. (The offer itself is checked in
+protocol.py.)"""
 
 from __future__ import annotations
 
 import logging
+import traceback
 
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.sdp import SessionDescription
-
-from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -18,19 +19,6 @@ def prefer_vp8(transceiver) -> None:
     """VP8 is the cheapest encoder aiortc has; keep rtx so loss recovery still works."""
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
     transceiver.setCodecPreferences(codecs)
-
-
-def check_offer_sdp(sdp: str) -> None:
-    """Parse the offer (cheap) so a bad one is refused before a session is built."""
-    try:
-        parsed = SessionDescription.parse(sdp)
-    except Exception as exc:  # aiortc's parser asserts on malformed lines
-        raise ProtocolError("bad_sdp", f"the offer is not valid SDP ({type(exc).__name__} {exc})") from None
-    kinds = sorted(m.kind for m in parsed.media)
-    if kinds != ["audio", "video"]:
-        raise ProtocolError("bad_sdp", f"the offer must have one audio and one video section, not {kinds}")
-    if not any(m.kind == "audio" and m.direction in ("sendrecv", "sendonly", None) for m in parsed.media):
-        raise ProtocolError("bad_sdp", "the offer's audio section must send")
 
 
 def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
@@ -45,3 +33,48 @@ def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
             receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
         else:
             log.info("event=prefetch_unchanged reason=\"aiortc internals differ\"")
+
+
+def release_peer(pc: RTCPeerConnection) -> None:
+    """After close: cut the event handlers that tie a peer connection to its own transports (the
+    peer listens to them and they are its own), so it is freed at once, with its codecs and tracks,
+    instead of at the next full garbage collection."""
+    pc.remove_all_listeners()
+    for transceiver in pc.getTransceivers():
+        for end in (transceiver.sender, transceiver.receiver):
+            dtls = end.transport
+            if dtls is not None:
+                dtls.remove_all_listeners()
+                dtls.transport.remove_all_listeners()
+                dtls.transport.iceGatherer.remove_all_listeners()
+
+
+async def discard_track(track) -> None:
+    """Receive and drop what a track sends (a caller's video, never asked for) until it ends. A
+    function, not a method of the call: its frame holds no call when it ends in a reference cycle."""
+    while True:
+        try:
+            await track.recv()
+        except MediaStreamError:
+            return
+
+
+def quiet_library_task_failures(loop):
+    """aiortc and aioice start tasks they never await; one fails when a caller hangs up mid-set-up
+    (e.g. a connect cut short). Each such failure becomes one log line instead of asyncio's
+    traceback; any other one (our own bugs) goes to the loop's handler as before. Returns a
+    function that puts the previous handler back."""
+    previous = loop.get_exception_handler()
+
+    def handle(loop, context: dict) -> None:
+        exc = context.get("exception")
+        frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+        if frames and any(f"/{lib}/" in frames[-1].filename for lib in ("aiortc", "aioice")):
+            log.info("event=library_task_failed error=\"%s: %s\" in=%s", type(exc).__name__, exc, frames[-1].name)
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+    return lambda: loop.set_exception_handler(previous)

@@ -1,13 +1,29 @@
-"""Signaling messages over the websocket: JSON objects with a "type". Each is checked here so the
-rest of the server only ever sees well-formed ones; anything else becomes a ProtocolError that the
-server answers with an error message (the connection stays up)."""
+"""Signaling messages over the websocket: JSON objects with a "type".
+
+Every message a caller may send is one of the frozen dataclasses below, and `parse_message` is the
+one place that checks them: the JSON, each field, the offer's SDP against the offer contract, and
+ICE candidates. The rest of the server only ever sees well-formed messages; anything else becomes a
+ProtocolError with a code the client can act on (the connection stays up).
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+
+from aiortc import RTCIceCandidate
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 MAX_SDP_CHARS = 64 * 1024
 MAX_PROMPT_CHARS = 2000
+MAX_CANDIDATE_CHARS = 1024
+MAX_MLINE_INDEX = 64
+
+# The fingerprint algorithms aiortc can check, and their digest sizes: an offer needs one of them.
+FINGERPRINT_BYTES = {"sha-256": 32, "sha-384": 48, "sha-512": 64}
+_FINGERPRINT_VALUE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})*")
+_CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 
 
 class ProtocolError(ValueError):
@@ -20,6 +36,50 @@ class ProtocolError(ValueError):
         return {"type": "error", "code": self.code, "message": self.message}
 
 
+# ---- the messages a caller sends ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Offer:
+    sdp: str  # checked against the offer contract: audio sent, video received, DTLS and ICE present
+    avatar: str | None = None
+    image: str | None = None  # base64 or a data: URL, decoded by the server
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    candidate: RTCIceCandidate | None  # None: the caller has no more candidates
+
+
+@dataclass(frozen=True)
+class ChooseAvatar:
+    id: str | None
+    image: str | None
+
+
+@dataclass(frozen=True)
+class SetPrompt:
+    text: str
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    pass
+
+
+@dataclass(frozen=True)
+class Bye:
+    pass
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+Message = Offer | Candidate | ChooseAvatar | SetPrompt | Interrupt | Bye | Ping
+
+
+# ---- checks ---------------------------------------------------------------------------------------
 def _text(msg: dict, key: str, limit: int, required: bool = True) -> str | None:
     value = msg.get(key)
     if value is None and not required:
@@ -31,61 +91,115 @@ def _text(msg: dict, key: str, limit: int, required: bool = True) -> str | None:
     return value
 
 
-def _check_offer(msg: dict) -> dict:
+def check_offer_sdp(sdp: str) -> None:
+    """The offer contract, before any work: one audio section that sends, one video section that
+    receives, each with a mid, ICE credentials and a DTLS fingerprint aiortc can check."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser asserts, indexes and int()s its way through the text
+        raise ProtocolError("bad_sdp", f"the offer is not valid SDP ({type(exc).__name__})") from None
+    kinds = sorted(m.kind for m in parsed.media)
+    if kinds != ["audio", "video"]:
+        raise ProtocolError("bad_sdp", f"the offer must have one audio and one video section, not {kinds}")
+    for media in parsed.media:
+        if not media.rtp.muxId:
+            raise ProtocolError("bad_sdp", f"the offer's {media.kind} section has no a=mid")
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            raise ProtocolError("bad_sdp", f"the offer's {media.kind} section has no a=ice-ufrag / a=ice-pwd")
+        _check_fingerprints(media)
+    if parsed.media[0].rtp.muxId == parsed.media[1].rtp.muxId:
+        raise ProtocolError("bad_sdp", "the offer's two sections have the same a=mid")
+    audio, video = sorted(parsed.media, key=lambda m: m.kind)
+    if audio.port == 0 or audio.direction not in ("sendrecv", "sendonly", None):
+        raise ProtocolError("bad_sdp", "the offer's audio section must send (sendrecv or sendonly, port not 0)")
+    if video.port == 0 or video.direction not in ("sendrecv", "recvonly", None):
+        raise ProtocolError("bad_sdp", "the offer's video section must receive (recvonly or sendrecv, port not 0)")
+
+
+def _check_fingerprints(media) -> None:
+    usable = 0
+    for fingerprint in media.dtls.fingerprints if media.dtls else ():
+        size = FINGERPRINT_BYTES.get(fingerprint.algorithm.lower())
+        if not _FINGERPRINT_VALUE.fullmatch(fingerprint.value) or (size and len(fingerprint.value) != 3 * size - 1):
+            raise ProtocolError("bad_sdp", f"the offer's {media.kind} section has a malformed a=fingerprint")
+        usable += size is not None
+    if not usable:
+        raise ProtocolError("bad_sdp", f"the offer's {media.kind} section needs an a=fingerprint with one of "
+                                       f"{', '.join(FINGERPRINT_BYTES)}")
+
+
+def _check_offer(msg: dict) -> Offer:
     sdp = _text(msg, "sdp", MAX_SDP_CHARS)
-    if "m=audio" not in sdp:
-        raise ProtocolError("bad_sdp", "the offer must send audio (an m=audio section)")
-    if "m=video" not in sdp:
-        raise ProtocolError("bad_sdp", "the offer must receive video (an m=video section)")
-    if msg.get("avatar") is not None and msg.get("image") is not None:
+    avatar, image = msg.get("avatar"), msg.get("image")
+    if avatar is not None and image is not None:
         raise ProtocolError("bad_message", "give either 'avatar' (an id) or 'image' (an upload), not both")
-    if msg.get("avatar") is not None and not isinstance(msg["avatar"], str):
+    if avatar is not None and not isinstance(avatar, str):
         raise ProtocolError("bad_message", "'avatar' must be a string id")
-    return {"type": "offer", "sdp": sdp, "avatar": msg.get("avatar"), "image": msg.get("image"),
-            "prompt": _text(msg, "prompt", MAX_PROMPT_CHARS, required=False)}
+    prompt = _text(msg, "prompt", MAX_PROMPT_CHARS, required=False)
+    check_offer_sdp(sdp)
+    return Offer(sdp, avatar, image, prompt)
 
 
-def _check_candidate(msg: dict) -> dict:
-    cand = msg.get("candidate")
-    if cand in (None, ""):
-        return {"type": "candidate", "candidate": None}
-    if not isinstance(cand, str) or len(cand) > 1024:
+def _parse_candidate(line: str) -> RTCIceCandidate:
+    """'candidate:<foundation> <component> <protocol> <priority> <ip> <port> typ <type> ...'"""
+    bits = line.removeprefix("candidate:").split()
+    if len(bits) < 8 or bits[6] != "typ" or bits[7] not in _CANDIDATE_TYPES:
+        raise ProtocolError("bad_message", "'candidate' is not an ICE candidate line "
+                                           "('candidate:<foundation> <component> <protocol> <priority> <ip> <port> typ <type>')")
+    try:
+        cand = candidate_from_sdp(" ".join(bits))
+    except (ValueError, IndexError):
+        raise ProtocolError("bad_message", "an ICE candidate's component, priority and ports are numbers") from None
+    if cand.component not in (1, 2) or not 0 <= cand.port <= 65535 or cand.protocol.lower() not in ("udp", "tcp"):
+        raise ProtocolError("bad_message", "an ICE candidate needs component 1 or 2, udp or tcp, a port 0-65535")
+    return cand
+
+
+def _check_candidate(msg: dict) -> Candidate:
+    line = msg.get("candidate")
+    if line in (None, ""):
+        return Candidate(None)
+    if not isinstance(line, str) or len(line) > MAX_CANDIDATE_CHARS:
         raise ProtocolError("bad_message", "'candidate' must be an ICE candidate string")
-    mid = msg.get("sdpMid")
-    index = msg.get("sdpMLineIndex")
-    if mid is not None and not isinstance(mid, str):
+    mid, index = msg.get("sdpMid"), msg.get("sdpMLineIndex")
+    if mid is not None and (not isinstance(mid, str) or len(mid) > 64):
         raise ProtocolError("bad_message", "'sdpMid' must be a string")
-    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
-        raise ProtocolError("bad_message", "'sdpMLineIndex' must be a non-negative integer")
-    return {"type": "candidate", "candidate": cand, "sdpMid": mid, "sdpMLineIndex": index}
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool)
+                              or not 0 <= index < MAX_MLINE_INDEX):
+        raise ProtocolError("bad_message", "'sdpMLineIndex' must be a small non-negative integer")
+    if mid is None and index is None:
+        raise ProtocolError("bad_message", "a candidate needs 'sdpMid' or 'sdpMLineIndex'")
+    cand = _parse_candidate(line)
+    cand.sdpMid, cand.sdpMLineIndex = mid, index
+    return Candidate(cand)
 
 
-def _check_avatar(msg: dict) -> dict:
+def _check_avatar(msg: dict) -> ChooseAvatar:
     if (msg.get("id") is None) == (msg.get("image") is None):
         raise ProtocolError("bad_message", "'avatar' needs exactly one of 'id' or 'image'")
     if msg.get("id") is not None and not isinstance(msg["id"], str):
         raise ProtocolError("bad_message", "'id' must be a string")
-    return {"type": "avatar", "id": msg.get("id"), "image": msg.get("image")}
+    return ChooseAvatar(msg.get("id"), msg.get("image"))
 
 
 _CHECKS = {
     "offer": _check_offer,
     "candidate": _check_candidate,
     "avatar": _check_avatar,
-    "prompt": lambda m: {"type": "prompt", "text": _text(m, "text", MAX_PROMPT_CHARS, required=False) or ""},
-    "interrupt": lambda m: {"type": "interrupt"},
-    "bye": lambda m: {"type": "bye"},
-    "ping": lambda m: {"type": "ping"},
+    "prompt": lambda m: SetPrompt(_text(m, "text", MAX_PROMPT_CHARS, required=False) or ""),
+    "interrupt": lambda m: Interrupt(),
+    "bye": lambda m: Bye(),
+    "ping": lambda m: Ping(),
 }
 
 
-def parse_message(raw) -> dict:
-    """Raw websocket data -> a checked message dict, or ProtocolError."""
+def parse_message(raw) -> Message:
+    """Raw websocket data -> a checked message, or ProtocolError."""
     if isinstance(raw, (bytes, bytearray)):
         raise ProtocolError("bad_message", "messages are JSON text, not binary")
     try:
         msg = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: also numbers past Python's 4300-digit limit
         raise ProtocolError("bad_message", "message is not valid JSON") from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_message", "a message is a JSON object with a 'type'")

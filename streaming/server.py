@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
@@ -22,15 +23,20 @@ from avatar.threads import torch_threads
 from .avatars import AvatarLibrary, decode_upload
 from .call import Call
 from .config import ServerConfig
-from .http import HttpRoutes
+from .http import HandshakeLog, HttpRoutes, quoted
 from .metrics import ServerMetrics
-from .protocol import ProtocolError, parse_message
+from .peer import quiet_library_task_failures
+from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, Ping, ProtocolError, SetPrompt,
+                       parse_message)
 from .vad import load_vad_model, single_threaded
 
 log = logging.getLogger(__name__)
 
 CLOSE_FULL = 1013  # try again later
 CLOSE_POLICY = 1008
+WATCH_POLL_S = 0.1  # how often a socket's watcher looks at its call and deadline
+PONG_GRACE_S = 0.1
+_GONE = object()
 
 
 class AvatarServer:
@@ -47,6 +53,7 @@ class AvatarServer:
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
+        self._restore_loop_handler = quiet_library_task_failures(asyncio.get_running_loop())
         if self.profile is None:
             from avatar.profiles import load_profile
 
@@ -60,12 +67,13 @@ class AvatarServer:
 
             self.compute_allowance_s = await asyncio.get_running_loop().run_in_executor(
                 None, compute_allowance, self.profile, self.torch_threads(running=1))
+        routes = HttpRoutes(cfg, self.avatars, self.health, self.metrics)
         self._ws_server = await serve(
-            self._handle, cfg.host, cfg.port, process_request=HttpRoutes(cfg, self.avatars, self.health, self.metrics),
-            max_size=cfg.max_message_bytes, ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_timeout_s,
-            close_timeout=1.0,
-            compression=None, server_header=None)
+            self._handle, cfg.host, cfg.port, process_request=routes, logger=HandshakeLog(),
+            max_size=cfg.max_message_bytes, ping_interval=None,  # our own keep-alive: _unanswered_ping
+            close_timeout=1.0, compression=None, server_header=None)
         self.port = self._ws_server.sockets[0].getsockname()[1]
+        routes.bind(cfg.host, self.port)
         return self
 
     @property
@@ -81,6 +89,7 @@ class AvatarServer:
             self._ws_server.close()
             await self._ws_server.wait_closed()
         self._vad_pool.shutdown(wait=False)
+        self._restore_loop_handler()
 
     def torch_threads(self, running: int | None = None) -> int:
         """Threads for each generation worker, shared by the calls running now (avatar/threads.py)."""
@@ -101,19 +110,19 @@ class AvatarServer:
                 pass
 
         if len(self.calls) >= self.config.max_sessions:
-            log.info("event=refused reason=full sessions=%d", len(self.calls))
+            log.warning("event=refused reason=full sessions=%d", len(self.calls))
             self.metrics.refused("full")
             await send({"type": "error", "code": "busy",
                         "message": f"the server is full ({self.config.max_sessions} sessions); try again later"})
             await ws.close(CLOSE_FULL, "server full")
             return
-        call_id = f"c{next(self._ids)}"
-        self.calls[call_id] = None
-        log.info("call=%s event=open sessions=%d max_sessions=%d", call_id, len(self.calls), self.config.max_sessions)
-        state = {"avatar": "drawn", "image": None, "call": None}
-        watchdog = asyncio.ensure_future(self._signaling_deadline(ws, send, state))
+        link = Link(f"c{next(self._ids)}")
+        self.calls[link.call_id] = None
+        log.info("call=%s event=open sessions=%d max_sessions=%d", link.call_id, len(self.calls),
+                 self.config.max_sessions)
+        watcher = asyncio.ensure_future(self._watch(ws, link, send))
         try:
-            await send({"type": "ready", "call": call_id, "avatars": self.avatars.ids(),
+            await send({"type": "ready", "call": link.call_id, "avatars": self.avatars.ids(),
                         "profile": self.profile.name, "fps": self.profile.fps,
                         "ice_servers": list(self.config.ice_servers),
                         "limits": {"max_upload_bytes": self.config.max_upload_bytes,
@@ -121,94 +130,156 @@ class AvatarServer:
             async for raw in ws:
                 try:
                     msg = parse_message(raw)
-                    if await self._dispatch(msg, call_id, state, send) == "bye":
+                    if isinstance(msg, Bye):
                         break
+                    await self._dispatch(msg, link, send)
                 except ProtocolError as exc:
-                    log.info("call=%s event=refused_message code=%s message=\"%s\"", call_id, exc.code, exc.message)
+                    log.warning("call=%s event=refused_message code=%s message=%s", link.call_id, exc.code,
+                                quoted(exc.message))
                     self.metrics.refused(exc.code)
                     await send(exc.to_message())
                 except ConnectionClosed:
                     raise
                 except Exception as exc:  # a bug in one call must not end the server
-                    log.exception("call=%s event=message_failed", call_id)
+                    log.exception("call=%s event=message_failed", link.call_id)
                     await send({"type": "error", "code": "internal",
                                 "message": f"the server failed on this message ({type(exc).__name__}); it is logged"})
         except ConnectionClosed:
             pass
         finally:
-            watchdog.cancel()
-            call = state["call"]
-            if call is not None:
-                await call.close("caller left")
-                self.metrics.call_ended(call)
-            self.calls.pop(call_id, None)
+            watcher.cancel()
+            await self._release(link, "caller left")
             await ws.close()
-            log.info("call=%s event=slot_freed sessions=%d max_sessions=%d", call_id, len(self.calls), self.config.max_sessions)
 
-    async def _signaling_deadline(self, ws, send, state) -> None:
-        """The caller has signaling_timeout_s to reach a connected call; a call that ends closes the socket."""
+    async def _release(self, link: "Link", reason: str) -> None:
+        """Free the socket's slot, then end its call (once; never raises). The slot is free at once:
+        a call's tear-down may wait for the window its worker is computing."""
+        if self.calls.pop(link.call_id, _GONE) is not _GONE:
+            log.info("call=%s event=slot_freed reason=%s sessions=%d max_sessions=%d", link.call_id,
+                     quoted(reason), len(self.calls), self.config.max_sessions)
+        if link.call is not None:
+            await self._end(link.call, reason)
+            self.metrics.call_ended(link.call)
+
+    @staticmethod
+    async def _end(call: Call, reason: str) -> None:
         try:
-            await asyncio.sleep(self.config.signaling_timeout_s)
-            call = state["call"]
-            if call is None or not call.connected.is_set():
-                await send({"type": "error", "code": "timeout",
-                            "message": f"no connected call within {self.config.signaling_timeout_s:g} s"})
-                await ws.close(CLOSE_POLICY, "signaling timeout")
-                return
-            await call.closed.wait()
-            await send({"type": "close", "reason": "the call ended"})
-            await ws.close()
+            await call.close(reason)
+        except Exception:  # our bug; it must not hide why the call ended, nor keep its slot
+            log.exception("call=%s event=close_failed", call.id)
+
+    async def _watch(self, ws, link: "Link", send) -> None:
+        """Frees the slot as soon as the caller is gone: its call ended (hang-up, ICE or DTLS failure),
+        its websocket stopped answering pings, or it has no connected call by the signaling deadline.
+        (A closed or reset socket ends the message loop instead.) A release is shielded: the message
+        loop ending meanwhile cancels this watcher, and must not cut a call's tear-down short."""
+        cfg = self.config
+        deadline = asyncio.get_running_loop().time() + cfg.signaling_timeout_s
+        pings = asyncio.ensure_future(self._unanswered_ping(ws))
+        try:
+            while not pings.done():
+                call = link.call
+                if call is not None and call.closed.is_set():
+                    await asyncio.shield(self._release(link, "call ended"))
+                    await send({"type": "close", "reason": "the call ended"})
+                    await ws.close()
+                    return
+                if (call is None or not call.connected.is_set()) and asyncio.get_running_loop().time() > deadline:
+                    log.warning("call=%s event=refused reason=timeout", link.call_id)
+                    await asyncio.shield(self._release(link, "signaling timeout"))
+                    await send({"type": "error", "code": "timeout",
+                                "message": f"no connected call within {cfg.signaling_timeout_s:g} s"})
+                    await ws.close(CLOSE_POLICY, "signaling timeout")
+                    return
+                await asyncio.wait([pings], timeout=WATCH_POLL_S)
+            if pings.result():
+                await asyncio.shield(self._release(link, "no answer to pings"))
+                ws.transport.abort()
         except asyncio.CancelledError:
             pass
+        finally:
+            pings.cancel()
 
-    async def _dispatch(self, msg: dict, call_id: str, state: dict, send) -> str | None:
-        kind, call = msg["type"], state["call"]
-        if kind == "offer":
-            if call is not None:
-                raise ProtocolError("bad_state", "this call already has an offer; renegotiation is not supported")
-            if msg.get("image") is not None or msg.get("avatar") is not None:
-                image = self._image_from(msg.get("avatar"), msg.get("image"))
-            else:
-                image = self._image_from(state["avatar"], state["image"])
-            call = Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
-                        compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads)
+    async def _unanswered_ping(self, ws) -> bool:
+        """True once a ping goes unanswered for ping_timeout_s; False if the socket closes first.
+        After a timeout the pong gets a short grace: if our own loop stalled past the timeout, a pong
+        already received is read only after the timer has fired."""
+        while True:
+            await asyncio.sleep(self.config.ping_interval_s)
             try:
-                answer = await call.start(msg, image)
-            except BaseException:
-                await call.close("set-up failed")
-                raise
-            state["call"] = self.calls[call_id] = call
-            self.metrics.call_started(call)
-            await send(answer)
-        elif kind == "avatar":
-            image = self._image_from(msg["id"], msg["image"])  # checked now
-            if call is None:  # used with the offer
-                state["avatar"], state["image"] = msg["id"], msg["image"]
-                await send({"type": "avatar", "ok": True})
-            else:  # acknowledged by the call when the new face takes over
-                await call.change_avatar(image)
-        elif kind == "candidate":
-            if call is None:
-                raise ProtocolError("bad_state", "send the offer before ICE candidates")
-            await call.add_candidate(msg)
-        elif kind in ("interrupt", "prompt"):
-            if call is None:
-                raise ProtocolError("bad_state", f"{kind!r} needs a call: send the offer first")
-            if kind == "interrupt":
-                call.interrupt()
+                pong = await ws.ping()
+            except ConnectionClosed:
+                return False
+            for timeout in (self.config.ping_timeout_s, PONG_GRACE_S):
+                done, _ = await asyncio.wait([pong], timeout=timeout)
+                if done:
+                    break
             else:
-                call.set_prompt(msg["text"])
+                return True
+            if pong.exception() is not None:  # the socket closed
+                return False
+
+    async def _dispatch(self, msg: Message, link: "Link", send) -> None:
+        call = link.call
+        match msg:
+            case Offer():
+                if call is not None:
+                    raise ProtocolError("bad_state", "this call already has an offer; renegotiation is not supported")
+                if msg.image is not None or msg.avatar is not None:
+                    image = self._image_from(msg.avatar, msg.image)
+                else:
+                    image = self._image_from(link.avatar, link.image)
+                call = Call(link.call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
+                            compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads)
+                try:
+                    answer = await call.start(msg, image)
+                except BaseException:
+                    await self._end(call, "set-up failed")
+                    raise
+                link.call = call
+                self.metrics.call_started(call)
+                if link.call_id in self.calls:  # (not if the slot was freed meanwhile: the socket is closing)
+                    self.calls[link.call_id] = call
+                await send(answer)
+            case ChooseAvatar(id=avatar_id, image=upload):
+                image = self._image_from(avatar_id, upload)  # checked now
+                if call is None:  # used with the offer
+                    link.avatar, link.image = avatar_id, upload
+                    await send({"type": "avatar", "ok": True})
+                else:  # acknowledged by the call when the new face takes over
+                    await call.change_avatar(image)
+            case Candidate(candidate=candidate):
+                if call is None:
+                    raise ProtocolError("bad_state", "send the offer before ICE candidates")
+                if link.candidates_ended:
+                    raise ProtocolError("bad_state", "no candidates after the end of candidates")
+                link.candidates_ended = candidate is None
+                await call.add_candidate(candidate)
+            case Interrupt() | SetPrompt() if call is None:
+                raise ProtocolError("bad_state", "this message needs a call: send the offer first")
+            case Interrupt():
+                call.interrupt()
+            case SetPrompt(text=text):
+                call.set_prompt(text)
                 await send({"type": "prompt", "ok": True})
-        elif kind == "ping":
-            await send({"type": "pong"})
-        elif kind == "bye":
-            return "bye"
-        return None
+            case Ping():
+                await send({"type": "pong"})
 
     def _image_from(self, avatar_id, upload):
         if upload is not None:
             return decode_upload(upload, self.config.max_upload_bytes, self.config.max_image_side)
         return self.avatars.image(avatar_id or "drawn")
+
+
+@dataclass
+class Link:
+    """One websocket's signaling state: the face chosen before the offer, then the call."""
+
+    call_id: str
+    avatar: str | None = "drawn"
+    image: str | None = None  # an upload chosen before the offer
+    call: Call | None = None
+    candidates_ended: bool = False
 
 
 async def run_server(config: ServerConfig, ready=None) -> None:

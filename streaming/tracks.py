@@ -2,7 +2,9 @@
 
 aiortc sends a frame as soon as recv() returns, so recv() sleeps until each frame is due. Both
 tracks take their timestamps from the same clock (video 90 kHz, voice at the timeline's 16 kHz),
-so the receiver's A/V sync keeps the lips on the voice.
+so the receiver's A/V sync keeps the lips on the voice. A track that finds itself more than
+LATE_JUMP_S behind its clock (the process was paused) jumps to what is due now instead of sending
+the backlog in a burst; both tracks jump on the same clock, so they stay in sync.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from fractions import Fraction
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 
-from .buffers import FrameBuffer, VoiceBuffer
+from avatar.audio import AudioTimeline
+
+from .buffers import FrameBuffer
 from .clock import MediaClock
 
-VIDEO_CLOCK_RATE = 90000
-VOICE_PTIME_S = 0.020
+LATE_JUMP_S = 0.5  # more behind than any event-loop hiccup: only a pause of the process gets here
 
 
 async def _sleep_until(due: float) -> None:
@@ -47,6 +50,7 @@ class PacedVideoTrack(MediaStreamTrack):
         self._ticks = VIDEO_CLOCK_RATE // clock.fps
         self.sent = 0
         self.repeated = 0
+        self.skipped = 0  # frames never sent because the track was paused past them
         self.first_index: int | None = None
 
     async def recv(self) -> av.VideoFrame:
@@ -55,6 +59,10 @@ class PacedVideoTrack(MediaStreamTrack):
         if self._next is None:
             self._next = max(self.clock.frame_playing(), 0)
             self.first_index = self._next
+        elif time.monotonic() - self.clock.frame_due(self._next) > LATE_JUMP_S:
+            now = self.clock.frame_playing()
+            self.skipped += now - self._next
+            self._next = now
         index = self._next
         self._next += 1
         await _sleep_until(self.clock.frame_due(index))
@@ -87,7 +95,7 @@ class DelayedVoiceTrack(MediaStreamTrack):
     OUT_RATE = 48000
     TAPS = 8  # input samples each side
 
-    def __init__(self, clock: MediaClock, voice: VoiceBuffer):
+    def __init__(self, clock: MediaClock, voice: AudioTimeline):
         super().__init__()
         if self.OUT_RATE % clock.sample_rate:
             raise ValueError(f"{clock.sample_rate} Hz does not divide {self.OUT_RATE} Hz")
@@ -95,13 +103,13 @@ class DelayedVoiceTrack(MediaStreamTrack):
         self.voice = voice
         self._factor = self.OUT_RATE // clock.sample_rate
         self._kernel = _upsampling_kernel(self._factor, self.TAPS)
-        self._samples = int(round(clock.sample_rate * VOICE_PTIME_S))  # per frame, timeline rate
+        self._samples = int(round(clock.sample_rate * AUDIO_PTIME))  # per frame, timeline rate
         self._next: int | None = None
         self.sent = 0
 
     def _upsample(self, position: int) -> np.ndarray:
         n, f, k = self._samples, self._factor, self.TAPS
-        source = self.voice.read(position - k, n + 2 * k)
+        source = self.voice.read(position - k, position + n + k)
         stuffed = np.zeros(len(source) * f, np.float32)
         stuffed[::f] = source
         full = np.convolve(stuffed, self._kernel, mode="same")
@@ -111,7 +119,7 @@ class DelayedVoiceTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         n = self._samples
-        if self._next is None:
+        if self._next is None or time.monotonic() - self.clock.sample_due(self._next) > LATE_JUMP_S:
             now_s = (time.monotonic() - self.clock.start() - self.clock.delay_s) * self.clock.sample_rate
             self._next = max(int(now_s) // n * n, 0)
         position = self._next

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.audio_features import SAMPLE_RATE
+
+from .events import VadEvent, VadKind
+
 CHUNK = 512
-SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -16,18 +19,6 @@ class Chunk:
     start: int  # timeline position (samples)
     pcm: np.ndarray  # float32, CHUNK samples
     speech: bool
-
-
-@dataclass
-class VadEvent:
-    kind: str  # "speechstart" | "speechend"
-    sample: int  # timeline position where speech starts / ends
-
-    @property
-    def seconds(self) -> float:
-        return self.sample / SAMPLE_RATE
-
-
 
 
 def load_vad_model():
@@ -71,10 +62,10 @@ class SpeechDetector:
                 result = self._iterator(torch.from_numpy(piece.copy()))
                 if result and "start" in result:
                     self.speaking = True
-                    events.append(VadEvent("speechstart", int(result["start"])))
+                    events.append(VadEvent(VadKind.SPEECH_START, int(result["start"])))
                 elif result and "end" in result:
                     self.speaking = False
-                    events.append(VadEvent("speechend", int(result["end"])))
+                    events.append(VadEvent(VadKind.SPEECH_END, int(result["end"])))
                 chunks.append(Chunk(self.position, piece, self.speaking or bool(self._iterator.triggered)))
                 self.position += CHUNK
         return chunks, events

@@ -1,9 +1,9 @@
 """Generation off the event loop: one thread drives one engine Session.
 
-Audio and commands come in through a queue; frames go out through a bounded FrameBuffer. Each
-window is planned against its due time on the media clock: when it would be late the worker
-degrades (fewer sampling steps; far behind, it drops pending speech and catches up on the idle
-path), so latency never grows without bound.
+Commands come in through a queue (typed, `streaming/events.py`); frames go out through a bounded
+FrameBuffer. Each window is planned against its due time on the media clock by a `StepPlanner`: a
+window that would be late runs with fewer steps, and windows that would only be shown late are not
+made at all (the stream jumps to the frame due now), so latency never grows without bound.
 """
 
 from __future__ import annotations
@@ -13,17 +13,22 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 import torch
 
+from models.audio_features import SAMPLES_PER_FRAME
+
 from .buffers import FrameBuffer
 from .clock import MediaClock
+from .events import (AudioIn, AvatarSwitched, Degraded, Failed, Interrupt, Interrupted, SetPrompt, Stop,
+                     SwapSession, WorkerCommand, WorkerEvent)
+from .planner import StepPlanner
 
 log = logging.getLogger(__name__)
 
-SAMPLES_PER_FRAME = 640
 REPLAY_S = 4.0  # recent audio kept to replay into a new session when the avatar changes
 
 
@@ -34,7 +39,8 @@ class WorkerStats:
         self.windows = 0
         self.idle_windows = 0
         self.fewer_steps = 0  # windows run with fewer steps to stay on time
-        self.catch_ups = 0  # times pending speech was dropped to catch up on the idle path
+        self.catch_ups = 0  # times the stream fell behind and jumped to the frame due now
+        self.skipped_frames = 0  # frames passed over by those jumps (never made)
         self.late_windows = 0  # windows whose first frame was ready after its due time
         self.compute_s = deque(maxlen=50)
         self.slack_s = deque(maxlen=50)  # due time of a window's first frame - time it was ready
@@ -45,7 +51,7 @@ class WorkerStats:
         slack = list(self.slack_s)
         return {
             "windows": self.windows, "idle_windows": self.idle_windows, "fewer_steps": self.fewer_steps,
-            "catch_ups": self.catch_ups, "late_windows": self.late_windows,
+            "catch_ups": self.catch_ups, "skipped_frames": self.skipped_frames, "late_windows": self.late_windows,
             "compute_last_s": round(compute[-1], 4) if compute else None,
             "compute_p95_s": round(float(np.percentile(compute, 95)), 4) if compute else None,
             "slack_min_s": round(min(slack), 4) if slack else None,
@@ -53,23 +59,37 @@ class WorkerStats:
 
 
 class GenerationWorker:
-    def __init__(self, session, clock: MediaClock, frames: FrameBuffer, notify=None, name: str = "generation",
-                 threads=None):
+    """One thread that drives one engine session for a call and hands its frames to the video track.
+
+    The event loop calls `push_audio`, `interrupt`, `set_prompt`, `swap_session` and `stop`; each
+    puts one command on the inbox, which the thread drains between windows. Results come back through
+    `notify(event)`, called on the worker thread with one of `streaming.events.WorkerEvent`.
+
+    The interrupt's path: the caller's `{"type": "interrupt"}` -> `Call.interrupt` -> `Interrupt` on
+    this inbox -> `Session.interrupt` (speech without frames becomes silence, so the next windows
+    idle) -> `Interrupted(sample)` -> `Call` mutes the delayed voice from that sample and sends
+    `{"type": "interrupted", "t"}`, t being the call time of the next window's first frame.
+
+    `stop` (a `Stop` command) is the one way to end the thread; an exception in the session ends it
+    too, reported as `Failed` (other calls go on).
+    """
+
+    def __init__(self, session, clock: MediaClock, frames: FrameBuffer,
+                 notify: Callable[[WorkerEvent], None] | None = None, name: str = "generation",
+                 threads: Callable[[], int] | None = None):
         self.session = session
         self.clock = clock
         self.frames = frames
-        self.notify = notify or (lambda kind, payload: None)  # called from the worker thread
-        self.threads = threads  # () -> torch threads for this worker (per thread under OpenMP), or None
+        self.notify = notify or (lambda event: None)
+        self.threads = threads  # torch threads for this worker, asked before each window (per thread under OpenMP)
         self.stats = WorkerStats()
         self.lock = threading.Lock()
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._est_full: float | None = None
-        self._est_fast: float | None = None
-        self.full_steps = session.profile.steps
+        self.planner = StepPlanner(session.profile.steps, session.frames_per_window / clock.fps)
         self.error: BaseException | None = None
+        self._inbox: queue.SimpleQueue[WorkerCommand] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._base_frame = 0  # the call's frame index of the session's frame 0
+        self._next_frame = 0  # the call's frame index of the next window's first frame
         self._pushed = 0  # call timeline samples pushed so far
         self._recent: deque = deque()  # (start sample, pcm, speech), about REPLAY_S of it
 
@@ -78,21 +98,20 @@ class GenerationWorker:
         self._thread.start()
 
     def push_audio(self, pcm: np.ndarray, speech: bool) -> None:
-        self._inbox.put(("audio", pcm, speech))
+        self._inbox.put(AudioIn(pcm, speech))
 
     def interrupt(self) -> None:
-        self._inbox.put(("interrupt",))
+        self._inbox.put(Interrupt())
 
     def set_prompt(self, text: str | None) -> None:
-        self._inbox.put(("prompt", text))
+        self._inbox.put(SetPrompt(text))
 
     def swap_session(self, session) -> None:
         """Continue with another session (a new avatar) from the next window on."""
-        self._inbox.put(("swap", session))
+        self._inbox.put(SwapSession(session))
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._inbox.put(("stop",))
+        self._inbox.put(Stop())
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -103,40 +122,42 @@ class GenerationWorker:
     # ---- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
-                self._drain(block=self.session.windows_ready() == 0)
-                if not self._stop.is_set() and self.session.windows_ready():
+            while self._drain(block=self.session.windows_ready() == 0):
+                if self.session.windows_ready():
                     self._run_window()
         except BaseException as exc:  # reported to the call, which closes; other calls go on
             self.error = exc
             log.exception("thread=%s event=generation_failed", self._thread.name)
-            self.notify("failed", {"message": f"{type(exc).__name__}: {exc}"})
+            self.notify(Failed(f"{type(exc).__name__}: {exc}"))
 
-    def _drain(self, block: bool) -> None:
+    def _drain(self, block: bool) -> bool:
+        """Handle the commands waiting (the first one waited for when `block`); False on Stop."""
         try:
-            item = self._inbox.get(timeout=0.05) if block else self._inbox.get_nowait()
+            command = self._inbox.get() if block else self._inbox.get_nowait()
         except queue.Empty:
-            return
+            return True
         while True:
-            self._handle(item)
+            if not self._handle(command):
+                return False
             try:
-                item = self._inbox.get_nowait()
+                command = self._inbox.get_nowait()
             except queue.Empty:
-                return
+                return True
 
-    def _handle(self, item: tuple) -> None:
-        kind = item[0]
-        if kind == "audio":
-            self._push(item[1], item[2])
-        elif kind == "interrupt":
-            self.session.interrupt()
-            self.notify("interrupted", {"sample": (self._base_frame + self.session.frames_done) * SAMPLES_PER_FRAME})
-        elif kind == "swap":
-            self._swap(item[1])
-        elif kind == "prompt":
-            self.session.set_prompt(item[1])
-        elif kind == "stop":
-            self._stop.set()
+    def _handle(self, command: WorkerCommand) -> bool:
+        match command:
+            case AudioIn(pcm, speech):
+                self._push(pcm, speech)
+            case Interrupt():
+                sample = self.session.interrupt() + self._base_frame * SAMPLES_PER_FRAME
+                self.notify(Interrupted(sample))
+            case SwapSession(session):
+                self._swap(session)
+            case SetPrompt(text):
+                self.session.set_prompt(text)
+            case Stop():
+                return False
+        return True
 
     def _push(self, pcm: np.ndarray, speech: bool) -> None:
         self.session.push_audio(pcm, self.clock.sample_rate, speech=speech)
@@ -148,7 +169,7 @@ class GenerationWorker:
     def _swap(self, session) -> None:
         """The new session starts where the old one's next window would have: its frame 0 is that
         call frame, and the audio already given to the old one from there on is replayed into it."""
-        switch = self._base_frame + self.session.frames_done
+        switch = self._next_frame
         start = switch * SAMPLES_PER_FRAME
         kept = self._recent[0][0] if self._recent else self._pushed
         if kept > start:  # older than what is kept: silence (not expected: REPLAY_S covers a window)
@@ -157,56 +178,49 @@ class GenerationWorker:
             if at + len(pcm) > start:
                 session.push_audio(pcm[max(start - at, 0):], self.clock.sample_rate, speech=speech)
         self.session, self._base_frame = session, switch
-        self.notify("avatar", {"frame": switch})
+        self.notify(AvatarSwitched(switch))
 
-    def _plan_steps(self, slack: float) -> int | None:
-        """Steps for the next window: the profile's, or fewer when it would finish late."""
-        if self._est_full is not None and slack < 1.1 * self._est_full and self.full_steps > 1:
-            if self._est_fast is None or self._est_fast < self._est_full:
-                return 1
-        return None
+    def _jump(self, windows: int, behind_s: float) -> None:
+        """Pass over windows whose frames could only be shown late: the stream goes on at the frame
+        due by the time the next window is made."""
+        skipped = windows * self.session.frames_per_window
+        self.session.skip(windows)
+        self._next_frame += skipped
+        with self.lock:
+            self.stats.catch_ups += 1
+            self.stats.skipped_frames += skipped
+        log.warning("thread=%s event=catch_up behind_s=%.3f skipped_frames=%d resume_frame=%d",
+                    self._thread.name, behind_s, skipped, self._next_frame)
+        self.notify(Degraded("catch-up", round(behind_s, 3), skipped))
 
     def _run_window(self) -> None:
         if self.threads is not None:
             wanted = self.threads()
             if wanted != torch.get_num_threads():
                 torch.set_num_threads(wanted)
-        s = self.session
-        first = self._base_frame + s.window_index * s.frames_per_window
+        slack = self.clock.frame_due(self._next_frame) - time.monotonic()
+        plan = self.planner.plan(slack, self.session.windows_ready())
+        if plan.skip:
+            self._jump(plan.skip, -slack)
+        first = self._next_frame
         due = self.clock.frame_due(first)
-        slack = due - time.monotonic()
-        window_s = s.frames_per_window / self.clock.fps
-        if slack < -window_s:  # a whole window behind: drop pending speech, idle until caught up
-            s.interrupt()
-            with self.lock:
-                self.stats.catch_ups += 1
-            self.notify("degraded", {"reason": "catch-up", "behind_s": round(-slack, 3)})
-        steps = self._plan_steps(slack)
         started = time.monotonic()
-        frames = s.step(1, steps)
+        result = self.session.run_window(plan.steps)
         done = time.monotonic()
+        frames = result.frames
         if self._base_frame:
             frames = [replace(f, index=f.index + self._base_frame) for f in frames]
         self.frames.put(frames)
-        info = s.last_window_stats
+        self._next_frame = self._base_frame + result.first_frame + self.session.frames_per_window
         compute = done - started
-        if info.get("idle"):
-            pass
-        elif steps is None:
-            self._est_full = compute if self._est_full is None else 0.7 * self._est_full + 0.3 * compute
-        else:
-            self._est_fast = compute if self._est_fast is None else 0.7 * self._est_fast + 0.3 * compute
-            # Full steps are not being measured now: let their estimate relax, so they are tried again
-            # (one slow outlier must not keep the stream on fewer steps for good).
-            if self._est_full is not None:
-                self._est_full = max(self._est_fast, 0.9 * self._est_full)
+        self.planner.observe(plan.steps, result.idle, compute)
         with self.lock:
             st = self.stats
             st.windows += 1
-            st.idle_windows += bool(info.get("idle"))
-            st.fewer_steps += steps is not None and not info.get("idle")
+            st.idle_windows += result.idle
+            st.fewer_steps += plan.steps is not None and not result.idle
             st.compute_s.append(compute)
             st.slack_s.append(due - done)
             st.late_windows += done > due
-            st.recent.append({"window": info.get("window"), "first_frame": first, "started": started,
-                              "done": done, "steps": info.get("steps"), "idle": bool(info.get("idle"))})
+            st.recent.append({"window": result.window, "first_frame": first, "started": started,
+                              "done": done, "steps": result.steps, "idle": result.idle})

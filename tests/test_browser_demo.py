@@ -21,14 +21,12 @@ from streaming.ice import parse_ice_server
 from streaming.server import AvatarServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-DATA = Path(__file__).parent / "data"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def fake_mic_wav(path: Path) -> Path:
+def fake_mic_wav(path: Path, speech_hello: np.ndarray) -> Path:
     """1 s silence, the speech, 1.5 s silence (Chromium loops it), 48 kHz mono."""
-    with wave.open(str(DATA / "speech_hello.wav")) as w:
-        speech = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    speech = np.round(speech_hello * 32768).astype(np.int16)
     speech48 = np.repeat(speech, 3)  # 16 -> 48 kHz; plenty for a VAD test
     pcm = np.concatenate([np.zeros(48000, np.int16), speech48, np.zeros(72000, np.int16)])
     with wave.open(str(path), "wb") as w:
@@ -131,18 +129,18 @@ new Promise((resolve) => {
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, turn_server, monkeypatch):
+async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, speech_hello, turn_server, monkeypatch):
     turn = parse_ice_server(turn_server)  # handed to the page in "ready"
-    trickled = []  # the page trickles its ICE candidates after the offer, then null
+    trickled = []  # the page trickles its ICE candidates after the offer, then None (the end)
     add_candidate = Call.add_candidate
 
-    async def spy(call, msg):
-        trickled.append(msg["candidate"])
-        await add_candidate(call, msg)
+    async def spy(call, candidate):
+        trickled.append(candidate)
+        await add_candidate(call, candidate)
 
     monkeypatch.setattr(Call, "add_candidate", spy)
     server = await AvatarServer(ServerConfig(port=0, token="s3cret", ice_servers=(turn,)), tiny_profile).start()
-    browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav"))
+    browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav", speech_hello))
     try:
         await browser.open_page()
         await browser.command("Page.navigate", url=f"{server.url}?autostart=1&avatar=drawn&token=s3cret")
@@ -163,7 +161,7 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, tu
             "offer: window.demo.call.pc.localDescription.sdp})"))
         assert ice["servers"][0]["urls"] == turn["urls"] and ice["servers"][0]["username"] == "alice", ice
         assert "typ relay" in ice["offer"]  # Chromium took a relayed address from the TURN server
-        assert any(c and "typ relay" in c for c in trickled) and trickled[-1] is None, trickled
+        assert any(c is not None and c.type == "relay" for c in trickled) and trickled[-1] is None, trickled
         playback = await browser.evaluate(MEASURE_FPS)
         assert playback["width"] == 128 and playback["hasAudio"] == 1 and not playback["paused"], playback
         assert playback["presented"] >= 20 and playback["decoded"] >= 20, playback

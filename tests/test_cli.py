@@ -15,7 +15,7 @@ def write_wav(path, audio, rate=16000):
 
 
 def avatar(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "avatar.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streaming.cli", *args], capture_output=True, text=True,
                           timeout=600, env=env)
 
 

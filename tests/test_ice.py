@@ -7,9 +7,8 @@ import pytest
 
 from streaming.config import ServerConfig
 from streaming.ice import ICE_ENV, ice_servers_from, parse_ice_server
-from streaming.pyclient import CallClient
+from streaming.contrib.pyclient import CallClient
 from streaming.server import AvatarServer
-from test_streaming_server import speech
 
 
 def test_urls_and_credentials_parse_into_rtc_ice_server_dicts():
@@ -43,11 +42,11 @@ def test_flags_come_before_the_environment(monkeypatch):
     assert ServerConfig.from_args(argparse.Namespace()).ice_servers == ()
 
 
-async def test_a_call_relays_through_a_real_turn_server(turn_server, tiny_profile):
+async def test_a_call_relays_through_a_real_turn_server(turn_server, tiny_profile, speech_hello):
     turn = parse_ice_server(turn_server)
     server = await AvatarServer(ServerConfig(port=0, compute_allowance_s=0.2, ice_servers=(turn,)),
                                 tiny_profile).start()
-    client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", speech(), 16000)
+    client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", speech_hello, 16000)
     try:
         assert client.ready["ice_servers"] == [turn]  # handed to the client, credentials included
         # Both peers asked coturn for a relayed address: the server's (answer) and the client's (offer).

@@ -6,14 +6,13 @@ import asyncio
 import time
 
 from streaming.config import ServerConfig
-from streaming.pyclient import CallClient
+from streaming.contrib.pyclient import CallClient
 from streaming.server import AvatarServer
-from test_streaming_server import speech
 
 
-async def test_late_frames_are_counted_once_and_reported(tiny_profile):
+async def test_late_frames_are_counted_once_and_reported(tiny_profile, speech_hello):
     server = await AvatarServer(ServerConfig(port=0, compute_allowance_s=0.0), tiny_profile).start()
-    client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", speech(), 16000)
+    client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", speech_hello, 16000)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

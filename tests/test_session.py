@@ -100,7 +100,7 @@ def test_silence_takes_the_cheaper_idle_path(tiny_profile, face_image):
     s.push_audio(np.zeros(SR * 2, np.float32), SR)
     frames = s.step(1)
     assert len(frames) == tiny_profile.frames_per_window and not any(f.speech for f in frames)
-    assert s.last_window_stats["idle"] and s.last_window_stats["forwards"] == tiny_profile.idle_steps
+    assert s.last_window.idle and s.last_window.forwards == tiny_profile.idle_steps
 
 
 def test_vad_marks_override_the_energy_gate(tiny_profile, face_image, speech_like):
@@ -116,10 +116,10 @@ def test_interrupt_turns_pending_speech_into_idle(tiny_profile, face_image, spee
     s = Session(tiny_profile, face_image)
     s.push_audio(speech_like(3.0), SR)
     s.step(1)
-    assert not s.last_window_stats["idle"]
+    assert not s.last_window.idle
     s.interrupt()
     s.step(1)
-    assert s.last_window_stats["idle"]
+    assert s.last_window.idle
     frames = s.finish()
     assert not any(f.speech for f in frames)
 
@@ -172,3 +172,17 @@ def test_stream_file_gives_the_frames_of_rendering_at_once(tiny_profile, face_im
     assert [f.index for f in streamed] == [f.index for f in offline]
     for a, b in zip(streamed, offline):
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+
+
+def test_skip_passes_over_windows_and_goes_on_from_the_next(tiny_profile, face_image, speech_like):
+    s = Session(tiny_profile, face_image)
+    fpw = tiny_profile.frames_per_window
+    s.push_audio(speech_like(4.0), SR)
+    first = s.run_window()
+    ready = s.windows_ready()
+    s.skip(2)
+    assert s.windows_ready() == ready - 2
+    after = s.run_window()
+    assert (first.first_frame, after.first_frame, after.window) == (0, 3 * fpw, 3)
+    assert [f.index for f in after.frames] == list(range(3 * fpw, 4 * fpw))
+    assert s.interrupt() == 4 * fpw * 640  # speech is dropped from the window after the last made

@@ -3,17 +3,14 @@ paced video and the delayed voice out. Checks the frame rate, timestamp continui
 returned voice against the frames it belongs to, and the VAD events' times."""
 
 import asyncio
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from streaming.config import ServerConfig
-from streaming.pyclient import CallClient
+from streaming.contrib.pyclient import CallClient
 from streaming.server import AvatarServer
 
-DATA = Path(__file__).parent / "data"
 RATE = 16000
 SECONDS = 20.0
 SPEECH_AT = (1.0, 7.0, 13.0)
@@ -26,9 +23,7 @@ RECEIVER_AUDIO_HOLD_S = 4 * 0.020
 RECEIVER_VIDEO_HOLD_S = 1 / 25
 
 
-def call_audio() -> np.ndarray:
-    with wave.open(str(DATA / "speech_hello.wav")) as w:
-        speech = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+def call_audio(speech: np.ndarray) -> np.ndarray:
     audio = np.zeros(int((SECONDS + 1.5) * RATE), np.float32)
     for at in SPEECH_AT:
         audio[int(at * RATE):int(at * RATE) + len(speech)] = speech
@@ -53,9 +48,9 @@ def received_audio(client) -> tuple[np.ndarray, int, float]:
 
 
 @pytest.mark.slow
-async def test_twenty_second_call_is_paced_continuous_and_in_sync(tiny_profile):
+async def test_twenty_second_call_is_paced_continuous_and_in_sync(tiny_profile, speech_hello):
     server = await AvatarServer(ServerConfig(port=0, stamp_frames=True), tiny_profile).start()
-    client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", call_audio(), RATE)
+    client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", call_audio(speech_hello), RATE)
     (call,) = [c for c in server.calls.values() if c is not None]
     timeline = []  # the server's 16 kHz timeline as it goes into the engine (contiguous from 0)
     into_engine = call.worker.push_audio

@@ -3,32 +3,27 @@ the signaling message checks, uploads, static files, token and origin gates, aud
 
 import base64
 import io
-import wave
+import json
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from avatar.audio import AudioTimeline
 from streaming.avatars import AvatarLibrary, decode_upload
-from streaming.buffers import FrameBuffer, VoiceBuffer
+from streaming.buffers import FrameBuffer
 from streaming.clock import MediaClock
-from streaming.http import origin_ok, static_file, token_ok
+from streaming.contrib.stamp import read_index, stamp_index
+from streaming.http import origin_ok, own_origins, static_file, token_ok
 from streaming.intake import AudioIntake
-from streaming.protocol import ProtocolError, parse_message
-from streaming.stamp import read_index, stamp_index
+from benchmarks.fuzz_cases import CANDIDATE, OFFER_SDP, image_bytes, png_with_size
+from streaming.protocol import Candidate, Interrupt, Offer, ProtocolError, SetPrompt, parse_message
 from streaming.vad import SpeechDetector, single_threaded
 
-DATA = Path(__file__).parent / "data"
-
-
-def speech_wav() -> np.ndarray:
-    with wave.open(str(DATA / "speech_hello.wav")) as w:
-        assert w.getframerate() == 16000
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
 
 
 class F:  # a frame as the engine hands it over
@@ -50,15 +45,15 @@ def test_frame_buffer_takes_in_order_drops_late_and_overflow():
         FrameBuffer(0)
 
 
-def test_voice_buffer_reads_silence_outside_and_mutes():
-    voice = VoiceBuffer(max_seconds=1.0, sample_rate=100)
+def test_bounded_voice_timeline_reads_silence_outside_and_mutes():
+    voice = AudioTimeline(max_seconds=1.0, sample_rate=100)
     voice.append(np.arange(1, 51, dtype=np.float32))
-    assert voice.read(-5, 10).tolist() == [0] * 5 + [1, 2, 3, 4, 5]
-    assert voice.read(48, 4).tolist() == [49, 50, 0, 0]
+    assert voice.read(-5, 5).tolist() == [0] * 5 + [1, 2, 3, 4, 5]
+    assert voice.read(48, 52).tolist() == [49, 50, 0, 0]
     voice.discard_before(10)
-    assert voice.start == 10 and voice.read(5, 6).tolist() == [0] * 5 + [11]
-    voice.mute_from(45)
-    assert voice.read(43, 4).tolist() == [44, 45, 0, 0]
+    assert voice.start == 10 and voice.read(5, 11).tolist() == [0] * 5 + [11]  # what it let go: silence
+    voice.silence_from(45)
+    assert voice.read(43, 47).tolist() == [44, 45, 0, 0]
     voice.append(np.ones(200, np.float32))  # over max: keeps the newest second
     assert voice.end == 250 and voice.start == 150
 
@@ -109,6 +104,7 @@ def test_frame_stamp_survives_vp8():
     ('{"type": "offer"}', "bad_message"),
     ('{"type": "offer", "sdp": 5}', "bad_message"),
     ('{"type": "offer", "sdp": "v=0\\r\\nm=video 9"}', "bad_sdp"),
+    ('{"type": "offer", "sdp": "m=audio 9\\r\\nm=video 9"}', "bad_sdp"),
     ('{"type": "offer", "sdp": "m=audio m=video", "avatar": "a", "image": "b"}', "bad_message"),
     ('{"type": "candidate", "candidate": 7}', "bad_message"),
     ('{"type": "candidate", "candidate": "x", "sdpMLineIndex": -1}', "bad_message"),
@@ -123,11 +119,56 @@ def test_malformed_messages_are_refused_with_a_code(raw, code):
 
 
 def test_good_messages_parse():
-    offer = parse_message('{"type": "offer", "sdp": "m=audio 9\\r\\nm=video 9", "avatar": "drawn", "prompt": "hi"}')
-    assert offer["avatar"] == "drawn" and offer["prompt"] == "hi"
-    assert parse_message('{"type": "candidate", "candidate": ""}')["candidate"] is None
-    assert parse_message('{"type": "prompt"}')["text"] == ""
-    assert parse_message('{"type": "interrupt"}') == {"type": "interrupt"}
+    offer = parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "avatar": "drawn", "prompt": "hi"}))
+    assert offer == Offer(OFFER_SDP, avatar="drawn", prompt="hi")
+    assert parse_message('{"type": "candidate", "candidate": ""}') == Candidate(None)
+    trickled = parse_message(json.dumps({"type": "candidate", "candidate": CANDIDATE, "sdpMid": "0"})).candidate
+    assert (trickled.ip, trickled.port, trickled.type, trickled.sdpMid) == ("127.0.0.1", 9, "host", "0")
+    assert parse_message('{"type": "prompt"}') == SetPrompt("")
+    assert parse_message('{"type": "interrupt"}') == Interrupt()
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("a=mid:0\r\n", "", "audio section has no a=mid"),
+    ("a=recvonly", "a=sendonly", "video section must receive"),
+    ("a=recvonly", "a=inactive", "video section must receive"),
+    ("m=audio 9", "m=audio 0", "audio section must send"),
+    ("a=sendrecv", "a=recvonly", "audio section must send"),
+    ("m=video 9", "m=video 0", "video section must receive"),
+    ("a=fingerprint:sha-256", "a=fingerprint:sha-1", "needs an a=fingerprint"),
+    ("00:01:02", "garbage", "malformed a=fingerprint"),
+    (":1E:1F\r\n", ":1E\r\n", "malformed a=fingerprint"),
+    ("a=ice-pwd:", "a=ice-pwdx:", "no a=ice-ufrag / a=ice-pwd"),
+    ("a=mid:1", "a=mid:0", "the same a=mid"),
+    ("m=audio 9", "m=audio " + "9" * 5000, "not valid SDP"),
+])
+def test_offers_outside_the_contract_are_bad_sdp(old, new, reason):
+    sdp = OFFER_SDP.replace(old, new)
+    assert sdp != OFFER_SDP
+    with pytest.raises(ProtocolError, match=reason) as info:
+        parse_message(json.dumps({"type": "offer", "sdp": sdp}))
+    assert info.value.code == "bad_sdp"
+
+
+@pytest.mark.parametrize("candidate", [
+    {"candidate": CANDIDATE},  # neither sdpMid nor sdpMLineIndex
+    {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1", "sdpMid": "0"},  # too few fields (aiortc asserts)
+    {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ", "sdpMid": "0"},
+    {"candidate": "candidate:1 1 udp x 127.0.0.1 9 typ host", "sdpMid": "0"},
+    {"candidate": "candidate:1 7 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"},
+    {"candidate": "candidate:1 1 udp 1 127.0.0.1 99999 typ host", "sdpMid": "0"},
+    {"candidate": CANDIDATE, "sdpMLineIndex": True},
+])
+def test_malformed_candidates_are_bad_message(candidate):
+    with pytest.raises(ProtocolError) as info:
+        parse_message(json.dumps({"type": "candidate", **candidate}))
+    assert info.value.code == "bad_message"
+
+
+def test_numbers_past_pythons_digit_limit_are_bad_message():
+    with pytest.raises(ProtocolError) as info:
+        parse_message('{"type": "candidate", "candidate": "", "sdpMLineIndex": ' + "9" * 5000 + "}")
+    assert info.value.code == "bad_message"
 
 
 def _png(width, height) -> bytes:
@@ -149,6 +190,18 @@ def test_uploads_are_limited_before_decoding():
         with pytest.raises(ProtocolError) as info:
             decode_upload(bad, 100_000, 512)
         assert info.value.code == "bad_image"
+    with pytest.raises(ProtocolError) as info:  # a header claiming a decompression bomb
+        decode_upload(base64.b64encode(png_with_size(60000, 60000)).decode(), 100_000, 512)
+    assert info.value.code == "image_too_large"
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "ICO", "PPM", "TGA"])
+def test_uploads_are_only_the_formats_the_message_names(fmt):
+    with pytest.raises(ProtocolError, match="PNG, JPEG or WebP") as info:
+        decode_upload(base64.b64encode(image_bytes(fmt)).decode(), 100_000, 512)
+    assert info.value.code == "bad_image"
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        assert decode_upload(base64.b64encode(image_bytes(fmt)).decode(), 100_000, 512) == image_bytes(fmt)
 
 
 def test_avatar_library(tmp_path):
@@ -171,7 +224,8 @@ def test_static_files_stay_inside_the_root(tmp_path):
     (tmp_path / "secret.txt").write_text("no")
     ok = static_file(root, "/demo/")
     assert ok.status_code == 200 and ok.body == b"<p>hi</p>" and ok.headers["Content-Type"].startswith("text/html")
-    for path in ("/../secret.txt", "/demo/%2e%2e/%2e%2e/secret.txt", "/.git/config", "/nothing.js", "/demo/\x00"):
+    for path in ("/../secret.txt", "/demo/%2e%2e/%2e%2e/secret.txt", "/.git/config", "/nothing.js", "/demo/\x00",
+                 "/demo/" + "a" * 256, "/" + "b" * 5000 + "/x"):
         assert static_file(root, path).status_code == 404
 
 
@@ -179,10 +233,16 @@ def test_token_and_origin_checks():
     assert token_ok(None, None) and token_ok("", "anything")
     assert token_ok("s3cret", "s3cret")
     assert not token_ok("s3cret", None) and not token_ok("s3cret", "s3creT")
-    assert origin_ok(None, "127.0.0.1:8080", ())  # not a browser
-    assert origin_ok("http://127.0.0.1:8080", "127.0.0.1:8080", ())
-    assert not origin_ok("http://evil.example", "127.0.0.1:8080", ())
-    assert origin_ok("https://app.example", "127.0.0.1:8080", ("https://app.example",))
+    assert not token_ok("s3cret", "s3cr\udcff")  # a non-ASCII header byte, as websockets hands it over
+    own = own_origins("127.0.0.1", 8080)
+    assert own == {"http://127.0.0.1:8080", "http://localhost:8080"}
+    assert origin_ok(None, own)  # not a browser
+    assert origin_ok("http://localhost:8080", own)
+    for foreign in ("http://evil.example", "https://127.0.0.1:8080", "http://127.0.0.1:8081", "null"):
+        assert not origin_ok(foreign, own)
+    assert own_origins("::1", 80) == {"http://[::1]:80", "http://[::1]", "http://localhost:80", "http://localhost"}
+    assert "http://127.0.0.1:9000" in own_origins("0.0.0.0", 9000)
+    assert origin_ok("https://app.example", own | {"https://app.example"})
 
 
 def _audio_frame(pcm: np.ndarray, rate: int, pts: int) -> av.AudioFrame:
@@ -228,8 +288,8 @@ def vad_model():
     return load_vad_model()
 
 
-def test_vad_marks_speech_and_reports_onsets(vad_model):
-    speech = speech_wav()
+def test_vad_marks_speech_and_reports_onsets(vad_model, speech_hello):
+    speech = speech_hello
     silence = np.zeros(16000, np.float32)
     audio = np.concatenate([silence, speech, silence, silence, speech, silence])
     detector = SpeechDetector(vad_model)
@@ -289,12 +349,42 @@ def test_serve_main_refuses_bad_settings_with_a_message(capsys):
 def test_compute_allowance_is_measured_and_bounded(tiny_profile, monkeypatch):
     from streaming import calibrate
 
+    # Window durations as the clock reads them: the first (the warm-up) is not counted, the median of the rest is.
+    durations = iter([9.0, 0.3, 0.1, 0.2, 0.4])
+    readings = []
+
+    def perf_counter():
+        readings.append(len(readings))
+        return 0.0 if len(readings) % 2 else next(durations)
+
+    monkeypatch.setattr(calibrate, "time", SimpleNamespace(perf_counter=perf_counter))
     with ThreadPoolExecutor(1, initializer=single_threaded) as thread:
-        measured = thread.submit(calibrate.measure_window_compute, tiny_profile, 2).result()
-    assert 0 < measured < 30
+        measured = thread.submit(calibrate.measure_window_compute, tiny_profile, 5).result()
+    assert measured == pytest.approx(0.25) and len(readings) == 10  # five real windows were timed
+    monkeypatch.undo()
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.2)
     assert calibrate.compute_allowance(tiny_profile) == pytest.approx(0.27)
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.01)
     assert calibrate.compute_allowance(tiny_profile) == calibrate.FLOOR_S
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 7.0)  # a swamped machine
     assert calibrate.compute_allowance(tiny_profile) == calibrate.CEILING_S
+
+
+def test_intake_after_a_pause_cuts_only_the_burst_and_keeps_up_at_once():
+    # A 1 s pause (the server stopped): the silence filler runs first, then 50 frames arrive at once.
+    clock = MediaClock(0.5, 25, 16000)
+    clock.start(now=0.0)
+    intake = AudioIntake(clock)
+    tone = np.full(960, 0.25, np.float32)
+    for i in range(10):  # 200 ms on time
+        intake.push(_audio_frame(tone, 48000, 960 * i), now=0.02 * i)
+    intake.fill_silence(now=1.2)
+    assert intake.end == int(1.05 * 16000)
+    burst = [intake.push(_audio_frame(tone, 48000, 960 * i), now=1.2) for i in range(10, 60)]
+    # What the silence already covers is cut; the rest of the burst lands at its place.
+    assert intake.end == pytest.approx(60 * 320, abs=64)
+    assert intake.cut == pytest.approx(int(1.05 * 16000) - 10 * 320, abs=64)
+    assert sum(len(b) for b in burst) == intake.end - int(1.05 * 16000)
+    # Nothing is owed afterwards: the next frame is kept whole, right after the burst.
+    after = intake.push(_audio_frame(tone, 48000, 960 * 60), now=1.21)
+    assert len(after) == pytest.approx(320, abs=16) and intake.end == pytest.approx(61 * 320, abs=64)

@@ -8,8 +8,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,17 +15,19 @@ from PIL import Image
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from benchmarks.fuzz_cases import OFFER_SDP
 from streaming.config import ServerConfig
-from streaming.pyclient import CallClient
+from streaming.contrib.pyclient import CallClient
 from streaming.server import AvatarServer
 
-DATA = Path(__file__).parent / "data"
 
+@pytest.fixture
+def speech(speech_hello):
+    """The phrase after some silence."""
+    def make(seconds_silence_before: float = 0.5) -> np.ndarray:
+        return np.concatenate([np.zeros(int(seconds_silence_before * 16000), np.float32), speech_hello])
 
-def speech(seconds_silence_before: float = 0.5) -> np.ndarray:
-    with wave.open(str(DATA / "speech_hello.wav")) as w:
-        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
-    return np.concatenate([np.zeros(int(seconds_silence_before * 16000), np.float32), pcm])
+    return make
 
 
 @pytest.fixture
@@ -101,16 +101,17 @@ async def test_wrong_token_or_origin_gets_nothing_but_a_refusal(server):
         with pytest.raises(InvalidStatus) as info:
             await connect(url)
         assert info.value.response.status_code == 401 and info.value.response.body == b"unauthorized"
-    with pytest.raises(InvalidStatus) as info:
-        await connect(ws_url(srv, "s3cret"), origin="http://evil.example")
-    assert info.value.response.status_code == 403
+    for foreign in ("http://evil.example", f"https://127.0.0.1:{srv.port}", f"http://127.0.0.1:{srv.port + 1}"):
+        with pytest.raises(InvalidStatus) as info:
+            await connect(ws_url(srv, "s3cret"), origin=foreign)
+        assert info.value.response.status_code == 403
     assert json.loads((await http_get(srv, "/healthz"))[2])["sessions"] == 0  # no slot was taken
     async with connect(ws_url(srv, "s3cret"), origin=f"http://127.0.0.1:{srv.port}") as ws:
         ready = await next_message(ws, "ready")
         assert ready["profile"] == "tiny-random" and ready["avatars"] == ["drawn"]
 
 
-async def test_malformed_signaling_gets_errors_and_never_a_crash(server):
+async def test_malformed_signaling_gets_errors_and_never_a_crash(server, speech):
     srv = await server()
     async with connect(ws_url(srv)) as ws:
         await next_message(ws, "ready")
@@ -118,7 +119,7 @@ async def test_malformed_signaling_gets_errors_and_never_a_crash(server):
                '{"type": "interrupt"}',  # no call yet
                '{"type": "offer", "sdp": "m=audio 0 RTP/AVP 0\\r\\nm=video\\r\\nnonsense"}',
                json.dumps({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}),
-               json.dumps({"type": "offer", "sdp": "m=audio m=video", "avatar": "nobody"}),
+               json.dumps({"type": "offer", "sdp": OFFER_SDP, "avatar": "nobody"}),
                json.dumps({"type": "avatar", "id": "../../etc"})]
         codes = []
         for raw in bad:
@@ -142,7 +143,7 @@ def png_data_url(width: int, height: int) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
-async def test_uploads_are_checked_and_a_good_one_is_used(server):
+async def test_uploads_are_checked_and_a_good_one_is_used(server, speech):
     srv = await server(max_upload_bytes=200_000, max_image_side=256)
     async with connect(ws_url(srv)) as ws:
         await next_message(ws, "ready")
@@ -153,8 +154,11 @@ async def test_uploads_are_checked_and_a_good_one_is_used(server):
         assert (await next_message(ws, "error"))["code"] == "image_too_large"
         await ws.send(json.dumps({"type": "avatar", "image": base64.b64encode(b"GIF89a junk").decode()}))
         assert (await next_message(ws, "error"))["code"] == "bad_image"
-        # Far over the limit: the websocket layer refuses the message itself (1009) before parsing it.
+        # Far over the limit (but under 4x it) is still read and refused with a code...
         await ws.send(json.dumps({"type": "avatar", "image": "A" * 1_000_000}))
+        assert (await next_message(ws, "error"))["code"] == "image_too_large"
+        # ... beyond that the websocket layer refuses the message itself (1009) before reading it.
+        await ws.send(json.dumps({"type": "avatar", "image": "A" * 1_200_000}))
         with pytest.raises(ConnectionClosed):
             await next_message(ws, "error")
         assert ws.close_code == 1009
@@ -186,7 +190,7 @@ async def wait_until(predicate, timeout: float, step: float = 0.05) -> float:
 
 
 @pytest.mark.slow
-async def test_two_callers_third_refused_vanished_caller_frees_its_slot(server):
+async def test_two_callers_third_refused_vanished_caller_frees_its_slot(server, speech):
     srv = await server(max_sessions=2)
     a = await CallClient.open(ws_url(srv), speech(), 16000)
     b = await CallClient.open(ws_url(srv), speech(1.5), 16000)
@@ -226,7 +230,7 @@ async def test_two_callers_third_refused_vanished_caller_frees_its_slot(server):
 
 
 @pytest.mark.slow
-async def test_control_messages_interrupt_prompt_avatar(server, tiny_profile):
+async def test_control_messages_interrupt_prompt_avatar(server, tiny_profile, speech):
     srv = await server()
     client = await CallClient.open(ws_url(srv), speech(0.2), 16000)
     try:
@@ -235,7 +239,10 @@ async def test_control_messages_interrupt_prompt_avatar(server, tiny_profile):
         assert (await client.wait_for("prompt"))["ok"] is True
         await client.send({"type": "interrupt"})
         interrupted = await client.wait_for("interrupted", timeout=5)
-        assert interrupted["t"] >= 0
+        fpw = tiny_profile.frames_per_window
+        # speech is dropped from the next window's first frame on: a window boundary after the first
+        frame = interrupted["t"] * 25
+        assert frame == pytest.approx(round(frame), abs=1e-6) and round(frame) % fpw == 0 and frame >= fpw
         await client.send({"type": "avatar", "image": png_data_url(96, 96)})
         switched = await client.wait_for("avatar", timeout=10)
         assert switched["ok"] is True and switched["frame"] % tiny_profile.frames_per_window == 0
@@ -252,7 +259,7 @@ async def test_control_messages_interrupt_prompt_avatar(server, tiny_profile):
 
 
 @pytest.mark.slow
-async def test_a_caller_gone_quiet_keeps_an_idling_face_at_full_rate(server):
+async def test_a_caller_gone_quiet_keeps_an_idling_face_at_full_rate(server, speech):
     srv = await server()
     client = await CallClient.open(ws_url(srv), speech(0.2)[:16000], 16000)
     try:

@@ -6,9 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from streaming.buffers import FrameBuffer, VoiceBuffer
+from avatar.audio import AudioTimeline
+from streaming.buffers import FrameBuffer
 from streaming.clock import MediaClock
-from streaming.stamp import read_index, stamp_index
+from streaming.contrib.stamp import read_index, stamp_index
 from streaming.tracks import DelayedVoiceTrack, PacedVideoTrack
 
 
@@ -66,7 +67,7 @@ def test_video_clock_must_divide_90khz():
 
 async def test_voice_is_the_timeline_delayed_with_contiguous_pts():
     clock = clock_due_long_ago(0)
-    voice = VoiceBuffer(10.0)
+    voice = AudioTimeline(10.0)
     t = np.arange(16000) / 16000
     tone = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
     voice.append(tone)
@@ -85,8 +86,22 @@ async def test_voice_is_the_timeline_delayed_with_contiguous_pts():
 async def test_voice_and_video_share_the_clock():
     clock = clock_due_long_ago(50)
     video = PacedVideoTrack(clock, FrameBuffer(4), np.zeros((16, 16, 3), np.uint8))
-    voice = DelayedVoiceTrack(clock, VoiceBuffer(2.0))
+    voice = DelayedVoiceTrack(clock, AudioTimeline(2.0))
     v = await video.recv()
     a = await voice.recv()
     # Both start at the media time due now: the same instant on both clocks, to within a frame.
     assert abs(v.pts / 90000 - a.pts / 48000) < 1 / 25 + 1e-9
+
+
+async def test_after_a_pause_both_tracks_jump_to_now_together():
+    clock = clock_due_long_ago(0)
+    video = PacedVideoTrack(clock, FrameBuffer(4), np.zeros((16, 16, 3), np.uint8))
+    voice = DelayedVoiceTrack(clock, AudioTimeline(2.0))
+    await video.recv(), await voice.recv()
+    time.sleep(0.8)  # the process stops (the event loop with it)
+    v, a = await video.recv(), await voice.recv()
+    due_now = clock.frame_playing()
+    assert due_now - 1 <= v.pts // 3600 <= due_now and video.skipped == v.pts // 3600 - 1
+    assert abs(v.pts / 90000 - a.pts / 48000) <= 0.04  # the voice jumped to the same media time
+    v2, a2 = await video.recv(), await voice.recv()
+    assert v2.pts - v.pts == 3600 and a2.pts - a.pts == 960  # and both go on from there, contiguous

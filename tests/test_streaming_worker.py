@@ -1,6 +1,7 @@
 """The generation worker with a real engine session (tiny-random): in order frames when on time,
-degrading when behind, interrupts, and a failing session that takes nothing else down. Due times are
-set far in the past or future, so the outcome does not depend on the machine's speed."""
+jumping to the frame due now when far behind, interrupts, avatar swaps, and a failing session that
+takes nothing else down. Due times are set far in the past or future, so the outcome does not depend
+on the machine's speed (the degrade policy itself is tested as a table in test_streaming_planner)."""
 
 import threading
 import time
@@ -10,21 +11,25 @@ import numpy as np
 from avatar.session import Session
 from streaming.buffers import FrameBuffer
 from streaming.clock import MediaClock
+from streaming.events import AvatarSwitched, Degraded, Failed, Interrupted
 from streaming.worker import GenerationWorker
 
 
 class Events:
+    """The worker's events with the number of windows made when each was sent."""
+
     def __init__(self):
         self.items = []
         self.lock = threading.Lock()
+        self.worker = None
 
-    def __call__(self, kind, payload):
+    def __call__(self, event):
         with self.lock:
-            self.items.append((kind, payload))
+            self.items.append((event, self.worker.stats.windows))
 
-    def kinds(self):
+    def of(self, kind):
         with self.lock:
-            return [k for k, _ in self.items]
+            return [(e, n) for e, n in self.items if isinstance(e, kind)]
 
 
 def wait_for(predicate, timeout=60.0):
@@ -45,6 +50,7 @@ def make_worker(profile, face, clock, capacity=500):
     events = Events()
     frames = FrameBuffer(capacity)
     worker = GenerationWorker(Session(profile, face, seed=0), clock, frames, events, threads=lambda: 1)
+    events.worker = worker
     return worker, frames, events
 
 
@@ -64,75 +70,51 @@ def drain(frames):
     return out
 
 
-def test_on_time_worker_runs_every_window_in_order_at_full_steps(tiny_profile, face_image, speech_like):
-    clock = unhurried_clock()
-    worker, frames, events = make_worker(tiny_profile, face_image, clock)
-    worker.start()
-    try:
+def test_on_time_worker_runs_every_window_in_order_at_full_steps(tiny_profile, face_image, speech_like, running):
+    worker, frames, events = make_worker(tiny_profile, face_image, unhurried_clock())
+    with running(worker):
         feed(worker, speech_like(2.5))
         wait_for(lambda: worker.stats.windows >= 3)
-    finally:
-        worker.stop()
     got = drain(frames)
     assert [f.index for f in got] == list(range(len(got))) and len(got) >= 3 * tiny_profile.frames_per_window
     snap = worker.stats.snapshot()
     assert snap["fewer_steps"] == 0 and snap["catch_ups"] == 0 and snap["late_windows"] == 0
-    assert "degraded" not in events.kinds()
+    assert [step for step in (w["steps"] for w in worker.stats.recent)] == [tiny_profile.steps] * snap["windows"]
+    assert events.of(Degraded) == []
 
 
-def test_worker_far_behind_catches_up_on_the_idle_path_and_says_so(tiny_profile, face_image, speech_like):
+def test_worker_far_behind_jumps_over_windows_it_would_show_late_and_says_so(tiny_profile, face_image, speech_like,
+                                                                            running):
     clock = MediaClock(delay_s=0.0, fps=25, sample_rate=16000)
     clock.start(now=time.monotonic() - 60)  # every window is a minute late
     worker, frames, events = make_worker(tiny_profile, face_image, clock)
-    worker.start()
-    try:
-        feed(worker, speech_like(2.5))
-        wait_for(lambda: worker.stats.windows >= 3)
-    finally:
-        worker.stop()
-    snap = worker.stats.snapshot()
-    assert snap["catch_ups"] >= 1 and snap["idle_windows"] >= 1 and snap["late_windows"] >= 3
-    assert "degraded" in events.kinds()
-    assert events.items[events.kinds().index("degraded")][1]["reason"] == "catch-up"
+    with running(worker):
+        feed(worker, speech_like(3.0))
+        wait_for(lambda: worker.stats.skipped_frames > 0 and worker.stats.windows >= 1)
+    made = [f.index for f in drain(frames)]
+    degraded = [e for e, _ in events.of(Degraded)]
+    fpw = tiny_profile.frames_per_window
+    assert degraded and all(e.reason == "catch-up" and e.behind_s > 59 and e.skipped_frames % fpw == 0
+                            for e in degraded)
+    skipped = sum(e.skipped_frames for e in degraded)
+    assert skipped == worker.stats.skipped_frames > 0
+    # Every frame up to the last one made is either made once or jumped over, never both.
+    assert len(made) == len(set(made)) and len(made) + skipped == made[-1] + 1
 
 
-def test_worker_slightly_behind_uses_fewer_steps(tiny_profile, face_image, speech_like):
-    clock = MediaClock(delay_s=0.0, fps=25, sample_rate=16000)
-    clock.start(now=time.monotonic() + 3600)  # window 0 on time: it measures the full-steps cost
-    worker, frames, _ = make_worker(tiny_profile, face_image, clock)
-    worker.start()
-    try:
-        fpw = tiny_profile.frames_per_window
-        feed(worker, speech_like(fpw / 25 + tiny_profile.lookahead_s + 0.1))  # enough audio for window 0 only
-        wait_for(lambda: worker.stats.windows >= 1)
-        assert worker.session.windows_ready() == 0
-        # Window 1 is now due in 50 ms: less than a full-steps window takes.
-        clock.t0 = time.monotonic() + 0.05 - fpw / 25
-        feed(worker, speech_like(2.0, seed=1))
-        wait_for(lambda: worker.stats.windows >= 2)
-    finally:
-        worker.stop()
-    second = list(worker.stats.recent)[1]
-    assert second["first_frame"] == fpw and not second["idle"] and second["steps"] == 1
-    assert worker.stats.fewer_steps >= 1
-
-
-def test_interrupt_reports_where_speech_was_dropped(tiny_profile, face_image, speech_like):
-    clock = unhurried_clock()
-    worker, frames, events = make_worker(tiny_profile, face_image, clock)
-    worker.start()
-    try:
+def test_interrupt_drops_speech_from_the_next_window_boundary(tiny_profile, face_image, speech_like, running):
+    worker, frames, events = make_worker(tiny_profile, face_image, unhurried_clock())
+    fpw = tiny_profile.frames_per_window
+    with running(worker):
         feed(worker, speech_like(1.5))
         wait_for(lambda: worker.stats.windows >= 1)
         worker.interrupt()
-        wait_for(lambda: "interrupted" in events.kinds())
-    finally:
-        worker.stop()
-    sample = events.items[events.kinds().index("interrupted")][1]["sample"]
-    assert sample % 640 == 0 and sample >= tiny_profile.frames_per_window * 640
+        wait_for(lambda: events.of(Interrupted))
+    (event, windows_made), = events.of(Interrupted)
+    assert event.sample == windows_made * fpw * 640  # the first sample of the next window
 
 
-def test_a_failing_session_stops_only_its_own_worker(tiny_profile, face_image, speech_like):
+def test_a_failing_session_stops_only_its_own_worker(tiny_profile, face_image, speech_like, running):
     clock = unhurried_clock()
     broken, _, broken_events = make_worker(tiny_profile, face_image, clock)
     healthy, healthy_frames, _ = make_worker(tiny_profile, face_image, clock)
@@ -140,46 +122,43 @@ def test_a_failing_session_stops_only_its_own_worker(tiny_profile, face_image, s
     def explode(*args, **kwargs):
         raise RuntimeError("model blew up")
 
-    broken.session.step = explode
-    broken.start()
-    healthy.start()
-    try:
+    broken.session.run_window = explode
+    with running(broken, healthy):
         feed(broken, speech_like(1.5))
         feed(healthy, speech_like(2.5))
-        wait_for(lambda: "failed" in broken_events.kinds())
+        wait_for(lambda: broken_events.of(Failed))
         wait_for(lambda: healthy.stats.windows >= 3)
         assert not broken.alive and healthy.alive
-        assert "model blew up" in broken_events.items[-1][1]["message"]
-    finally:
-        broken.stop()
-        healthy.stop()
+        assert broken_events.of(Failed)[0][0].message == "RuntimeError: model blew up"
     assert len(drain(healthy_frames)) >= 3 * tiny_profile.frames_per_window
 
 
-def test_new_avatar_takes_over_at_a_window_boundary_with_no_gap(tiny_profile, face_image, speech_like):
-    clock = unhurried_clock()
-    worker, frames, events = make_worker(tiny_profile, face_image, clock)
+def test_stop_ends_an_idle_worker_at_once(tiny_profile, face_image):
+    worker, _, _ = make_worker(tiny_profile, face_image, unhurried_clock())
     worker.start()
-    try:
+    started = time.monotonic()
+    worker.stop()
+    assert not worker.alive and time.monotonic() - started < 1.0
+
+
+def test_new_avatar_takes_over_at_a_window_boundary_with_no_gap(tiny_profile, face_image, speech_like, running):
+    worker, frames, events = make_worker(tiny_profile, face_image, unhurried_clock())
+    fpw = tiny_profile.frames_per_window
+    with running(worker):
         feed(worker, speech_like(1.5))
         wait_for(lambda: worker.stats.windows >= 1)
         other = np.full_like(face_image, 40)
         other[64:192, 64:192] = 220
         new_session = Session(tiny_profile, other, seed=0)
         worker.swap_session(new_session)
-        wait_for(lambda: "avatar" in events.kinds())
-        switch = events.items[events.kinds().index("avatar")][1]["frame"]
-        fpw = tiny_profile.frames_per_window
+        wait_for(lambda: events.of(AvatarSwitched))
+        (switched, windows_made), = events.of(AvatarSwitched)
         feed(worker, speech_like(2.0, seed=1))
-        # the old session may have run more than one window before the swap came in: count from it
-        wait_for(lambda: worker.stats.windows >= switch // fpw + 3)
-    finally:
-        worker.stop()
+        wait_for(lambda: worker.stats.windows >= windows_made + 3)
     got = drain(frames)
-    assert switch % fpw == 0 and switch >= fpw
-    assert [f.index for f in got] == list(range(len(got))) and len(got) > switch + fpw  # contiguous across it
+    assert switched.frame == windows_made * fpw  # the next window boundary after the old session's last
+    assert [f.index for f in got] == list(range(len(got))) and len(got) > switched.frame + fpw  # no gap
     # The new session made the frames from the switch on (tiny-random shows noise whatever the
     # face, so the frames themselves cannot tell; the session's count can).
     assert worker.session is new_session
-    assert new_session.frames_done >= 3 * fpw
-    assert new_session.frames_done + switch >= len(got)
+    assert new_session.frames_done + switched.frame == len(got)

@@ -66,7 +66,7 @@ def test_two_windows_through_the_session(small_profile, face_image, speech_like)
     session, frames = run_windows(small_profile, face_image, speech_like(3.0), 2)
     assert [f.index for f in frames] == list(range(24))
     assert all(f.image.shape == (64, 64, 3) and f.image.dtype == np.uint8 for f in frames)
-    assert session.last_window_stats["context_latents"] == 2
+    assert session.last_window.context_latents == 2
     assert np.std(np.stack([f.image for f in frames]).astype(np.float32)) > 1.0  # not a flat image
 
 

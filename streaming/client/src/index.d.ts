@@ -84,8 +84,8 @@ export interface AvatarCallEvents {
   interrupted: { t: number };
   /** A new avatar took over from this frame on. */
   avatar: { frame: number };
-  /** 'catch-up': a whole window behind, pending speech dropped; 'late_frames': many repeats since the last stats. */
-  degraded: { reason: 'catch-up' | 'late_frames'; behind_s: number; repeated_share?: number };
+  /** 'catch-up': fell behind and jumped over skipped_frames; 'late_frames': many repeats since the last stats. */
+  degraded: { reason: 'catch-up' | 'late_frames'; behind_s: number; skipped_frames?: number; repeated_share?: number };
   error: AvatarError;
   close: { reason: string };
 }

@@ -16,7 +16,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import connect
 
-from .ice import rtc_configuration
+from ..ice import rtc_configuration
 from .stamp import read_index
 
 SEND_RATE = 48000
@@ -24,13 +24,15 @@ FRAME_SAMPLES = 960  # 20 ms
 
 
 class RecordingTrack(MediaStreamTrack):
-    """Plays mono float32 audio at 48 kHz in real time (then silence); remembers when it started."""
+    """Plays mono float32 audio at 48 kHz in real time (then silence, or again from the start when
+    `loop`); remembers when it started."""
 
     kind = "audio"
 
-    def __init__(self, pcm: np.ndarray):
+    def __init__(self, pcm: np.ndarray, loop: bool = False):
         super().__init__()
         self.pcm = np.asarray(pcm, np.float32)
+        self.loop = loop and len(self.pcm) > 0
         self.started_at: float | None = None  # wall (monotonic) time of sample 0
         self._position = 0
 
@@ -45,7 +47,8 @@ class RecordingTrack(MediaStreamTrack):
         if delay > 0:
             await asyncio.sleep(delay)
         chunk = np.zeros(FRAME_SAMPLES, np.float32)
-        piece = self.pcm[position:position + FRAME_SAMPLES]
+        start = position % len(self.pcm) if self.loop else position
+        piece = self.pcm[start:start + FRAME_SAMPLES]
         chunk[:len(piece)] = piece
         frame = av.AudioFrame.from_ndarray((np.clip(chunk, -1, 1) * 32767).astype(np.int16)[None], format="s16",
                                            layout="mono")
@@ -89,14 +92,15 @@ class CallClient:
 
     @classmethod
     async def open(cls, ws_url: str, pcm: np.ndarray, rate: int, offer_extra: dict | None = None,
-                   origin: str | None = None, read_stamps: bool = True, timeout: float = 20.0) -> "CallClient":
+                   origin: str | None = None, read_stamps: bool = True, timeout: float = 20.0,
+                   loop: bool = False) -> "CallClient":
         self = cls()
         self.read_stamps = read_stamps
         self.ws = await connect(ws_url, origin=origin, max_size=None, open_timeout=timeout, close_timeout=1.0)
         self._tasks.append(asyncio.ensure_future(self._read_messages()))
         self.ready = await self.wait_for("ready", timeout)  # a full server says so here (RuntimeError)
         pc = self.pc = RTCPeerConnection(rtc_configuration(self.ready.get("ice_servers", [])))
-        self.source = RecordingTrack(to_48k_mono(pcm, rate))
+        self.source = RecordingTrack(to_48k_mono(pcm, rate), loop)
         pc.addTrack(self.source)
         pc.addTransceiver("video", direction="recvonly")
         pc.on("track", self._on_track)

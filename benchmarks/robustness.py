@@ -1,0 +1,322 @@
+"""Robustness of the live server, measured from outside: a real `avatar serve --profile tiny`
+subprocess and real aiortc callers (streaming.contrib.pyclient) over loopback.
+
+    python benchmarks/robustness.py pause [--pauses 0.3 1 3]       # SIGSTOP the server mid-call
+    python benchmarks/robustness.py churn [--calls 100]            # set-ups and tear-downs, every hang-up style
+    python benchmarks/robustness.py soak [--minutes 30] [--callers 2]
+    common: [--server-tree DIR] (run the server from another checkout, e.g. an older commit's worktree)
+            [--json out.json]
+
+Each prints its figures with the machine's load (`uptime`): figures taken on a loaded machine say
+more about the machine than about the server, and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from avatar.audio import load_audio_file  # noqa: E402
+from streaming.contrib.pyclient import CallClient  # noqa: E402
+
+RATE = 16000
+SILENT_RMS = 0.003  # returned voice quieter than this is silence (the phrase's quiet parts are ~0.01)
+CHANGED = 2.0  # a frame whose thumbnail differs from the one before by more than this somewhere (0-255) moved
+
+
+def load() -> str:
+    return os.getloadavg().__repr__()
+
+
+class Probe(CallClient):
+    """A caller that keeps compact records: per video frame (arrival, pts, 16x16 grey thumbnail),
+    per voice frame (arrival, pts, rms)."""
+
+    async def _record(self, track) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:  # the track ended
+                return
+            now = time.monotonic()
+            if track.kind == "video":
+                grey = frame.to_ndarray(format="gray")
+                h, w = grey.shape
+                thumb = grey[:h - h % 16, :w - w % 16].reshape(16, h // 16, 16, w // 16).mean(axis=(1, 3))
+                self.received.video.append((now, frame.pts, thumb))
+            else:
+                pcm = frame.to_ndarray().astype(np.float32).reshape(-1) / 32768.0
+                self.received.audio.append((now, frame.pts, float(np.sqrt(np.mean(pcm ** 2)))))
+
+
+class Server:
+    """`avatar serve --profile tiny` in a subprocess, from this checkout or another."""
+
+    def __init__(self, tree: Path, max_sessions: int = 2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        module = "streaming.cli" if (tree / "streaming" / "cli.py").exists() else "avatar.cli"
+        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+        self.log = open(f"/tmp/robustness-server-{self.port}.log", "w")
+        self.cmd = [sys.executable, "-m", module, "serve", "--profile", "tiny", "--port", str(self.port),
+                    "--max-sessions", str(max_sessions)]
+        self.proc = subprocess.Popen(self.cmd, cwd=tree, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def ready(self, timeout: float = 180.0) -> "Server":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "avatar server: open" in Path(self.log.name).read_text():
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-2000:]}")
+            await asyncio.sleep(0.2)
+        raise TimeoutError("the server did not start")
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def sessions(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
+            return json.loads(r.read())["sessions"]
+
+    def memory(self) -> tuple[float, int]:
+        """(RSS in MB, threads) of the server process."""
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+    def signal(self, sig) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+        self.log.close()
+
+
+def speech() -> np.ndarray:
+    return load_audio_file(ROOT / "tests" / "data" / "speech_hello.wav")
+
+
+async def open_probe(server: Server) -> Probe:
+    return await Probe.open(server.ws, speech(), RATE, read_stamps=False, loop=True, timeout=60)
+
+
+# ---- (a) pause ---------------------------------------------------------------------------------
+def fresh_fraction(video, t0: float, t1: float) -> float | None:
+    frames = [(a, thumb) for a, _, thumb in video if t0 <= a < t1]
+    if len(frames) < 2:
+        return None
+    changed = [np.abs(b[1] - a[1]).max() > CHANGED for a, b in zip(frames, frames[1:])]
+    return round(float(np.mean(changed)), 3)
+
+
+def voiced_fraction(audio, t0: float, t1: float) -> float | None:
+    levels = [rms for a, _, rms in audio if t0 <= a < t1]
+    return round(float(np.mean([r > SILENT_RMS for r in levels])), 3) if levels else None
+
+
+def server_fresh(rec, t0: float, t1: float) -> list[tuple[float, float]]:
+    """(arrival, share of frames sent fresh rather than repeated) per stats interval ending in [t0, t1)."""
+    stats = [(a, m) for a, m in rec.messages if m.get("type") == "stats"]
+    out = []
+    for (_, m0), (a, m1) in zip(stats, stats[1:]):
+        sent = m1["frames_sent"] - m0["frames_sent"]
+        if t0 <= a < t1 and sent > 0:
+            out.append((a, 1 - (m1["frames_repeated"] - m0["frames_repeated"]) / sent))
+    return out
+
+
+def share(values) -> float | None:
+    return round(float(np.mean(values)), 3) if len(values) else None
+
+
+def back_after(series, t_end: float, ok, span: float = 0.5, limit: float = 15.0) -> float | None:
+    """Seconds from t_end to the first instant from which `ok(t, t + span)` holds."""
+    t = t_end
+    while t < t_end + limit:
+        if ok(t, t + span):
+            return round(t - t_end, 2)
+        t += 0.1
+    return None
+
+
+async def run_pause(server: Server, pauses: list[float], observe_s: float = 10.0) -> dict:
+    client = await open_probe(server)
+    rec = client.received
+    try:
+        await asyncio.sleep(12.0)  # settle
+        t = time.monotonic()
+        baseline = {"fresh_server": share([f for _, f in server_fresh(rec, t - 8, t)]),
+                    "moving_client": fresh_fraction(rec.video, t - 8, t), "voiced": voiced_fraction(rec.audio, t - 8, t)}
+        results = []
+        for pause in pauses:
+            server.signal(signal.SIGSTOP)
+            await asyncio.sleep(pause)
+            server.signal(signal.SIGCONT)
+            t_end = time.monotonic()
+            await asyncio.sleep(observe_s)
+            fresh = server_fresh(rec, t_end, t_end + observe_s)
+            face = next((round(a - t_end, 2) for a, f in fresh if f >= 0.5), None)  # end of the first good interval
+            voice = back_after(rec.audio, t_end, lambda a, b: (voiced_fraction(rec.audio, a, b) or 0) >= 0.5)
+            degraded = [m for a, m in rec.messages if m.get("type") == "degraded" and a >= t_end - pause]
+            results.append({
+                "pause_s": pause, "face_back_within_s": face, "voice_back_s": voice,
+                "fresh_server_after": share([f for a, f in fresh if a >= t_end + 3]),
+                "moving_client_after": fresh_fraction(rec.video, t_end + 2, t_end + observe_s),
+                "voiced_after": voiced_fraction(rec.audio, t_end + 2, t_end + observe_s),
+                "video_fps_after": round(sum(t_end + 2 <= a < t_end + observe_s for a, _, _ in rec.video)
+                                         / (observe_s - 2), 2),
+                "jumps": [(m.get("behind_s"), m.get("skipped_frames")) for m in degraded],
+                "call_alive": client.ws.close_code is None, "load": load(),
+            })
+            print(json.dumps(results[-1]), flush=True)
+        return {"baseline": baseline, "pauses": results}
+    finally:
+        await client.close()
+
+
+# ---- (b) churn ---------------------------------------------------------------------------------
+STYLES = ("bye", "close", "vanish", "peer-only")
+
+
+async def hang_up(client: Probe, style: str) -> None:
+    if style == "bye":
+        await client.send({"type": "bye"})
+        await client.close()
+    elif style == "close":
+        await client.close()
+    elif style == "vanish":  # the socket drops without a goodbye; the peer connection is left open
+        client.ws.transport.abort()
+    elif style == "peer-only":  # the media ends; the socket stays until the server closes it
+        await client.pc.close()
+
+
+async def run_churn(server: Server, calls: int) -> dict:
+    rows = []
+    for i in range(calls):
+        style = STYLES[i % len(STYLES)]
+        started = time.monotonic()
+        client = await open_probe(server)
+        try:
+            while len(client.received.video) < 10 and time.monotonic() - started < 30:
+                await asyncio.sleep(0.05)
+            frames = len(client.received.video)
+            await hang_up(client, style)
+            hung_up = time.monotonic()
+            while server.sessions() and time.monotonic() - hung_up < 20:
+                await asyncio.sleep(0.05)
+            freed_s = time.monotonic() - hung_up
+        finally:
+            await client.close()
+        await asyncio.sleep(0.3)
+        rss, threads = server.memory()
+        rows.append({"call": i + 1, "style": style, "frames": frames, "freed_s": round(freed_s, 2),
+                     "rss_mb": round(rss, 1), "threads": threads})
+        print(json.dumps(rows[-1]), flush=True)
+    ref = rows[min(9, len(rows) - 1)]
+    last = rows[-1]
+    return {"calls": rows, "summary": {
+        "rss_mb_at_10": ref["rss_mb"], "rss_mb_at_end": last["rss_mb"],
+        "rss_growth_after_10": round(last["rss_mb"] / ref["rss_mb"] - 1, 4),
+        "threads_at_10": ref["threads"], "threads_at_end": last["threads"],
+        "threads_max": max(r["threads"] for r in rows),
+        "freed_s_max": max(r["freed_s"] for r in rows), "calls_without_frames": sum(r["frames"] < 10 for r in rows),
+        "load": load()}}
+
+
+# ---- (e) soak ----------------------------------------------------------------------------------
+def av_offset(client: Probe, t0: float, t1: float) -> float | None:
+    """Median (arrival - pts time) of the video minus that of the voice: constant while in sync."""
+    v = [a - p / 90000 for a, p, _ in client.received.video if t0 <= a < t1]
+    s = [a - p / 48000 for a, p, _ in client.received.audio if t0 <= a < t1]
+    return round(float(np.median(v) - np.median(s)), 4) if v and s else None
+
+
+def engine_counts(client: Probe, t0: float, t1: float) -> tuple[int, int]:
+    stats = [m for a, m in client.received.messages if m.get("type") == "stats" and t0 <= a < t1]
+    if len(stats) < 2:
+        return 0, 0
+    return (stats[-1]["frames_sent"] - stats[0]["frames_sent"],
+            stats[-1]["frames_repeated"] - stats[0]["frames_repeated"])
+
+
+async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float = 15.0) -> dict:
+    clients = [await open_probe(server) for _ in range(callers)]
+    start = time.monotonic()
+    memory = [server.memory()]
+    try:
+        while time.monotonic() - start < warmup_s + minutes * 60:
+            await asyncio.sleep(10)
+            memory.append(server.memory())
+            if any(c.ws.close_code is not None for c in clients):
+                break
+    finally:
+        end = time.monotonic()
+        for c in clients:
+            await c.close()
+    t0 = start + warmup_s
+    results = []
+    for c in clients:
+        sent, repeated = engine_counts(c, t0, end)
+        frames = sum(t0 <= a < end for a, _, _ in c.received.video)
+        results.append({
+            "fps": round(frames / (end - t0), 2),
+            "repeated_pct": round(100 * repeated / sent, 2) if sent else None,
+            "av_offset_first_min_s": av_offset(c, t0, t0 + 60),
+            "av_offset_last_min_s": av_offset(c, end - 60, end),
+            "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"]),
+            "call_alive": c.ws.close_code is None})
+    return {"minutes": round((end - t0) / 60, 2), "callers": results,
+            "rss_mb_start_end": [round(memory[1][0] if len(memory) > 1 else memory[0][0], 1), round(memory[-1][0], 1)],
+            "threads_start_end": [memory[1][1] if len(memory) > 1 else memory[0][1], memory[-1][1]], "load": load()}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("harness", choices=("pause", "churn", "soak"))
+    parser.add_argument("--pauses", type=float, nargs="+", default=[0.3, 1.0, 3.0])
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--callers", type=int, default=2)
+    parser.add_argument("--server-tree", type=Path, default=ROOT)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    server = await Server(args.server_tree.resolve()).ready()
+    print(f"server: {' '.join(server.cmd)} (tree {args.server_tree}), load {load()}", flush=True)
+    try:
+        if args.harness == "pause":
+            result = await run_pause(server, args.pauses)
+        elif args.harness == "churn":
+            result = await run_churn(server, args.calls)
+        else:
+            result = await run_soak(server, args.minutes, args.callers)
+    finally:
+        server.stop()
+    result = {"harness": args.harness, "server_tree": str(args.server_tree), **result}
+    summary = {k: v for k, v in result.items() if k != "calls"}
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,66 @@
+"""The degrade / catch-up policy of a live stream, as a pure object (no clock, no threads).
+
+Before each window the worker asks for a plan given the window's slack (its first frame's due time
+minus now) and how many windows have their audio. Once a whole window is past due, the stream jumps
+over every window whose frames would all be shown late, to the window holding the frame due when
+the work is done. A
+window that would finish late at full steps runs with fewer steps, when fewer steps are faster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SMOOTHING = 0.3  # weight of the newest compute time in the moving estimates
+FULL_STEPS_MARGIN = 1.1  # full steps only when the slack exceeds their estimate by this factor
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    skip: int  # windows to pass over before the next one is made (0: none)
+    steps: int | None  # sampling steps for it (None: the profile's)
+
+
+class StepPlanner:
+    """Compute-time estimates (full steps, one step) from past windows -> a plan for the next one."""
+
+    def __init__(self, full_steps: int, window_s: float):
+        self.full_steps = full_steps
+        self.window_s = window_s
+        self.est_full: float | None = None
+        self.est_fast: float | None = None
+
+    def _cheapest(self) -> float:
+        known = [e for e in (self.est_full, self.est_fast) if e is not None]
+        return min(known) if known else 0.0
+
+    def plan(self, slack_s: float, ready: int) -> WindowPlan:
+        skip = 0
+        if slack_s <= -self.window_s:  # the whole window is already past due: jump (not on an estimate alone)
+            # over every window whose last frame is due before the cheapest run of it could end
+            behind = math.floor((self._cheapest() - slack_s) / self.window_s)
+            skip = max(0, min(behind, ready - 1))  # never past the audio that is in
+        slack_s += skip * self.window_s
+        steps = None
+        if (self.est_full is not None and slack_s < FULL_STEPS_MARGIN * self.est_full and self.full_steps > 1
+                and (self.est_fast is None or self.est_fast < self.est_full)):
+            steps = 1
+        return WindowPlan(skip, steps)
+
+    def observe(self, steps: int | None, idle: bool, compute_s: float) -> None:
+        """A window ran with the planned `steps`; idle windows take their own (cheap) path and tell nothing."""
+        if idle:
+            return
+        if steps is None:
+            self.est_full = _smooth(self.est_full, compute_s)
+        else:
+            self.est_fast = _smooth(self.est_fast, compute_s)
+            # Full steps are not being measured now: let their estimate relax, so they are tried again
+            # (one slow outlier must not keep the stream on fewer steps for good).
+            if self.est_full is not None:
+                self.est_full = max(self.est_fast, 0.9 * self.est_full)
+
+
+def _smooth(estimate: float | None, value: float) -> float:
+    return value if estimate is None else (1 - SMOOTHING) * estimate + SMOOTHING * value

@@ -22,9 +22,9 @@ def _peak_memory_mb(device: torch.device) -> dict:
 
 
 def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=None, steps: int | None = None,
-              warmup_windows: int = 1) -> dict:
+              warmup_windows: int = 1, conditioning: str | None = None) -> dict:
     started = time.perf_counter()
-    profile = load_profile(profile_name, device, weights)
+    profile = load_profile(profile_name, device, weights).with_conditioning(conditioning)
     load_s = time.perf_counter() - started
     audio = babble(seconds + 1.0 + profile.frames_per_window / profile.fps * warmup_windows, profile.sample_rate)
     session = Session(profile, drawn_face(), seed=0)
@@ -34,7 +34,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         session.step(1, steps)
     if profile.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(profile.device)
-    window_s, frames, idle = [], 0, 0
+    window_s, frames, idle, forwards = [], 0, 0, []
     sync()
     media_frames = int(seconds * profile.fps)
     while frames < media_frames and session.windows_ready():
@@ -44,6 +44,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         window_s.append(time.perf_counter() - t0)
         frames += len(out)
         idle += session.last_window.idle
+        forwards.append(session.last_window.forwards)
     compute = sum(window_s)
     media = frames / profile.fps
     return {
@@ -53,6 +54,9 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
                                          if profile.device.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
         "resolution": "x".join(map(str, profile.resolution)),
         "steps": steps or profile.steps,
+        "conditioning": profile.conditioning,
+        "forwards_per_window": round(float(np.mean(forwards)), 2),  # DiT batch rows (guidance rows x steps)
+        "forward_s": round(compute / sum(forwards), 4),
         "windows": len(window_s),
         "idle_windows": idle,
         "frames_per_window": profile.frames_per_window,

@@ -76,7 +76,7 @@ def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None,
     result = {
         "profile": profile.name,
         "steps": profile.steps,
-        "forwards_per_window": forward_count(flow_sigmas(profile.steps, profile.shift), profile.guidance),
+        "forwards_per_window": forward_count(flow_sigmas(profile.steps, profile.shift, profile.sigma_schedule), profile.guidance),
         "held_out_seconds": round(len(audio) / SAMPLE_RATE, 1),
         "real_time_factor": round(compute / (len(audio) / SAMPLE_RATE), 3),
         "lip_sync_correlation": round(sync["correlation"], 3),

@@ -28,6 +28,7 @@ class Reference:
     image: np.ndarray  # HxWx3 uint8 RGB at the profile's resolution
     face_found: bool
     source_size: tuple[int, int]  # (width, height) of the input
+    face_box: tuple[float, float, float, float] | None = None  # (x1, y1, x2, y2) in `image` pixels
 
 
 def decode_image(source: str | Path | bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -91,13 +92,13 @@ def find_face(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     return tuple(int(round(v / scale)) for v in (x, y, w, h))
 
 
-def crop_square(rgb: np.ndarray, centre: tuple[float, float], side: float) -> np.ndarray:
-    """Square crop around centre, shrunk to fit inside the image."""
-    height, width = rgb.shape[:2]
+def square_around(size: tuple[int, int], centre: tuple[float, float], side: float) -> tuple[int, int, int]:
+    """(x0, y0, side) of the square around centre, shrunk to fit inside an image of size (width, height)."""
+    width, height = size
     side = int(min(side, width, height))
     x0 = int(round(min(max(centre[0] - side / 2, 0), width - side)))
     y0 = int(round(min(max(centre[1] - side / 2, 0), height - side)))
-    return rgb[y0:y0 + side, x0:x0 + side]
+    return x0, y0, side
 
 
 def prepare_reference(source, resolution: tuple[int, int]) -> Reference:
@@ -107,14 +108,20 @@ def prepare_reference(source, resolution: tuple[int, int]) -> Reference:
     face = find_face(rgb)
     if face is None:
         log.info("no face found in the reference image; using a centre crop")
-        crop = crop_square(rgb, (width / 2, height / 2), min(width, height))
+        x0, y0, side = square_around((width, height), (width / 2, height / 2), min(width, height))
     else:
         x, y, w, h = face
         # The face fills about half of the frame, a little above centre, as in portrait training data.
-        crop = crop_square(rgb, (x + w / 2, y + h * 0.55), max(w, h) * 2.0)
+        x0, y0, side = square_around((width, height), (x + w / 2, y + h * 0.55), max(w, h) * 2.0)
+    crop = rgb[y0:y0 + side, x0:x0 + side]
     out_h, out_w = resolution
     if out_h != out_w:
         raise ImageError("only square profile resolutions are supported")
     interp = cv2.INTER_AREA if crop.shape[0] > out_h else cv2.INTER_CUBIC
     resized = cv2.resize(crop, (out_w, out_h), interpolation=interp)
-    return Reference(resized, face is not None, (width, height))
+    box = None
+    if face is not None:  # the face box in the resized crop's pixels, clipped to it
+        s = out_w / side
+        box = tuple(float(min(max(v, 0.0), out_w)) for v in
+                    ((x - x0) * s, (y - y0) * s, (x + w - x0) * s, (y + h - y0) * s))
+    return Reference(resized, face is not None, (width, height), box)

@@ -82,8 +82,35 @@ class Profile:
         return self.config.audio.behind_tokens, self.config.audio.ahead_tokens
 
     @property
+    def conditioning(self) -> str:
+        """How the given latents enter the DiT: "clean-tokens" or "inpaint" (models.window_input)."""
+        return self.config.window.conditioning
+
+    def with_conditioning(self, mode: str | None) -> "Profile":
+        """This profile with another conditioning (None: as it is); the models are shared."""
+        if mode is None:
+            return self
+        return replace(self, config=replace(self.config, window=replace(self.config.window, conditioning=mode)))
+
+    @property
+    def official_audio_slots(self) -> bool:
+        """Audio laid out as EchoMimicV3 lays out a chunk (zero slots after the projection outside the
+        window's audio, none past its end); otherwise every slot holds features, silence outside."""
+        return self.config.audio.slots == "official"
+
+    @property
+    def face_mask(self) -> bool:
+        """The DiT's audio output counts only inside the reference's face box (EchoMimicV3's ip_mask)."""
+        return self.config.audio.face_mask
+
+    @property
+    def ahead_needed(self) -> int:
+        """Audio tokens past a window's last frame that the window reads (none with official slots)."""
+        return 0 if self.official_audio_slots else self.audio_window[1]
+
+    @property
     def lookahead_s(self) -> float:
-        return lookahead_seconds(self.audio_encoder, self.config.audio.ahead_tokens)
+        return lookahead_seconds(self.audio_encoder, self.ahead_needed)
 
     @property
     def steps(self) -> int:
@@ -96,6 +123,10 @@ class Profile:
     @property
     def shift(self) -> float:
         return self.config.sampler.shift
+
+    @property
+    def sigma_schedule(self) -> str:
+        return self.config.sampler.sigmas
 
     @property
     def guidance(self) -> GuidancePlan:

@@ -19,10 +19,12 @@ import torch
 
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
 from models.dit import CrossContext
-from models.sampler import Branch, GuidancePlan, flow_sigmas, forward_count, sample
+from models.echomimic_inputs import face_token_mask, official_audio_window
+from models.sampler import GuidancePlan, dropped, flow_sigmas, forward_count, sample
 from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
+from .errors import ProfileError
 from .image import prepare_reference
 from .profiles import Profile
 
@@ -84,10 +86,25 @@ class Session:
             ref = torch.from_numpy(self.reference.image).to(dev, dtype).permute(2, 0, 1)[None] / 127.5 - 1
             self._ref_latent = profile.codec.encode_reference(ref)  # (1, C, 1, h, w)
             self._decoder_state = profile.codec.start_stream(self._ref_latent, ref)
+            self._grey = None  # inpaint: the known channels of the latents to generate
+            if profile.conditioning == "inpaint":
+                if not hasattr(profile.codec, "grey_latents"):
+                    raise ProfileError(f"profile {profile.name!r}: inpaint conditioning needs the Wan VAE codec")
+                self._grey = profile.codec.grey_latents(ref, profile.context_latents + profile.new_latents)
             image_tokens = profile.encode_image(self.reference.image)
             self._image_tokens = None if image_tokens is None else image_tokens.to(dev, dtype)
         self._contexts: dict[str, CrossContext] = {}
+        self._face_mask = self._audio_mask(profile)
         self.set_prompt(prompt)
+
+    def _audio_mask(self, profile: Profile) -> torch.Tensor | None:
+        """The face-box mask of the DiT's audio output, once per reference (None: every token)."""
+        box = self.reference.face_box
+        if not profile.face_mask or box is None:
+            return None
+        cell = profile.codec.spatial_factor * profile.dit.config.patch_size[1]
+        height, width = profile.resolution
+        return face_token_mask(box, height, width, cell)[None].to(profile.device, profile.dtype)
 
     # ---- inputs -----------------------------------------------------------------------------
     def set_prompt(self, prompt: str | None) -> None:
@@ -96,9 +113,10 @@ class Session:
             log.info("profile %s has no text encoder; the prompt is ignored", self.profile.name)
         self._contexts.pop("cond", None)
 
-    def _context_for(self, variant: Branch) -> CrossContext:
-        # the text each guidance branch is conditioned on (the audio branch drops only the audio)
-        key = {Branch.COND: "cond", Branch.AUDIO: "cond", Branch.TEXT: "empty", Branch.NEGATIVE: "negative"}[variant]
+    def _context_for(self, variant: str) -> CrossContext:
+        # the text a guidance row is conditioned on (a row that drops only the audio keeps the prompt)
+        drops = dropped(variant)
+        key = "negative" if "negative" in drops else "empty" if "text" in drops else "cond"
         if key not in self._contexts:
             text = {"cond": self.prompt, "empty": "", "negative": self.profile.negative_prompt}[key]
             p = self.profile
@@ -153,10 +171,10 @@ class Session:
 
     def _token_range(self, first_latent: int, last_latent: int) -> tuple[int, int]:
         p = self.profile
-        behind, ahead = p.audio_window
+        behind = p.audio_window[0]
         fpl, tpf = p.codec.frames_per_latent, p.audio_encoder.tokens_per_frame
-        j0 = latent_token_window(first_latent, fpl, tpf, behind, ahead)[0]
-        j1 = latent_token_window(last_latent, fpl, tpf, behind, ahead)[1]
+        j0 = latent_token_window(first_latent, fpl, tpf, behind, p.ahead_needed)[0]
+        j1 = latent_token_window(last_latent, fpl, tpf, behind, p.ahead_needed)[1]
         return j0, j1
 
     def _samples_needed(self, window: int) -> int:
@@ -234,18 +252,16 @@ class Session:
         idle = not speech.any()
         steps = p.idle_steps if idle else (steps or p.steps)
         plan = p.guidance.without("audio") if idle else p.guidance
-        sigmas = flow_sigmas(steps, p.shift)
+        sigmas = flow_sigmas(steps, p.shift, p.sigma_schedule)
 
         ctx = self._context
         c = 0 if ctx is None else ctx.shape[2]
         with torch.inference_mode():
-            audio_new = self._audio_tokens(k * n, n)
-            audio_ctx = self._audio_tokens(k * n - c, c) if c else audio_new[:0]
-            null = torch.zeros_like(audio_new[:1])
-            audio = torch.cat([null, audio_ctx, audio_new])[None]  # (1, 1 + c + n, K, D)
+            audio, slots = self._window_audio(k * n - c, c + n)  # (1, 1 + c + n, K, D)
+            audio_new = audio[0, 1 + c:]
             if idle:
                 audio = torch.zeros_like(audio)
-            latents = self._sample_window(audio, sigmas, plan, k)
+            latents = self._sample_window(audio, slots, sigmas, plan, k)
             # the tiny decoder hears the new latents' audio (the real tokens, also in idle windows)
             frames, self._decoder_state = p.codec.decode(latents, self._decoder_state, audio_new[None])
             keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
@@ -266,14 +282,34 @@ class Session:
                                         forward_count(sigmas, plan), c)
         return self.last_window
 
-    def _sample_window(self, audio: torch.Tensor, sigmas: torch.Tensor, plan: GuidancePlan, k: int) -> torch.Tensor:
+    def _window_audio(self, first_latent: int, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Audio of [reference | latents first .. first + count - 1]: (1, 1 + count, K, D) features and
+        (1, 1 + count, K) slots with official slots, else None (the reference gets the null token)."""
         p = self.profile
+        if p.official_audio_slots:
+            behind, ahead = p.audio_window
+            audio, slots = official_audio_window(p.audio_encoder, self.timeline.read, first_latent, count,
+                                                 p.codec.frames_per_latent, behind, ahead)
+            return audio[None].to(p.device, p.dtype), slots[None].to(p.device)
+        tokens = self._audio_tokens(first_latent, count)
+        return torch.cat([torch.zeros_like(tokens[:1]), tokens])[None], None
+
+    def _sample_window(self, audio: torch.Tensor, slots: torch.Tensor | None, sigmas: torch.Tensor,
+                       plan: GuidancePlan, k: int) -> torch.Tensor:
+        p, n = self.profile, self.profile.new_latents
         ref, ctx = self._ref_latent, self._context
-        window = WindowInput.clean_tokens(ref if ctx is None else torch.cat([ref, ctx], dim=2), p.new_latents)
+        known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
         _, ch, _, h, w = ref.shape
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        noise = torch.randn((1, ch, p.new_latents, h, w), generator=gen).to(p.device)  # float32 state
-        return sample(denoiser(p.dit, window, audio, self._context_for), noise, sigmas, plan).to(p.dtype)
+        noise = torch.randn((1, ch, n, h, w), generator=gen).to(p.device)  # float32 state
+        if self._grey is None:
+            window = WindowInput.clean_tokens(known, n)
+        else:  # every latent integrated; the new latents' noise is drawn first, as in clean-tokens
+            c = known.shape[2] - 1
+            window = WindowInput.inpaint(known, self._grey[:, :, c:c + n])
+            noise = torch.cat([torch.randn(known.shape, generator=gen).to(p.device), noise], dim=2)
+        out = sample(denoiser(p.dit, window, audio, self._context_for, self._face_mask, slots), noise, sigmas, plan)
+        return out[:, :, -n:].to(p.dtype)
 
     def _discard_old_audio(self) -> None:
         # Keep what the next window's context frames still read (their token window).

@@ -5,6 +5,8 @@ The audio branch lives inside each block's cross-attention ("coupled-decoupled")
 tokens and audio; the three attention outputs are summed before `to_out`. Audio attention is
 frame-local: the tokens of latent frame t attend only to the audio tokens of latent frame t.
 The audio and text outputs are weighted by the timestep phase of each token (phase-aware allocation).
+As in EchoMimicV3, the audio output can be limited to a face box (`audio_mask`, one weight per token of a
+frame) and audio slots outside the audio can be exact zeros after the projection (`audio_slots`).
 """
 
 from __future__ import annotations
@@ -186,13 +188,18 @@ class AudioWanTransformer(WanTransformer3DModel):
         timestep: torch.Tensor,
         context: CrossContext,
         audio: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        audio_slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity.
 
         hidden_states: (B, in_channels, T, H, W); timestep: (B,) or (B, T), in [0, 1000];
         context: from `prepare_context` (batch 1 or B); audio: (B, T, K, audio_dim) features per
         latent frame, or None for the null-audio branch (zeros through the projection, as the
-        published pipelines do).
+        published pipelines do). audio_mask: (B or 1, tokens per frame) weights of the audio
+        attention output in every block (EchoMimicV3's face mask), None for all ones.
+        audio_slots: (B or 1, T, K) bool, False where a slot lies outside the audio: its token is
+        an exact zero after the projection (EchoMimicV3 windows projected tokens), None for all True.
         """
         b, _, t, h, w = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
@@ -223,13 +230,22 @@ class AudioWanTransformer(WanTransformer3DModel):
             audio = torch.zeros(b, pt, 1, cfg.audio_dim, dtype=x.dtype, device=x.device)
         if audio.shape[:2] != (b, pt):
             raise ValueError(f"audio must be (B={b}, T={pt}, K, {cfg.audio_dim}), got {tuple(audio.shape)}")
-        audio_tokens = self.audio_proj(audio.to(x.dtype)).flatten(0, 1)  # (B*T, K, D)
+        audio_tokens = self.audio_proj(audio.to(x.dtype))
+        if audio_slots is not None:
+            if audio_slots.shape[1:] != audio.shape[1:3] or audio_slots.shape[0] not in (1, b):
+                raise ValueError(f"audio_slots must be (B or 1, {pt}, {audio.shape[2]}), got {tuple(audio_slots.shape)}")
+            audio_tokens = audio_tokens * audio_slots.to(audio_tokens.dtype)[..., None]
+        audio_tokens = audio_tokens.flatten(0, 1)  # (B*T, K, D)
+        if audio_mask is not None:
+            if audio_mask.ndim != 2 or audio_mask.shape[1] != ph * pw or audio_mask.shape[0] not in (1, b):
+                raise ValueError(f"audio_mask must be (B or 1, {ph * pw}), got {tuple(audio_mask.shape)}")
+            audio_mask = audio_mask.to(x.dtype)[:, None, :, None]  # (B, 1, tokens per frame, 1)
 
         if context.text_kv[0][0].shape[0] == 1 and b > 1:
             context = context.repeat(b)
 
         for i, block in enumerate(self.blocks):
-            x = self._block(block, i, x, context, audio_tokens, modulation, rotary_emb,
+            x = self._block(block, i, x, context, audio_tokens, audio_mask, modulation, rotary_emb,
                             audio_w.to(x.dtype), text_w.to(x.dtype), pt, heads)
 
         shift, scale = (self.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).unbind(2)
@@ -238,7 +254,8 @@ class AudioWanTransformer(WanTransformer3DModel):
         x = x.reshape(b, pt, ph, pw, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
-    def _block(self, block, index, x, context, audio_tokens, modulation, rotary_emb, audio_w, text_w, frames, heads):
+    def _block(self, block, index, x, context, audio_tokens, audio_mask, modulation, rotary_emb, audio_w, text_w,
+               frames, heads):
         shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = (
             block.scale_shift_table.unsqueeze(0) + modulation.float()
         ).unbind(2)  # each (B, T, D)
@@ -247,13 +264,14 @@ class AudioWanTransformer(WanTransformer3DModel):
         x = _per_frame(x, frames, lambda f: f.float() + attn.unflatten(1, (frames, -1)) * gate_msa[:, :, None]).type_as(x)
 
         norm_x = block.norm2(x.float()).type_as(x)
-        x = x + self._cross_attention(block.attn2, index, norm_x, context, audio_tokens, audio_w, text_w, frames, heads)
+        x = x + self._cross_attention(block.attn2, index, norm_x, context, audio_tokens, audio_mask, audio_w, text_w,
+                                      frames, heads)
 
         norm_x = _per_frame(x, frames, lambda f: _modulate(block.norm3(f.float()), c_shift, c_scale).type_as(f))
         ff = block.ffn(norm_x).float()
         return _per_frame(x, frames, lambda f: f.float() + ff.unflatten(1, (frames, -1)) * c_gate[:, :, None]).type_as(x)
 
-    def _cross_attention(self, attn, index, x, context, audio_tokens, audio_w, text_w, frames, heads):
+    def _cross_attention(self, attn, index, x, context, audio_tokens, audio_mask, audio_w, text_w, frames, heads):
         b, seq, dim = x.shape
         q = attn.norm_q(attn.to_q(x)).unflatten(2, (heads, -1))
         k, v = context.text_kv[index]
@@ -266,5 +284,7 @@ class AudioWanTransformer(WanTransformer3DModel):
         k_audio = attn.norm_k_audio(attn.to_k_audio(audio_tokens)).unflatten(2, (heads, -1))
         v_audio = attn.to_v_audio(audio_tokens).unflatten(2, (heads, -1))
         audio_out = _attend(q_frames, k_audio, v_audio).reshape(b, frames, seq // frames, dim)
+        if audio_mask is not None:
+            audio_out = audio_out * audio_mask
         out = out + (audio_out * audio_w).flatten(1, 2)
         return attn.to_out[0](out)

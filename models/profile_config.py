@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .sampler import GUIDANCE_CONDITIONS, GuidancePhase, GuidancePlan, GuidanceTerm
+from .sampler import (GUIDANCE_CONDITIONS, SCALE_SCHEDULES, SIGMA_SCHEDULES, GuidancePhase, GuidancePlan,
+                      GuidanceTerm)
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "avatar" / "profiles"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -79,9 +80,14 @@ class AudioConfig:
     left_context_s: float = 2.0  # wav2vec2 only: fixed context each block of tokens is computed with
     right_context_s: float = 0.16
     block_tokens: int = 8
+    # "official": a window's audio laid out as EchoMimicV3 lays out a chunk (zero slots after the
+    # projection outside its audio, none past its end); "features": every slot holds features
+    slots: str = "features"
+    face_mask: bool = False  # the DiT's audio output only on the reference's face box (EchoMimicV3)
 
     def __post_init__(self):
         _one_of(self.encoder, ("mel", "wav2vec2"), "audio.encoder")
+        _one_of(self.slots, ("features", "official"), "audio.slots")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,23 +132,38 @@ class WindowConfig:
 
     new_latents: int
     context_latents: int
+    # how the given latents enter the DiT (models.window_input): "clean-tokens" (clean latents at
+    # timestep 0 lead the sequence; models trained so) or "inpaint" (Wan-Fun-InP as published: every
+    # latent at the row's timestep, the given ones only through the mask and known channels)
+    conditioning: str = "clean-tokens"
+
+    def __post_init__(self):
+        _one_of(self.conditioning, ("clean-tokens", "inpaint"), "window.conditioning")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SamplerConfig:
-    """[sampler]: Euler steps (idle windows: `idle_steps`, default `steps`), sigma shift, guidance plan
-    (`guidance` in TOML: a list of {min_sigma, <condition> = scale} phases)."""
+    """[sampler]: Euler steps (idle windows: `idle_steps`, default `steps`), sigma shift and schedule
+    (models.sampler.flow_sigmas), guidance plan (`guidance` in TOML: a list of {min_sigma,
+    <condition> = scale} phases; `guidance_nested` and `guidance_schedule`: see GuidancePlan)."""
 
     steps: int
     idle_steps: int | None = None
     shift: float = 1.0
+    sigmas: str = "linear"
     guidance: GuidancePlan = GuidancePlan()
+    guidance_nested: bool = False
+    guidance_schedule: str = "constant"
 
     def __post_init__(self):
         if self.steps < 1:
             raise ProfileConfigError("sampler.steps must be >= 1")
         if self.idle_steps is None:
             object.__setattr__(self, "idle_steps", self.steps)
+        _one_of(self.sigmas, SIGMA_SCHEDULES, "sampler.sigmas")
+        _one_of(self.guidance_schedule, SCALE_SCHEDULES, "sampler.guidance_schedule")
+        plan = GuidancePlan(self.guidance.phases, self.guidance_nested, self.guidance_schedule)
+        object.__setattr__(self, "guidance", plan)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ is diffusers' `norm2`, and Wan's parameter-free `norm2` (before the FFN) has no 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -67,6 +68,14 @@ IN_BLOCK = {
 IN_BLOCK_PARAMS = {"modulation": "scale_shift_table"}
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+# Keys a published file may carry that the official EchoMimicV3 model does not use either: its
+# WanTransformerAudioMask3DModel (src/wan_transformer3d_audio.py) builds `ref_conv` only with
+# add_ref_conv and `control_adapter` only with add_control_adapter, both off in the preview's base
+# config, and infer_preview.py loads with strict=False, so such tensors are dropped there too.
+KNOWN_UNUSED = ("ref_conv.", "control_adapter.")
+
+log = logging.getLogger(__name__)
 
 
 def _rename(key: str, modules: dict[str, str], params: dict[str, str]) -> str | None:
@@ -149,6 +158,10 @@ def random_fill_(dit: AudioWanTransformer, std: float = 0.02) -> AudioWanTransfo
 def load_dit_file(dit: AudioWanTransformer, path: Path, what: str, device, dtype: torch.dtype) -> AudioWanTransformer:
     """Load a safetensors state dict (original or diffusers names) into a meta-built DiT, exactly.
 
+    Every model key must be in the file with its shape. A file key the model does not have is an
+    error naming it, unless it is one the official model skips too (`KNOWN_UNUSED`): those are listed
+    in a warning and skipped.
+
     Tensors are read one at a time from the memory-mapped file straight to their target device and
     dtype, and assigned (no second copy of the model in memory).
     """
@@ -158,10 +171,15 @@ def load_dit_file(dit: AudioWanTransformer, path: Path, what: str, device, dtype
     own = {k: v.shape for k, v in dit.state_dict().items()}
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
-            names = target_names(f.keys())
-            shapes = {names[k]: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}
+            unused = sorted(k for k in f.keys() if k.startswith(KNOWN_UNUSED) and k not in own)
+            keys = [k for k in f.keys() if k not in unused]
+            if unused:
+                log.warning("%s: %d tensors the official model does not use either are skipped: %s",
+                            path, len(unused), ", ".join(unused))
+            names = target_names(keys)
+            shapes = {names[k]: torch.Size(f.get_slice(k).get_shape()) for k in keys}
             check_fit(own, shapes, str(path))
-            state = {names[k]: f.get_tensor(k).to(kept_dtype(dit, names[k], dtype)) for k in f.keys()}
+            state = {names[k]: f.get_tensor(k).to(kept_dtype(dit, names[k], dtype)) for k in keys}
     except CheckpointError:
         raise
     except Exception as exc:  # safetensors raises several types for a corrupt file

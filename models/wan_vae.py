@@ -58,6 +58,16 @@ class WanVaeCodec(nn.Module):
         mean = self.vae.quant_conv(out)[:, : self.latent_channels]
         return self.normalise(mean)
 
+    def grey_latents(self, image: torch.Tensor, count: int) -> torch.Tensor:
+        """(B, C, count, h, w): `count` latents of mid-grey frames (0 in [-1, 1]) following the image
+        (B, 3, H, W) as the causal first frame; the official inpainting pipeline encodes the frames to
+        generate so (masked_video = video * (mask < 0.5), posterior mean)."""
+        cache = [None] * self._encoder_convs
+        self.vae.encoder(image[:, :, None], feat_cache=cache, feat_idx=[0])
+        grey = torch.zeros_like(image)[:, :, None].expand(-1, -1, self.frames_per_latent, -1, -1)
+        out = torch.cat([self.vae.encoder(grey, feat_cache=cache, feat_idx=[0]) for _ in range(count)], dim=2)
+        return self.normalise(self.vae.quant_conv(out)[:, : self.latent_channels])
+
     def start_stream(self, reference_latent: torch.Tensor, reference_image: torch.Tensor | None = None) -> VaeStream:
         """A stream primed with the reference latent as its first chunk (that 1-frame output is dropped).
         The Wan decoder uses only the latent (the contract lets a codec leave the pixels unused)."""

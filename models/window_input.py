@@ -3,9 +3,10 @@
 `AudioWanTransformer` takes Wan-Fun-InP's 36 channels per latent frame: 16 latent channels (what is
 integrated), a 4-channel mask (1 = given) and 16 known-latent channels, with a timestep per latent
 frame. A layout says how a window's given latents (the reference image and the previous window's
-context) enter those channels; today there is one, `clean_tokens`: they lead the sequence as clean
-tokens (timestep 0, mask 1, their latents also in the known channels) and only the new latents after
-them are integrated. Another layout is another constructor filling the same three fields.
+context) enter those channels. `clean_tokens`: they lead the sequence as clean tokens (timestep 0,
+mask 1, their latents also in the known channels) and only the new latents after them are
+integrated (models trained so). `inpaint`: every latent is integrated at the row's timestep and the
+given ones enter only through the mask and known channels (Wan-Fun-InP and EchoMimicV3 as published).
 
 `denoiser` turns a window into the sampler's `Denoiser`: one DiT forward for all guidance rows.
 """
@@ -18,7 +19,7 @@ from typing import Callable
 import torch
 
 from .dit import CrossContext
-from .sampler import Branch, Denoiser
+from .sampler import Denoiser, dropped
 
 MASK_CHANNELS = 4
 
@@ -43,6 +44,18 @@ class WindowInput:
             mask[:, :, k:] = given_mask
             known_channels[:, :, k:] = given * given_mask
         return cls(known, torch.cat([mask, known_channels], dim=1), new)
+
+    @classmethod
+    def inpaint(cls, known: torch.Tensor, fill: torch.Tensor) -> "WindowInput":
+        """Wan-Fun-InP as the published weights were trained: every latent is integrated at the row's
+        timestep; the `known` (B, C, k, h, w) given latents enter only through the mask (1) and the
+        known channels; the latents to generate have mask 0 and `fill` (B, C, n, h, w) in the known
+        channels (the VAE latents of mid-grey frames, as the official pipeline encodes them)."""
+        b, _, k, h, w = known.shape
+        mask = torch.zeros((b, MASK_CHANNELS, k + fill.shape[2], h, w), device=known.device, dtype=known.dtype)
+        mask[:, :, :k] = 1
+        condition = torch.cat([mask, torch.cat([known, fill.to(known.dtype)], dim=2)], dim=1)
+        return cls(known[:, :, :0], condition, k + fill.shape[2])
 
     @property
     def frames(self) -> int:
@@ -72,18 +85,21 @@ class WindowInput:
         return out[:, :, self.clean.shape[2]:]
 
 
-# A guidance row (models.sampler.Branch) drops one condition; Branch.COND drops none. The audio
-# row's null audio is zeros; the text rows differ only in their cross context.
+# A guidance row drops conditions (models.sampler.dropped); "cond" drops none. A row without the
+# audio gets null audio (zeros, in the same slots); the text rows differ only in their cross context.
 def denoiser(dit: Callable[..., torch.Tensor], window: WindowInput, audio: torch.Tensor,
-             context_for: Callable[[Branch], CrossContext]) -> Denoiser:
-    """`dit(hidden, timestep, context, audio)` -> velocity, run once per step for all guidance rows;
-    `audio` (B, c + n, K, D) the window's audio tokens; `context_for(row)` the cross context of a row."""
+             context_for: Callable[[str], CrossContext], audio_mask: torch.Tensor | None = None,
+             audio_slots: torch.Tensor | None = None) -> Denoiser:
+    """`dit(hidden, timestep, context, audio, audio_mask=, audio_slots=)` -> velocity, run once per step
+    for all guidance rows; `audio` (B, c + n, K, D) the window's audio tokens; `context_for(row)` the
+    cross context of a row; `audio_mask`, `audio_slots`: AudioWanTransformer's, the same for every row."""
     b = len(window.clean)
 
-    def denoise(x: torch.Tensor, sigma: float, rows: tuple[Branch, ...]) -> list[torch.Tensor]:
-        row_audio = torch.cat([torch.zeros_like(audio) if r == Branch.AUDIO else audio for r in rows])
+    def denoise(x: torch.Tensor, sigma: float, rows: tuple[str, ...]) -> list[torch.Tensor]:
+        row_audio = torch.cat([torch.zeros_like(audio) if "audio" in dropped(r) else audio for r in rows])
         context = CrossContext.cat([context_for(r) for r in rows])
-        v = window.integrated(dit(window.hidden(x, len(rows)), window.timesteps(sigma, len(rows)), context, row_audio))
+        v = window.integrated(dit(window.hidden(x, len(rows)), window.timesteps(sigma, len(rows)), context, row_audio,
+                                  audio_mask=audio_mask, audio_slots=audio_slots))
         return [v[i * b:(i + 1) * b] for i in range(len(rows))]
 
     return denoise

@@ -84,7 +84,7 @@ def test_audio_cross_attention_is_frame_local():
     with torch.no_grad():
         def run(a):
             tokens = model.audio_proj(a).flatten(0, 1)
-            return model._cross_attention(attn, 0, x, ctx, tokens, ones, ones, frames, 2)
+            return model._cross_attention(attn, 0, x, ctx, tokens, None, ones, ones, frames, 2)
         base = run(audio)
         changed = audio.clone()
         changed[:, 1] = torch.randn(5, 10)

@@ -56,7 +56,7 @@ def refusal(directory, body: str) -> tuple:
 
 def test_a_misspelt_key_is_refused_naming_the_key_and_the_file(profile_dir):
     path, message = refusal(profile_dir, "[sampler]\nstpes = 4\n")
-    assert message == f"{path}: unknown key 'sampler.stpes'; [sampler] takes: steps, idle_steps, shift, guidance"
+    assert message == f"{path}: unknown key 'sampler.stpes'; [sampler] takes: steps, idle_steps, shift, sigmas, guidance, guidance_nested, guidance_schedule"
 
 
 def test_a_misspelt_key_in_the_extended_file_names_that_file(profile_dir):
@@ -85,6 +85,25 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_key(profile_dir):
 def test_a_value_outside_its_choices_is_refused_naming_them(profile_dir):
     path, message = refusal(profile_dir, '[codec]\nkind = "h264"\n')
     assert message == f"{path}: codec.kind = 'h264' is not one of tiny, wan-vae"
+
+
+@pytest.mark.parametrize("body, refused", [
+    ('[window]\nconditioning = "outpaint"\n', "window.conditioning = 'outpaint' is not one of clean-tokens, inpaint"),
+    ('[audio]\nslots = "zeros"\n', "audio.slots = 'zeros' is not one of features, official"),
+    ('[sampler]\nsigmas = "karras"\n', "sampler.sigmas = 'karras' is not one of linear, flow-match-euler"),
+    ('[sampler]\nguidance_schedule = "linear"\n', "sampler.guidance_schedule = 'linear' is not one of constant, cosine"),
+])
+def test_the_echomimic_input_choices_are_refused_outside_their_values(profile_dir, body, refused):
+    path, message = refusal(profile_dir, body)
+    assert message == f"{path}: {refused}"
+
+
+def test_the_echomimic_profiles_choose_their_inputs():
+    official, fast, tiny = read_profile("echomimic-v3"), read_profile("echomimic-v3-fast"), read_profile("tiny")
+    assert (official.window.conditioning, official.audio.slots, official.audio.face_mask) == ("inpaint", "official", True)
+    assert official.sampler.guidance.nested and official.sampler.guidance.schedule == "cosine"
+    assert fast.window.conditioning == "clean-tokens" and not fast.sampler.guidance.nested
+    assert (tiny.window.conditioning, tiny.audio.slots, tiny.audio.face_mask) == ("clean-tokens", "features", False)
 
 
 def test_a_missing_required_key_is_named(profile_dir):

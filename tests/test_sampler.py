@@ -66,6 +66,66 @@ def test_guided_velocity_is_classifier_free_guidance():
     torch.testing.assert_close(v, uncond + 3.0 * (cond - uncond))
 
 
+def official_plan():
+    from models.profile_config import read_profile
+
+    s = read_profile("echomimic-v3").sampler
+    return s.guidance, {"steps": s.steps, "shift": s.shift, "sigmas": s.sigmas}
+
+
+def test_the_official_sigmas_are_diffusers_flow_match_euler_with_shift_5():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5.0, use_dynamic_shifting=False)
+    scheduler.set_timesteps(25)
+    ours = flow_sigmas(25, 5.0, "flow-match-euler")
+    assert len(ours) == 26 and ours[-1] == 0
+    torch.testing.assert_close(ours, scheduler.sigmas, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours[:-1] * 1000, scheduler.timesteps, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="unknown sigma schedule"):
+        flow_sigmas(4, 5.0, "karras")
+
+
+def test_the_official_plan_costs_25_steps_of_3_rows_at_the_official_scales():
+    import math
+
+    plan, s = official_plan()
+    sigmas = flow_sigmas(s["steps"], s["shift"], s["sigmas"])
+    assert forward_count(sigmas, plan) == 25 * 3
+    # infer_preview.py: guidance_scale 4, audio_guidance_scale 2.9, use_dynamic_cfg / use_dynamic_acfg
+    n = 25
+    for i, sigma in enumerate(sigmas[:-1].tolist()):
+        gs = 4.0 / 2 + (4.0 / 2) * ((1 - math.cos(math.pi * ((n - i) / n) ** 5.0)) / 2)
+        ags = 2.9 / 2 + (2.9 / 2) * ((1 - math.cos(math.pi * ((n - i) / n) ** 5.0)) / 2)
+        audio, negative = plan.terms_at(sigma)
+        assert plan.scale(audio, i, n) == pytest.approx(ags, abs=1e-12)
+        assert plan.scale(negative, i, n) == pytest.approx(gs, abs=1e-12)
+    assert plan.scale(negative, 0, n) == 4.0 and plan.scale(negative, 24, n) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_the_official_rows_combine_as_u_plus_gs_d_minus_u_plus_ags_c_minus_d():
+    plan, _ = official_plan()
+    c, d, u = torch.tensor([3.0]), torch.tensor([2.0]), torch.tensor([-1.0])
+    asked = []
+
+    def denoise(x, sigma, variants):
+        asked.append(variants)
+        return [{"cond": c, "audio": d, "audio+negative": u}[v] for v in variants]
+
+    step, steps = 7, 25
+    v = guided_velocity(denoise, torch.zeros(1), 0.5, plan, step, steps)
+    # the official rows: [negative prompt + zero audio, prompt + zero audio, prompt + audio]
+    assert asked == [("cond", "audio", "audio+negative")]
+    from models.sampler import cosine_scale, dropped
+
+    gs, ags = cosine_scale(4.0, step, steps), cosine_scale(2.9, step, steps)
+    torch.testing.assert_close(v, u + gs * (d - u) + ags * (c - d))
+    assert dropped("audio+negative") == {"audio", "negative"} and dropped("cond") == set()
+    # idle windows drop the audio term: prompt vs negative prompt, both with the null audio
+    idle = plan.without("audio")
+    assert idle.rows_at(0.5) == ("cond", "negative") and forward_count(flow_sigmas(25, 5.0), idle) == 50
+
+
 def test_the_state_stays_float32_while_the_network_runs_in_bfloat16():
     noise, sigmas = torch.randn(1, 4, 2, 3, 3), flow_sigmas(4, 3.0)
     seen = []

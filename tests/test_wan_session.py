@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from avatar.profiles import Profile, load_profile, read_profile_config
 from avatar.session import Session
 from models.checkpoints import CheckpointError
+from models.echomimic_inputs import face_token_mask
 from models.profile_config import ImageConfig, TextConfig
 from models.wan_components import load_components
 from models.wan_dit import ours_to_original
@@ -58,8 +59,8 @@ def test_random_components_have_the_real_interfaces(small_profile):
     assert p.audio_encoder.tokens_per_frame == 2 and p.audio_encoder.feature_dim == 768
     assert p.encode_text("a prompt").shape == (1, 512, 32)
     assert p.encode_image(np.zeros((64, 64, 3), np.uint8)).shape == (1, 257, 16)
-    # 4 ahead tokens (80 ms) + 0.16 s right context + wav2vec2's 80 ms receptive-field overhang
-    assert p.lookahead_s == pytest.approx(0.08 + 0.16 + 0.005)
+    # official slots: no ahead tokens past the window; 0.32 s right context + the receptive field's 5 ms overhang
+    assert p.lookahead_s == pytest.approx(0.32 + 0.005)
 
 
 def test_two_windows_through_the_session(small_profile, face_image, speech_like):
@@ -117,3 +118,72 @@ def test_one_full_size_window(face_image, speech_like):
     assert sum(p.numel() for p in profile.dit.parameters()) > 1.3e9
     _, frames = run_windows(profile, face_image, speech_like(2.0), 1)
     assert len(frames) == 12 and frames[0].image.shape == (64, 64, 3)
+
+
+def test_the_dit_gets_the_official_audio_slots_and_the_face_mask(small_profile, face_image, speech_like):
+    calls = []
+    hook = small_profile.dit.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((args[3], kwargs["audio_slots"], kwargs["audio_mask"])),
+        with_kwargs=True)
+    try:
+        session, _ = run_windows(small_profile, face_image, speech_like(3.0), 2)
+    finally:
+        hook.remove()
+    box = session.reference.face_box
+    assert box is not None
+    first_window = [c for c in calls if c[1].shape[1] == 4]  # [reference | 3 new]
+    second_window = [c for c in calls if c[1].shape[1] == 6]  # [reference | 2 context | 3 new]
+    assert first_window and second_window
+    for audio, slots, mask in calls:
+        assert torch.equal(mask, face_token_mask(box, 64, 64)[None])  # once per reference, every row
+        assert audio.shape[0] == slots.shape[0] or slots.shape[0] == 1
+        assert not slots[0, -1, -4:].any()  # no look-ahead past the window's end
+    _, slots, _ = first_window[0]
+    assert int((~slots[0, 0]).sum()) == 13  # the reference before the stream's first sample
+    _, slots, _ = second_window[0]
+    assert int((~slots[0, 0]).sum()) == 11 and int((~slots[0, 1]).sum()) == 3  # the official's reference
+    audio = second_window[0][0]
+    assert (audio[:, 0, 11:].abs().sum(-1) > 0).any()  # the reference hears its own frames' audio
+
+
+def test_grey_latents_are_the_vae_encoding_of_mid_grey_frames_after_the_reference(small_profile):
+    codec = small_profile.codec
+    torch.manual_seed(4)
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    video = torch.cat([image[:, :, None], torch.zeros(1, 3, 8, 64, 64)], dim=2)  # reference + 2 latents of grey
+    with torch.no_grad():
+        expected = codec.normalise(codec.vae.encode(video).latent_dist.mean)[:, :, 1:]
+        grey = codec.grey_latents(image, 2)
+    torch.testing.assert_close(grey, expected, rtol=1e-5, atol=1e-5)
+    assert grey.abs().amax() > 0  # mid-grey is not a zero latent
+
+
+@pytest.mark.parametrize("mode", ["inpaint", "clean-tokens"])
+def test_both_conditionings_keep_the_stream_exact(small_profile, face_image, speech_like, mode):
+    profile = small_profile.with_conditioning(mode)
+    calls = []
+    hook = profile.dit.register_forward_pre_hook(lambda m, args, kw: calls.append((args[0], args[1])), with_kwargs=True)
+    try:
+        session = Session(profile, face_image, seed=0)
+        session.push_audio(speech_like(3.0), 16000)
+        first = session.step(1)
+        kept = session._context.clone()  # the latents the first window made, as the second gets them
+        calls.clear()
+        second = session.step(1)
+    finally:
+        hook.remove()
+    frames = first + second
+    assert [f.index for f in frames] == list(range(24))  # every frame once
+    assert [f.pts for f in frames] == [i / 25 for i in range(24)]  # contiguous timestamps
+    c, n = profile.context_latents, profile.new_latents
+    for hidden, timestep in calls:
+        assert hidden.shape[2] == 1 + c + n
+        assert torch.equal(hidden[:, 16:20, :1 + c], torch.ones_like(hidden[:, 16:20, :1 + c]))
+        assert not hidden[:, 16:20, 1 + c:].any()
+        assert torch.equal(hidden[:, 20:, 1:1 + c], kept.expand(len(hidden), -1, -1, -1, -1))  # context unchanged
+        if mode == "inpaint":
+            assert torch.equal(hidden[:, 20:, 1 + c:], session._grey[:, :, c:c + n].expand(len(hidden), -1, -1, -1, -1))
+            assert torch.equal(timestep, timestep[:, :1].expand_as(timestep))  # one timestep a row
+        else:
+            assert torch.equal(hidden[:, :16, 1:1 + c], kept.expand(len(hidden), -1, -1, -1, -1))
+            assert not timestep[:, :1 + c].any() and not hidden[:, 20:, 1 + c:].any()

@@ -74,3 +74,16 @@ def test_training_solves_a_window_with_the_tensors_the_session_samples_it_with(t
         assert torch.equal(h, h_s) and torch.equal(t, t_s) and torch.equal(a, a_s)
     assert torch.equal(trajectory[0.0], session._context[:, :, -n:])
     assert sorted(trajectory) == [0.0, 0.75, 1.0]
+
+
+def test_inpaint_integrates_every_latent_and_gives_the_known_ones_only_through_the_condition():
+    known, fill, x = torch.randn(1, 16, 3, 4, 4), torch.randn(1, 16, 2, 4, 4), torch.randn(1, 16, 5, 4, 4)
+    window = WindowInput.inpaint(known, fill)
+    hidden = window.hidden(x, rows=3)
+    assert hidden.shape == (3, 36, 5, 4, 4) and window.frames == 5
+    assert torch.equal(hidden[:, :16], x.expand(3, -1, -1, -1, -1))  # every latent is integrated
+    assert torch.equal(hidden[:, 16:20], torch.cat([torch.ones(3, 4, 3, 4, 4), torch.zeros(3, 4, 2, 4, 4)], dim=2))
+    assert torch.equal(hidden[:, 20:], torch.cat([known, fill], dim=2).expand(3, -1, -1, -1, -1))
+    assert torch.equal(window.timesteps(0.5, rows=3), torch.full((3, 5), 500.0))  # one timestep a row
+    out = torch.randn(3, 16, 5, 4, 4)
+    assert torch.equal(window.integrated(out), out)

@@ -60,9 +60,9 @@ def train_teacher(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConf
 
 
 def _float_forward(dit: AudioWanTransformer, bf16: bool):
-    def forward(*args) -> torch.Tensor:
+    def forward(*args, **kwargs) -> torch.Tensor:
         with autocast(bf16):
-            return dit(*args).float()
+            return dit(*args, **kwargs).float()
     return forward
 
 

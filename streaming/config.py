@@ -8,8 +8,10 @@ from pathlib import Path
 
 from .ice import ICE_ENV, ice_servers_from
 
-# The demo page and the JS client (the npm package's root): package data, so every install serves them.
-CLIENT_DIR = Path(__file__).resolve().parent / "client"
+# The demo page and the JS client: `client/` at the top of a checkout, shipped in the wheel as
+# streaming/client/ (setup.py), so every install serves them.
+_HERE = Path(__file__).resolve().parent
+CLIENT_DIR = _HERE / "client" if (_HERE / "client").is_dir() else _HERE.parent / "client"
 TOKEN_ENV = "AVATAR_TOKEN"
 AVATARS_DIR_ENV = "AVATAR_AVATARS_DIR"
 ORIGINS_ENV = "AVATAR_ALLOWED_ORIGINS"  # comma-separated origins allowed besides the server's own

@@ -1,4 +1,4 @@
-"""The JS client's own tests (streaming/client/test/, node's built-in runner), run from pytest so that
+"""The JS client's own tests (client/test/, node's built-in runner), run from pytest so that
 README's one test command covers them too."""
 
 import shutil

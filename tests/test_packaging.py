@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT = ROOT / "streaming" / "client"
+CLIENT = ROOT / "client"
 SERVED = {"/demo/": "demo/index.html", "/demo/demo.js": "demo/demo.js", "/demo/style.css": "demo/style.css",
           "/src/index.js": "src/index.js", "/src/index.d.ts": "src/index.d.ts"}
 
@@ -46,9 +46,9 @@ def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     junk = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "node_modules")
-    for name in ("avatar", "models", "streaming"):
+    for name in ("avatar", "models", "streaming", "client"):
         shutil.copytree(ROOT / name, src / name, ignore=junk)
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     # No build isolation: the test extra brings the build backend, so this needs no network.
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import AvatarError
+from .logs import setup_logging
 from .profiles import profile_names
+from .threads import set_torch_threads
 
 log = logging.getLogger("avatar")
 
@@ -29,6 +31,18 @@ def _add_conditioning_arg(p: argparse.ArgumentParser) -> None:
                    help="override the profile's window conditioning (how the reference and context enter the DiT)")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int,
+                   help="torch's CPU threads (default: OMP_NUM_THREADS if set, else the cores less one, as the server)")
+
+
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
@@ -39,6 +53,7 @@ def cmd_render(args) -> int:
     from .session import Session, stream_file
     from .video import Mp4Writer
 
+    threads = set_torch_threads(args.threads)
     audio = load_audio_file(args.audio)
     if len(audio) == 0:
         raise AvatarError(f"{args.audio} holds no audio samples")
@@ -60,13 +75,14 @@ def cmd_render(args) -> int:
     writer.close(audio)
     media = len(audio) / profile.sample_rate
     print(f"wrote {args.out}: {writer.frames} frames, {media:.2f} s at {profile.fps} fps, "
-          f"compute {compute:.2f} s, real-time factor {compute / media:.2f}")
+          f"compute {compute:.2f} s, real-time factor {compute / media:.2f}, torch threads {threads}")
     return 0
 
 
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
+    set_torch_threads(args.threads)
     return _report(run_bench(args.profile, args.seconds, args.device, args.weights, steps=args.steps,
                              conditioning=args.conditioning), args.json)
 
@@ -84,6 +100,7 @@ def _report(result: dict, json_path: str | None) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate
 
+    set_torch_threads(args.threads)
     return _report(evaluate(args.profile, args.weights, args.steps, args.minutes, args.device, args.seed,
                             args.audio_guidance), args.json)
 
@@ -92,6 +109,8 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     """The engine's commands; `more_commands(subparsers)` adds those of a layer above (serve)."""
     parser = argparse.ArgumentParser(prog="avatar", description="Streaming talking-avatar engine and server")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines as text or as one JSON object each (default text)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="render a talking-head mp4 from an image and a speech file")
@@ -103,6 +122,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_conditioning_arg(render)
     add_model_args(render)
+    _add_threads_arg(render)
     render.set_defaults(func=cmd_render)
 
     bench = sub.add_parser("bench", help="real-time factor, window latency, fps and memory of a profile")
@@ -111,6 +131,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     bench.add_argument("--json", help="also write the figures to this JSON file")
     _add_conditioning_arg(bench)
     add_model_args(bench)
+    _add_threads_arg(bench)
     bench.set_defaults(func=cmd_bench)
 
     evaluation = sub.add_parser("eval", help="lip sync, seams and drift on held-out speech")
@@ -121,6 +142,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--json", help="also write the figures to this JSON file")
     add_model_args(evaluation)
+    _add_threads_arg(evaluation)
     evaluation.set_defaults(func=cmd_eval)
 
     if more_commands is not None:
@@ -130,8 +152,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     args = (parser or build_parser()).parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose, args.log_format)
     try:
         return args.func(args)
     except AvatarError as exc:

@@ -72,7 +72,10 @@ async def _raw_call(url: str, wrong_fingerprint: bool):
 
 async def drop_once(srv, kind: str, pcm) -> float:
     """Seconds from the drop to the slot being free."""
-    from streaming.contrib.pyclient import CallClient
+    try:
+        from streaming.contrib.pyclient import CallClient
+    except ImportError:  # a checkout from before the move (--root)
+        from streaming.pyclient import CallClient
 
     url = f"ws://127.0.0.1:{srv.port}/ws"
     busy = set(srv.calls)
@@ -113,7 +116,7 @@ async def drop_once(srv, kind: str, pcm) -> float:
 
 async def measure(profile, repeat: int, kinds=DROPS, signaling_timeout_s: float = 10.0) -> dict:
     """{kind: [seconds, ...]} on a fresh in-process server."""
-    from avatar.bench import babble
+    from avatar.bench import babble  # (avatar.samples' since the move; bench still imports it)
     from streaming.config import ServerConfig
     from streaming.server import AvatarServer
 

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from aiortc import RTCConfiguration, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from avatar.audio import AudioTimeline
 from avatar.errors import AvatarError
@@ -17,6 +17,7 @@ from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
 from .buffers import FrameBuffer
 from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
+from .ice import rtc_configuration
 from .intake import AudioIntake
 from .peer import discard_track, prefer_vp8, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
@@ -104,7 +105,7 @@ class Call:
         self.video = PacedVideoTrack(self.clock, self.frames, session.reference.image, decorate)
         self.voice_track = DelayedVoiceTrack(self.clock, self.voice)
 
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = self.pc = RTCPeerConnection(rtc_configuration(self.config.ice_servers))
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
         # Our transceivers exist before the offer is applied, so it takes their codecs and directions:
@@ -260,6 +261,11 @@ class Call:
                     log.exception("call=%s event=stats_failed", self.id)
                     continue
                 await self._send(stats)
+                degraded = self._stats.late_frames(stats, self.config.degraded_repeat_share)
+                if degraded is not None:
+                    log.info("call=%s event=degraded reason=late_frames repeated_share=%.3f", self.id,
+                             degraded["repeated_share"])
+                    await self._send(degraded)
 
     # ---- tear-down ----------------------------------------------------------------------------
     async def close(self, reason: str = "closed") -> None:

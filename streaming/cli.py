@@ -25,6 +25,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=ServerConfig.port)
     serve.add_argument("--max-sessions", type=int, default=ServerConfig.max_sessions)
     serve.add_argument("--token", help="shared secret clients must send (or AVATAR_TOKEN)")
+    serve.add_argument("--ice-server", action="append", metavar="URL",
+                       help="STUN/TURN server for the server and its clients, repeatable: stun:HOST[:PORT] or "
+                            "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (or AVATAR_ICE_SERVERS)")
     engine_cli.add_model_args(serve)
     serve.set_defaults(func=cmd_serve)
 

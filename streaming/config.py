@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+from .ice import ICE_ENV, ice_servers_from
+
+# The demo page and the JS client (the npm package's root): package data, so every install serves them.
+CLIENT_DIR = Path(__file__).resolve().parent / "client"
 TOKEN_ENV = "AVATAR_TOKEN"
 AVATARS_DIR_ENV = "AVATAR_AVATARS_DIR"
 ORIGINS_ENV = "AVATAR_ALLOWED_ORIGINS"  # comma-separated origins allowed besides the server's own
@@ -27,6 +30,7 @@ class ServerConfig:
     # Origins allowed to open the websocket besides the server's own (http on its bound address, see
     # streaming/http.py); a request without an Origin header (not a browser) is allowed.
     allowed_origins: tuple[str, ...] = ()
+    ice_servers: tuple[dict, ...] = ()  # STUN/TURN, as RTCIceServer dicts (streaming/ice.py)
     static_dir: Path = CLIENT_DIR
     avatars_dir: Path | None = None  # extra server-side avatar images (*.png, *.jpg)
     max_upload_bytes: int = 2 * 1024 * 1024
@@ -38,6 +42,8 @@ class ServerConfig:
     ping_interval_s: float = 0.25
     ping_timeout_s: float = 1.0
     stats_interval_s: float = 1.0
+    # A "degraded" message when more than this share of the frames sent in a stats interval were repeats.
+    degraded_repeat_share: float = 0.1
     # Output delay = the engine's window latency + this. None: measured at start-up (streaming/calibrate.py).
     compute_allowance_s: float | None = None
     # aiortc holds 4 incoming audio packets (80 ms) for reordering before decoding; 1 is enough on a
@@ -65,6 +71,7 @@ class ServerConfig:
             token=token,
             avatars_dir=Path(avatars) if avatars else None,
             allowed_origins=tuple(o.strip() for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip()),
+            ice_servers=ice_servers_from(getattr(args, "ice_server", None), os.environ.get(ICE_ENV)),
         )
         if cfg.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")

@@ -132,10 +132,11 @@ def single_header(headers, name: str) -> str | None:
 class HttpRoutes:
     """websockets' process_request hook: answers plain HTTP, or lets the /ws handshake through."""
 
-    def __init__(self, config, avatars, health):
+    def __init__(self, config, avatars, health, metrics):
         self.config = config
         self.avatars = avatars
         self.health = health  # () -> dict
+        self.metrics = metrics  # streaming/metrics.py
         self.origins: frozenset[str] = frozenset(config.allowed_origins)  # + own_origins once bound
 
     def bind(self, host: str, port: int) -> None:
@@ -146,6 +147,7 @@ class HttpRoutes:
             return self._route(request)
         except Refused as refusal:
             log.warning("event=refused reason=%s path=%s", refusal.reason, quoted(request.path))
+            self.metrics.refused(refusal.reason)
             return response(refusal.status, refusal.body)
         except Exception:  # our bug: one request fails, the server goes on
             log.exception("event=request_failed path=%s", quoted(request.path))
@@ -160,6 +162,8 @@ class HttpRoutes:
             return self._gate(request, parse_qs(url.query))
         if path == "/healthz":
             return json_response(self.health())
+        if path == "/metrics":
+            return response(200, self.metrics.render(), self.metrics.content_type)
         if path == "/":
             return response(302, "", extra={"Location": "/demo/"})
         if path == "/avatars.json":

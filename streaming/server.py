@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,10 +18,13 @@ from dataclasses import dataclass
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from avatar.threads import torch_threads
+
 from .avatars import AvatarLibrary, decode_upload
 from .call import Call
 from .config import ServerConfig
 from .http import HandshakeLog, HttpRoutes, quoted
+from .metrics import ServerMetrics
 from .peer import quiet_library_task_failures
 from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, Ping, ProtocolError, SetPrompt,
                        parse_message)
@@ -47,6 +49,7 @@ class AvatarServer:
         self._ws_server = None
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad", initializer=single_threaded)
         self.port = config.port
+        self.metrics = ServerMetrics(self)
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
@@ -64,7 +67,7 @@ class AvatarServer:
 
             self.compute_allowance_s = await asyncio.get_running_loop().run_in_executor(
                 None, compute_allowance, self.profile, self.torch_threads(running=1))
-        routes = HttpRoutes(cfg, self.avatars, self.health)
+        routes = HttpRoutes(cfg, self.avatars, self.health, self.metrics)
         self._ws_server = await serve(
             self._handle, cfg.host, cfg.port, process_request=routes, logger=HandshakeLog(),
             max_size=cfg.max_message_bytes, ping_interval=None,  # our own keep-alive: _unanswered_ping
@@ -89,12 +92,10 @@ class AvatarServer:
         self._restore_loop_handler()
 
     def torch_threads(self, running: int | None = None) -> int:
-        """Threads for each generation worker: the cores, less one for the codecs and the loop, shared
-        by the calls running now. (On a 2-core machine that is 1: torch's OpenMP team of 2 slows
-        down 20x and more as soon as anything else wants a core.)"""
+        """Threads for each generation worker, shared by the calls running now (avatar/threads.py)."""
         if running is None:
             running = sum(call is not None for call in self.calls.values())
-        return max(1, ((os.cpu_count() or 1) - 1) // max(running, 1))
+        return torch_threads(running)
 
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),
@@ -110,6 +111,7 @@ class AvatarServer:
 
         if len(self.calls) >= self.config.max_sessions:
             log.warning("event=refused reason=full sessions=%d", len(self.calls))
+            self.metrics.refused("full")
             await send({"type": "error", "code": "busy",
                         "message": f"the server is full ({self.config.max_sessions} sessions); try again later"})
             await ws.close(CLOSE_FULL, "server full")
@@ -122,6 +124,7 @@ class AvatarServer:
         try:
             await send({"type": "ready", "call": link.call_id, "avatars": self.avatars.ids(),
                         "profile": self.profile.name, "fps": self.profile.fps,
+                        "ice_servers": list(self.config.ice_servers),
                         "limits": {"max_upload_bytes": self.config.max_upload_bytes,
                                    "max_image_side": self.config.max_image_side}})
             async for raw in ws:
@@ -133,6 +136,7 @@ class AvatarServer:
                 except ProtocolError as exc:
                     log.warning("call=%s event=refused_message code=%s message=%s", link.call_id, exc.code,
                                 quoted(exc.message))
+                    self.metrics.refused(exc.code)
                     await send(exc.to_message())
                 except ConnectionClosed:
                     raise
@@ -155,6 +159,7 @@ class AvatarServer:
                      quoted(reason), len(self.calls), self.config.max_sessions)
         if link.call is not None:
             await self._end(link.call, reason)
+            self.metrics.call_ended(link.call)
 
     @staticmethod
     async def _end(call: Call, reason: str) -> None:
@@ -232,6 +237,7 @@ class AvatarServer:
                     await self._end(call, "set-up failed")
                     raise
                 link.call = call
+                self.metrics.call_started(call)
                 if link.call_id in self.calls:  # (not if the slot was freed meanwhile: the socket is closing)
                     self.calls[link.call_id] = call
                 await send(answer)

@@ -10,11 +10,27 @@ ENGINE_COUNTERS = ("windows", "idle_windows", "fewer_steps", "catch_ups", "skipp
 
 
 class StatsReporter:
-    """Keeps what a rate needs between two reports (the frames sent at the last one)."""
+    """Keeps what a rate needs between two reports (the frames sent at the last one), and whether the
+    stream is in a stretch of late frames."""
 
     def __init__(self):
         self._since = time.monotonic()
         self._sent_then = 0
+        self._counted = (0, 0)  # frames sent and repeated at the last late_frames() check
+        self._late = False
+
+    def late_frames(self, stats: dict, limit: float) -> dict | None:
+        """A "degraded" message when more than `limit` of the frames sent since the last stats were
+        repeats (their own were late); once per stretch, again after an interval under it."""
+        sent = stats["frames_sent"] - self._counted[0]
+        repeated = stats["frames_repeated"] - self._counted[1]
+        self._counted = (stats["frames_sent"], stats["frames_repeated"])
+        late, was_late = sent > 0 and repeated / sent > limit, self._late
+        self._late = late
+        if not late or was_late:
+            return None
+        return {"type": "degraded", "reason": "late_frames", "repeated_share": round(repeated / sent, 3),
+                "behind_s": round(max(0.0, -(stats["latency"]["slack_min_s"] or 0.0)), 3)}
 
     def message(self, call) -> dict:
         """The stats message for a started `streaming.call.Call` (network RTT added by the caller)."""
@@ -30,7 +46,7 @@ class StatsReporter:
             "fps": round(fps, 2),
             "frames_sent": sent,
             "frames_repeated": call.video.repeated,
-            "frames_dropped": call.frames.late + call.frames.overflowed,
+            "frames_dropped": call.frames.overflowed,  # a late frame is counted once, as its slot's repeat
             "queued_frames": len(call.frames),
             "speaking": call.detector.speaking,
             "input_offset_s": None if offset is None else round(offset / SAMPLE_RATE, 4),

@@ -51,3 +51,38 @@ def running():
                 worker.stop()
 
     return run
+
+
+@pytest.fixture
+def turn_server(tmp_path):
+    """A real TURN (and STUN) server on loopback: Debian's coturn, long-term credentials alice/s3cret.
+    Yields the URL as --ice-server takes it."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("turnserver")
+    if binary is None:
+        pytest.skip("needs coturn (apt-get install coturn)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "turn.log"
+    proc = subprocess.Popen(
+        [binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+         f"--listening-port={port}", "--min-port=49200", "--max-port=49400", "--lt-cred-mech",
+         "--user=alice:s3cret", "--realm=avatar.test", "--allow-loopback-peers", "--simple-log",
+         f"--pidfile={tmp_path / 'turn.pid'}", f"--userdb={tmp_path / 'turn.db'}", f"--log-file={log}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not (log.exists() and "Total General servers" in log.read_text(errors="replace")):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("coturn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"turn:alice:s3cret@127.0.0.1:{port}?transport=udp"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from streaming.call import Call
 from streaming.config import ServerConfig
+from streaming.ice import parse_ice_server
 from streaming.server import AvatarServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -127,8 +129,17 @@ new Promise((resolve) => {
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, speech_hello):
-    server = await AvatarServer(ServerConfig(port=0, token="s3cret"), tiny_profile).start()
+async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, speech_hello, turn_server, monkeypatch):
+    turn = parse_ice_server(turn_server)  # handed to the page in "ready"
+    trickled = []  # the page trickles its ICE candidates after the offer, then None (the end)
+    add_candidate = Call.add_candidate
+
+    async def spy(call, candidate):
+        trickled.append(candidate)
+        await add_candidate(call, candidate)
+
+    monkeypatch.setattr(Call, "add_candidate", spy)
+    server = await AvatarServer(ServerConfig(port=0, token="s3cret", ice_servers=(turn,)), tiny_profile).start()
     browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav", speech_hello))
     try:
         await browser.open_page()
@@ -145,6 +156,12 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, sp
                 break
             await asyncio.sleep(0.5)
         assert state["types"].count("speechstart") >= 3, state
+        ice = json.loads(await browser.evaluate(
+            "JSON.stringify({servers: window.demo.call.pc.getConfiguration().iceServers, "
+            "offer: window.demo.call.pc.localDescription.sdp})"))
+        assert ice["servers"][0]["urls"] == turn["urls"] and ice["servers"][0]["username"] == "alice", ice
+        assert "typ relay" in ice["offer"]  # Chromium took a relayed address from the TURN server
+        assert any(c is not None and c.type == "relay" for c in trickled) and trickled[-1] is None, trickled
         playback = await browser.evaluate(MEASURE_FPS)
         assert playback["width"] == 128 and playback["hasAudio"] == 1 and not playback["paused"], playback
         assert playback["presented"] >= 20 and playback["decoded"] >= 20, playback
@@ -161,8 +178,21 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, sp
             phase = (t - starts[0]) % period
             gap = min(min(abs(phase - o), period - abs(phase - o)) for o in offsets)
             assert gap < 0.15, (starts, expected, period)
+        # The page shows the live stats in plain words, with the stream's size and only new frames as fps.
         shown = await browser.evaluate("document.getElementById('stats').textContent")
-        assert "fps" in shown and "output delay" in shown  # the page shows the live stats
+        assert "128 × 128 pixels" in shown and "fps (new frames shown per second" in shown, shown
+        assert "Delay: the face follows your voice by" in shown and "window" not in shown, shown
+        page = json.loads(await browser.evaluate(
+            "JSON.stringify({fps: window.demo.shown.fps, "
+            "last: window.demo.events.filter((e) => e.type === 'stats').slice(-2).map((e) => e.detail)})"))
+        before, last = page["last"]
+        sent = last["frames_sent"] - before["frames_sent"]
+        new = sent - (last["frames_repeated"] - before["frames_repeated"])
+        assert sent > 0 and abs(page["fps"] - last["fps"] * new / sent) < 1e-6, page
+        # The call's sound is the caller's own voice, late: muted until the caller asks for it.
+        assert await browser.evaluate("document.getElementById('video').muted") is True
+        assert await browser.evaluate("document.getElementById('hear-voice').click(), "
+                                      "document.getElementById('video').muted") is False
 
         # The call's controls: interrupt is acknowledged, close ends it and frees the server's slot.
         await browser.evaluate("window.demo.call.interrupt()")

@@ -10,7 +10,7 @@ SR = 16000
 def render_offline(profile, image, audio, seed=0):
     s = Session(profile, image, seed=seed)
     s.push_audio(audio, SR)
-    return s.step(1 << 30) + s.finish()
+    return s.step(max_windows=None) + s.finish()
 
 
 def test_streaming_in_20ms_pieces_equals_rendering_at_once(tiny_profile, face_image, speech_like):
@@ -20,7 +20,7 @@ def test_streaming_in_20ms_pieces_equals_rendering_at_once(tiny_profile, face_im
     streamed = []
     for start in range(0, len(audio), 320):
         s.push_audio(audio[start:start + 320], SR)
-        streamed += s.step(1 << 30)
+        streamed += s.step(max_windows=None)
     streamed += s.finish()
     assert [f.index for f in streamed] == [f.index for f in offline]
     for a, b in zip(streamed, offline):
@@ -108,7 +108,7 @@ def test_vad_marks_override_the_energy_gate(tiny_profile, face_image, speech_lik
     s = Session(tiny_profile, face_image)
     s.push_audio(speech_like(1.0), SR, speech=False)
     s.push_audio(np.zeros(SR, np.float32), SR, speech=True)
-    frames = s.step(1 << 30) + s.finish()
+    frames = s.step(max_windows=None) + s.finish()
     flags = np.array([f.speech for f in frames])
     assert not flags[:25].any() and flags[26:50].all()
 
@@ -152,7 +152,7 @@ def test_a_long_stream_keeps_a_bounded_audio_buffer(tiny_profile, face_image):
     s = Session(tiny_profile, face_image)
     for _ in range(6):
         s.push_audio(np.zeros(SR, np.float32), SR)
-        s.step(1 << 30)
+        s.step(max_windows=None)
     held = s.timeline.end - s.timeline.start
     assert s.timeline.start > 0 and held < 2 * SR
 

@@ -12,10 +12,11 @@ from fractions import Fraction
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import connect
 
+from ..ice import rtc_configuration
 from .stamp import read_index
 
 SEND_RATE = 48000
@@ -98,7 +99,7 @@ class CallClient:
         self.ws = await connect(ws_url, origin=origin, max_size=None, open_timeout=timeout, close_timeout=1.0)
         self._tasks.append(asyncio.ensure_future(self._read_messages()))
         self.ready = await self.wait_for("ready", timeout)  # a full server says so here (RuntimeError)
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = self.pc = RTCPeerConnection(rtc_configuration(self.ready.get("ice_servers", [])))
         self.source = RecordingTrack(to_48k_mono(pcm, rate), loop)
         pc.addTrack(self.source)
         pc.addTransceiver("video", direction="recvonly")

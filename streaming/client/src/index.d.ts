@@ -12,6 +12,8 @@ export interface ConnectOptions {
   prompt?: string;
   /** The server's shared secret, if it has one. */
   token?: string;
+  /** STUN/TURN servers for this call; default: those the server names in its "ready" message. */
+  iceServers?: RTCIceServer[];
 }
 
 export interface VadEventDetail {
@@ -42,7 +44,9 @@ export interface ServerStats {
   type: 'stats';
   fps: number;
   frames_sent: number;
+  /** Slots that showed the previous frame again because their own was late (new frames = sent - repeated). */
   frames_repeated: number;
+  /** Frames pushed out of a full buffer (a late frame is counted in frames_repeated only). */
   frames_dropped: number;
   queued_frames: number;
   speaking: boolean;
@@ -52,20 +56,36 @@ export interface ServerStats {
   engine: { windows: number; idle_windows: number; fewer_steps: number; catch_ups: number; late_windows: number };
 }
 
+/** The server's answer to the offer. */
+export interface AnswerMessage {
+  type: 'answer';
+  sdp: string;
+  /** The fixed output delay: the avatar (and your voice with it) plays this many seconds after you speak. */
+  delay_s: number;
+  fps: number;
+  /** [height, width] of the avatar's video, in pixels. */
+  resolution: [number, number];
+}
+
 export declare class AvatarError extends Error {
   code: string;
   constructor(code: string, message: string);
 }
 
 export interface AvatarCallEvents {
-  ready: { call: string; avatars: string[]; profile: string; fps: number; limits: Record<string, number> };
+  ready: {
+    call: string; avatars: string[]; profile: string; fps: number; limits: Record<string, number>;
+    /** The server's STUN/TURN servers (with TURN credentials), used for the call unless connect() is given others. */
+    ice_servers: RTCIceServer[];
+  };
   speechstart: VadEventDetail;
   speechend: VadEventDetail;
   stats: ServerStats;
   interrupted: { t: number };
   /** A new avatar took over from this frame on. */
   avatar: { frame: number };
-  degraded: { reason: string; behind_s: number };
+  /** 'catch-up': fell behind and jumped over skipped_frames; 'late_frames': many repeats since the last stats. */
+  degraded: { reason: 'catch-up' | 'late_frames'; behind_s: number; skipped_frames?: number; repeated_share?: number };
   error: AvatarError;
   close: { reason: string };
 }
@@ -74,10 +94,16 @@ export declare class AvatarCall extends EventTarget {
   readonly ws: WebSocket;
   readonly pc: RTCPeerConnection;
   readonly video: HTMLVideoElement;
+  /** The server's "ready" message (also the detail of the sticky 'ready' event). */
   info: AvatarCallEvents['ready'] | null;
+  /** The server's answer (set before connect() resolves). */
+  answer: AnswerMessage | null;
   lastStats: ServerStats | null;
   closed: boolean;
+  /** 'ready' is sticky: a listener added after the server's "ready" message still gets it. */
   on<K extends keyof AvatarCallEvents>(type: K, listener: (detail: AvatarCallEvents[K], event: CustomEvent) => void): this;
+  /** Remove a listener given to on(). */
+  off<K extends keyof AvatarCallEvents>(type: K, listener: (detail: AvatarCallEvents[K], event: CustomEvent) => void): this;
   interrupt(): void;
   setPrompt(text: string): void;
   setAvatar(choice: { avatar?: string; image?: File | Blob | string }): Promise<void>;

@@ -1,0 +1,31 @@
+"""Honest numbers: a frame that is late is counted once (its slot's repeat, not also a drop), and a
+stream with many repeats says so with a "degraded" message. A real call with no compute allowance, so
+every window finishes after its first frames were due."""
+
+import asyncio
+import time
+
+from streaming.config import ServerConfig
+from streaming.contrib.pyclient import CallClient
+from streaming.server import AvatarServer
+
+
+async def test_late_frames_are_counted_once_and_reported(tiny_profile, speech_hello):
+    server = await AvatarServer(ServerConfig(port=0, compute_allowance_s=0.0), tiny_profile).start()
+    client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", speech_hello, 16000)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            late = [m for m in client.received.of_type("degraded") if m["reason"] == "late_frames"]
+            if late and len(client.received.of_type("stats")) >= 3:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+        await server.stop()
+    assert len(late) >= 1, client.received.of_type("degraded")
+    assert late[0]["repeated_share"] > 0.1 and late[0]["behind_s"] >= 0
+    stats = client.received.of_type("stats")[-1]
+    assert stats["frames_repeated"] > 0 and stats["frames_dropped"] == 0, stats  # once, as the repeat
+    # Sent once per stretch of lateness, not every second.
+    assert len(late) <= len(client.received.of_type("stats")) // 2 + 1

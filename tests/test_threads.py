@@ -1,0 +1,70 @@
+"""render, bench and eval pick torch's thread count as the server does; --threads overrides."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from avatar import threads
+from avatar.threads import set_torch_threads, torch_threads
+
+
+def test_the_policy_leaves_a_core_and_shares_the_rest(monkeypatch):
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    assert [torch_threads(n) for n in (1, 2, 3, 7, 8, 20)] == [7, 3, 2, 1, 1, 1]
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    assert torch_threads() == 1  # the busy 2-core box: one thread
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: None)
+    assert torch_threads() == 1
+
+
+def test_threads_flag_then_environment_then_policy(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert set_torch_threads(None) == 3 == torch.get_num_threads()
+        assert set_torch_threads(2) == 2 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # set by the user: torch's own reading stands
+        torch.set_num_threads(1)
+        assert set_torch_threads(None) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_server_uses_the_same_policy(monkeypatch):
+    from streaming.config import ServerConfig
+    from streaming.server import AvatarServer
+
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 9)
+    server = AvatarServer(ServerConfig(port=0))
+    assert server.torch_threads(running=1) == 8 and server.torch_threads(running=2) == 4
+    server._vad_pool.shutdown()
+
+
+def bench(*args):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    return subprocess.run([sys.executable, "-m", "avatar.cli", "bench", "--profile", "tiny-random", "--seconds", "1",
+                           *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_bench_reports_the_threads_it_ran_with():
+    default = bench()
+    assert default.returncode == 0, default.stderr
+    assert f"{torch_threads()} threads)" in default.stdout
+    forced = bench("--threads", "2")
+    assert forced.returncode == 0, forced.stderr
+    assert "2 threads)" in forced.stdout
+    refused = bench("--threads", "0")
+    assert refused.returncode == 2 and "--threads: must be at least 1" in refused.stderr
+
+
+def test_render_and_eval_take_the_flag_too():
+    from avatar.cli import build_parser
+
+    for command in (["render", "--image", "a.png", "--audio", "a.wav", "--out", "o.mp4"], ["eval"]):
+        assert build_parser().parse_args([*command, "--threads", "3"]).threads == 3
+        assert build_parser().parse_args(command).threads is None

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_audio_tokens, latent_token_window
+from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_token_window
 from models.dit import CrossContext
-from models.echomimic_inputs import face_token_mask, official_audio_window
+from models.echomimic_inputs import face_token_mask, window_audio
 from models.sampler import GuidancePlan, dropped, flow_sigmas, forward_count, sample
 from models.window_input import WindowInput, denoiser
 
@@ -233,14 +233,6 @@ class Session:
         rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2, axis=1) + 1e-12)
         return 20 * np.log10(rms) > SPEECH_DBFS
 
-    def _audio_tokens(self, first_latent: int, count: int) -> torch.Tensor:
-        """(count, K, D) audio tokens for latent frames [first, first + count)."""
-        p = self.profile
-        behind, ahead = p.audio_window
-        tokens = latent_audio_tokens(p.audio_encoder, self.timeline.read, first_latent, count,
-                                     p.codec.frames_per_latent, behind, ahead)
-        return tokens.to(p.device, p.dtype)
-
     def _run_window(self, steps: int | None = None) -> WindowResult:
         p = self.profile
         started = time.perf_counter()
@@ -257,7 +249,10 @@ class Session:
         ctx = self._context
         c = 0 if ctx is None else ctx.shape[2]
         with torch.inference_mode():
-            audio, slots = self._window_audio(k * n - c, c + n)  # (1, 1 + c + n, K, D)
+            audio, slots = window_audio(p.audio_encoder, self.timeline.read, k * n - c, c + n,
+                                        p.codec.frames_per_latent, *p.audio_window, p.official_audio_slots)
+            audio = audio[None].to(p.device, p.dtype)  # (1, 1 + c + n, K, D): [reference | context | new]
+            slots = None if slots is None else slots[None].to(p.device)
             audio_new = audio[0, 1 + c:]
             if idle:
                 audio = torch.zeros_like(audio)
@@ -281,18 +276,6 @@ class Session:
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
                                         forward_count(sigmas, plan), c)
         return self.last_window
-
-    def _window_audio(self, first_latent: int, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Audio of [reference | latents first .. first + count - 1]: (1, 1 + count, K, D) features and
-        (1, 1 + count, K) slots with official slots, else None (the reference gets the null token)."""
-        p = self.profile
-        if p.official_audio_slots:
-            behind, ahead = p.audio_window
-            audio, slots = official_audio_window(p.audio_encoder, self.timeline.read, first_latent, count,
-                                                 p.codec.frames_per_latent, behind, ahead)
-            return audio[None].to(p.device, p.dtype), slots[None].to(p.device)
-        tokens = self._audio_tokens(first_latent, count)
-        return torch.cat([torch.zeros_like(tokens[:1]), tokens])[None], None
 
     def _sample_window(self, audio: torch.Tensor, slots: torch.Tensor | None, sigmas: torch.Tensor,
                        plan: GuidancePlan, k: int) -> torch.Tensor:

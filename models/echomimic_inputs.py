@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .audio_features import latent_audio_tokens
+
 
 def face_token_mask(box: tuple[float, float, float, float], height: int, width: int, cell: int = 16) -> torch.Tensor:
     """(height // cell * width // cell,) float mask, 1 inside the face box (x1, y1, x2, y2 in pixels of
@@ -48,3 +50,14 @@ def official_audio_window(encoder, read, first_latent: int, count: int, frames_p
     slots = (index >= j0) & (index < c1)
     features = tokens[(index - j0).clamp(0, c1 - j0 - 1)] * slots[..., None]
     return features, slots
+
+
+def window_audio(encoder, read, first_latent: int, count: int, frames_per_latent: int, behind: int, ahead: int,
+                 official: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Audio of a DiT sequence [reference | latents first .. first + count - 1]: (1 + count, K, D)
+    features and, with `official` slots, (1 + count, K) slots (`official_audio_window`); otherwise
+    every latent's own window of features and the null token (zeros) for the reference, no slots."""
+    if official:
+        return official_audio_window(encoder, read, first_latent, count, frames_per_latent, behind, ahead)
+    tokens = latent_audio_tokens(encoder, read, first_latent, count, frames_per_latent, behind, ahead)
+    return torch.cat([torch.zeros_like(tokens[:1]), tokens]), None

@@ -81,5 +81,6 @@ def test_bench_prints_and_writes_json(tmp_path):
     assert data["frames_per_window"] == 8 and data["windows"] == 4 and data["media_s"] == 1.28
     assert data["real_time_factor"] == pytest.approx(data["compute_s"] / data["media_s"], abs=1e-3)
     assert data["fps"] == pytest.approx(32 / data["compute_s"], rel=1e-2)
-    assert 0 < data["window_latency_p50_s"] <= data["window_latency_p95_s"]
+    # per-window latencies: each window is a part of the whole compute time
+    assert data["window_latency_p50_s"] <= data["window_latency_p95_s"] <= data["compute_s"]
     assert data["random_weights"] is True and data["steps"] == 2

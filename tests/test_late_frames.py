@@ -24,7 +24,7 @@ async def test_late_frames_are_counted_once_and_reported(tiny_profile, speech_he
         await client.close()
         await server.stop()
     assert len(late) >= 1, client.received.of_type("degraded")
-    assert late[0]["repeated_share"] > 0.1 and late[0]["behind_s"] >= 0
+    assert late[0]["repeated_share"] > 0.1 and late[0]["behind_s"] > 0  # no allowance: windows finish late
     stats = client.received.of_type("stats")[-1]
     assert stats["frames_repeated"] > 0 and stats["frames_dropped"] == 0, stats  # once, as the repeat
     # Sent once per stretch of lateness, not every second.

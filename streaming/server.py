@@ -29,13 +29,11 @@ from .peer import quiet_library_task_failures
 from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, Ping, ProtocolError, SetPrompt,
                        parse_message)
 from .vad import load_vad_model, single_threaded
+from .watch import watch_caller
 
 log = logging.getLogger(__name__)
 
 CLOSE_FULL = 1013  # try again later
-CLOSE_POLICY = 1008
-WATCH_POLL_S = 0.1  # how often a socket's watcher looks at its call and deadline
-PONG_GRACE_S = 0.1
 _GONE = object()
 
 
@@ -70,7 +68,7 @@ class AvatarServer:
         routes = HttpRoutes(cfg, self.avatars, self.health, self.metrics)
         self._ws_server = await serve(
             self._handle, cfg.host, cfg.port, process_request=routes, logger=HandshakeLog(),
-            max_size=cfg.max_message_bytes, ping_interval=None,  # our own keep-alive: _unanswered_ping
+            max_size=cfg.max_message_bytes, ping_interval=None,  # our own keep-alive: watch.py
             close_timeout=1.0, compression=None, server_header=None)
         self.port = self._ws_server.sockets[0].getsockname()[1]
         routes.bind(cfg.host, self.port)
@@ -120,7 +118,7 @@ class AvatarServer:
         self.calls[link.call_id] = None
         log.info("call=%s event=open sessions=%d max_sessions=%d", link.call_id, len(self.calls),
                  self.config.max_sessions)
-        watcher = asyncio.ensure_future(self._watch(ws, link, send))
+        watcher = asyncio.ensure_future(watch_caller(ws, link, send, self.config, self._release))
         try:
             await send({"type": "ready", "call": link.call_id, "avatars": self.avatars.ids(),
                         "profile": self.profile.name, "fps": self.profile.fps,
@@ -167,57 +165,6 @@ class AvatarServer:
             await call.close(reason)
         except Exception:  # our bug; it must not hide why the call ended, nor keep its slot
             log.exception("call=%s event=close_failed", call.id)
-
-    async def _watch(self, ws, link: "Link", send) -> None:
-        """Frees the slot as soon as the caller is gone: its call ended (hang-up, ICE or DTLS failure),
-        its websocket stopped answering pings, or it has no connected call by the signaling deadline.
-        (A closed or reset socket ends the message loop instead.) A release is shielded: the message
-        loop ending meanwhile cancels this watcher, and must not cut a call's tear-down short."""
-        cfg = self.config
-        deadline = asyncio.get_running_loop().time() + cfg.signaling_timeout_s
-        pings = asyncio.ensure_future(self._unanswered_ping(ws))
-        try:
-            while not pings.done():
-                call = link.call
-                if call is not None and call.closed.is_set():
-                    await asyncio.shield(self._release(link, "call ended"))
-                    await send({"type": "close", "reason": "the call ended"})
-                    await ws.close()
-                    return
-                if (call is None or not call.connected.is_set()) and asyncio.get_running_loop().time() > deadline:
-                    log.warning("call=%s event=refused reason=timeout", link.call_id)
-                    await asyncio.shield(self._release(link, "signaling timeout"))
-                    await send({"type": "error", "code": "timeout",
-                                "message": f"no connected call within {cfg.signaling_timeout_s:g} s"})
-                    await ws.close(CLOSE_POLICY, "signaling timeout")
-                    return
-                await asyncio.wait([pings], timeout=WATCH_POLL_S)
-            if pings.result():
-                await asyncio.shield(self._release(link, "no answer to pings"))
-                ws.transport.abort()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            pings.cancel()
-
-    async def _unanswered_ping(self, ws) -> bool:
-        """True once a ping goes unanswered for ping_timeout_s; False if the socket closes first.
-        After a timeout the pong gets a short grace: if our own loop stalled past the timeout, a pong
-        already received is read only after the timer has fired."""
-        while True:
-            await asyncio.sleep(self.config.ping_interval_s)
-            try:
-                pong = await ws.ping()
-            except ConnectionClosed:
-                return False
-            for timeout in (self.config.ping_timeout_s, PONG_GRACE_S):
-                done, _ = await asyncio.wait([pong], timeout=timeout)
-                if done:
-                    break
-            else:
-                return True
-            if pong.exception() is not None:  # the socket closed
-                return False
 
     async def _dispatch(self, msg: Message, link: "Link", send) -> None:
         call = link.call

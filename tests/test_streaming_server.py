@@ -18,7 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from benchmarks.fuzz_cases import OFFER_SDP
 from streaming.config import ServerConfig
 from streaming.contrib.pyclient import CallClient
-from streaming.server import PONG_GRACE_S, WATCH_POLL_S, AvatarServer
+from streaming.server import AvatarServer
+from streaming.watch import PONG_GRACE_S, WATCH_POLL_S
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from models.audio_features import FPS, SAMPLE_RATE, MelEncoder, lookahead_second
 from models.checkpoints import CheckpointError, cast_keeping_fp32, load_exact, read_tensors, split_prefix
 from models.dit import AudioWanTransformer
 from models.interfaces import AudioEncoder, Codec
-from models.profile_config import ProfileConfig, ProfileConfigError, profile_names, read_profile
+from models.profile_config import ProfileConfig, ProfileConfigError
+from models.profile_reader import profile_names, read_profile
 from models.sampler import GuidancePlan
 from models.tiny_codec import TinyCodec
 
@@ -28,7 +29,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 
 
 def read_profile_config(name: str) -> ProfileConfig:
-    """The typed config of profile `name` (models.profile_config's reader), as a ProfileError if bad."""
+    """The typed config of profile `name` (models.profile_reader), as a ProfileError if bad."""
     try:
         return read_profile(name)
     except ProfileConfigError as exc:

@@ -10,7 +10,8 @@ from avatar import profiles
 from avatar.errors import ProfileError, WeightsError
 from models.checkpoints import CheckpointError, cast_keeping_fp32, load_exact, read_tensors, save_modules
 from models.dit import AudioWanTransformer
-from models.profile_config import PROFILE_DIR, DitConfig, ProfileConfig, ProfileConfigError, read_profile
+from models.profile_config import DitConfig, ProfileConfig, ProfileConfigError
+from models.profile_reader import PROFILE_DIR, read_profile
 from models.sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm
 
 SHIPPED = {"tiny", "tiny-random", "echomimic-v3", "echomimic-v3-fast", "echomimic-v3-random"}

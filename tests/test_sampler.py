@@ -67,7 +67,7 @@ def test_guided_velocity_is_classifier_free_guidance():
 
 
 def official_plan():
-    from models.profile_config import read_profile
+    from models.profile_reader import read_profile
 
     s = read_profile("echomimic-v3").sampler
     return s.guidance, {"steps": s.steps, "shift": s.shift, "sigmas": s.sigmas}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.checkpoints import read_metadata
-from models.profile_config import read_profile
+from models.profile_reader import read_profile
 from models.training.codec_stages import train_codec, train_decoder
 from models.training.data import Windows, make_dataset
 from models.training.dit_stages import train_distill, train_teacher

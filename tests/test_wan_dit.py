@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from models.checkpoints import CheckpointError
-from models.profile_config import DitConfig, read_profile
+from models.profile_config import DitConfig
+from models.profile_reader import read_profile
 from models.wan_dit import build_dit, load_dit_file, original_to_ours, ours_to_original, random_fill_
 
 

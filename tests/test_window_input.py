@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 from avatar.session import Session
-from models.profile_config import read_profile
+from models.profile_reader import read_profile
 from models.training.data import clip_audio_tokens
 from models.training.dit_stages import teacher_solve
 from models.window_input import WindowInput

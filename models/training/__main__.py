@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .codec_stages import train_codec, train_decoder
-from ..profile_config import read_profile
+from ..profile_reader import read_profile
 from .data import make_dataset
 from .dit_stages import train_distill, train_teacher
 from .export import export

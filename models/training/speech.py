@@ -60,7 +60,7 @@ class SpeechSynthesisUnavailable(RuntimeError):
     pass
 
 
-def _espeak() -> str:
+def espeak_executable() -> str:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise SpeechSynthesisUnavailable(
@@ -74,7 +74,7 @@ def synthesize(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 5
     if path is None:
         path = Path(tempfile.mkstemp(suffix=".wav")[1])
     path = Path(path)
-    cmd = [_espeak(), "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "-w", str(path), "--", text]
+    cmd = [espeak_executable(), "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "-w", str(path), "--", text]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not path.exists() or path.stat().st_size <= 44:
         raise SpeechSynthesisUnavailable(f"espeak-ng failed for voice {voice!r}: {result.stderr.strip()}")
@@ -83,7 +83,7 @@ def synthesize(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 5
 
 def list_voices() -> list[str]:
     """English espeak-ng voices usable with `-v` (MBROLA voices, which need extra packages, are skipped)."""
-    out = subprocess.run([_espeak(), "--voices=en"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([espeak_executable(), "--voices=en"], capture_output=True, text=True, check=True).stdout
     voices = []
     for line in out.splitlines()[1:]:
         fields = line.split()

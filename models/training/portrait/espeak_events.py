@@ -20,7 +20,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from models.audio_features import SAMPLE_RATE
-from models.training.speech import SpeechSynthesisUnavailable, _espeak
+from models.training.speech import SpeechSynthesisUnavailable, espeak_executable
 
 _SYNCHRONOUS = 2            # AUDIO_OUTPUT_SYNCHRONOUS
 _PHONEME_EVENTS = 0x0001    # espeakINITIALIZE_PHONEME_EVENTS
@@ -98,7 +98,7 @@ def _by_file(voice: str) -> str:
     """The library knows some voices only by file ("en-gb" is the file gmw/en); the command
     line's voice table maps a language to its file."""
     language, _, variant = voice.partition("+")
-    table = subprocess.run([_espeak(), f"--voices={language}"], capture_output=True, text=True).stdout
+    table = subprocess.run([espeak_executable(), f"--voices={language}"], capture_output=True, text=True).stdout
     for line in table.splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 5 and fields[1] == language:

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from models.audio_features import SAMPLE_RATE
 from models.training.metrics import audio_envelope
 from models.portrait.motion import CHANNELS, INDEX
 
@@ -132,7 +133,7 @@ def _smooth(x: np.ndarray, seconds: float, fps: int = FPS) -> np.ndarray:
 def speech_motion(phonemes: list, audio16k: np.ndarray, rng: np.random.Generator,
                   fps: int = FPS) -> np.ndarray:
     """(T, len(CHANNELS)) motion for speech with phoneme times; T covers the audio."""
-    duration = len(audio16k) / 16000
+    duration = len(audio16k) / SAMPLE_RATE
     frames = math.ceil(duration * fps)
     loud = np.zeros(frames)
     env = audio_envelope(audio16k, fps)[:frames]

@@ -19,7 +19,7 @@ from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
-from .peer import discard_track, prefer_vp8, release_peer, shorten_audio_prefetch
+from .peer import discard_track, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
 from .stats import StatsReporter, network_rtt
 from .tracks import DelayedVoiceTrack, PacedVideoTrack
@@ -109,9 +109,10 @@ class Call:
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
         # Our transceivers exist before the offer is applied, so it takes their codecs and directions:
-        # voice both ways, video out only (a caller's camera is never asked for, nor decoded).
+        # voice both ways, video out only (a caller's camera is never asked for, nor decoded). No codec
+        # preferences: aiortc answers in the caller's order (VP8 or H.264) and sends the first.
         pc.addTransceiver(self.voice_track, direction="sendrecv")
-        prefer_vp8(pc.addTransceiver(self.video, direction="sendonly"))
+        pc.addTransceiver(self.video, direction="sendonly")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP

@@ -293,6 +293,43 @@ async def test_a_caller_offering_its_camera_is_answered_send_only(server):
             await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
             answer = await next_message(ws, "answer")
         video = answer["sdp"].split("m=video")[1]
-        assert "a=sendonly" in video and "VP8" in video and "H264" not in video
+        assert "a=sendonly" in video and first_video_codec(answer["sdp"]) == "video/VP8"  # the caller's first
     finally:
         await pc.close()
+
+
+def video_codecs(sdp: str) -> dict[int, str]:
+    """The video section's codecs, payload type -> mime type, in the SDP's order."""
+    from aiortc.sdp import SessionDescription
+
+    (video,) = [m for m in SessionDescription.parse(sdp).media if m.kind == "video"]
+    return {c.payloadType: c.mimeType for c in video.rtp.codecs}
+
+
+def first_video_codec(sdp: str) -> str:
+    return next(iter(video_codecs(sdp).values()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", ["video/H264", "video/VP8"])
+async def test_the_video_codec_is_the_one_the_caller_offers(server, speech, codec):
+    srv = await server()
+    client = await CallClient.open(ws_url(srv), speech(0.2), 16000, video_codecs=[codec], read_stamps=False)
+    try:
+        assert first_video_codec(client.answer["sdp"]) == codec
+        (receiver,) = [t.receiver for t in client.pc.getTransceivers() if t.kind == "video"]
+        payload_types, handle = set(), receiver._handle_rtp_packet
+
+        async def record(packet, arrival_time_ms):  # the codec of each RTP packet that really arrives
+            payload_types.add(packet.payload_type)
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = record
+        await wait_until(lambda: len(client.received.video) > 0, timeout=15)
+        frames, started = len(client.received.video), time.monotonic()
+        await asyncio.sleep(3)
+        assert len(client.received.video) - frames >= 0.7 * 25 * (time.monotonic() - started)
+        by_type = video_codecs(client.answer["sdp"])
+        assert {by_type[pt] for pt in payload_types} - {"video/rtx"} == {codec}
+    finally:
+        await client.close()

@@ -19,10 +19,11 @@ from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
-from .peer import discard_track, prefer_vp8, release_peer, shorten_audio_prefetch
+from .peer import discard_track, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
 from .stats import StatsReporter, network_rtt
 from .tracks import DelayedVoiceTrack, PacedVideoTrack
+from .utterances import Utterances
 from .vad import SpeechDetector
 from .worker import GenerationWorker
 
@@ -59,6 +60,7 @@ class Call:
         self._tasks: set[asyncio.Task] = set()
         self.vad_events: deque = deque(maxlen=100)  # the latest, for stats and tests
         self.last_vad_lag: float | None = None  # media time from a speech start to its VAD event
+        self.utterances = Utterances()  # where each utterance stops playing (its end, or a cut)
         self.prompt: str | None = None
         self._stats = StatsReporter()
         self._closing: asyncio.Future | None = None
@@ -109,9 +111,10 @@ class Call:
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
         # Our transceivers exist before the offer is applied, so it takes their codecs and directions:
-        # voice both ways, video out only (a caller's camera is never asked for, nor decoded).
+        # voice both ways, video out only (a caller's camera is never asked for, nor decoded). No codec
+        # preferences: aiortc answers in the caller's order (VP8 or H.264) and sends the first.
         pc.addTransceiver(self.voice_track, direction="sendrecv")
-        prefer_vp8(pc.addTransceiver(self.video, direction="sendonly"))
+        pc.addTransceiver(self.video, direction="sendonly")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
@@ -184,14 +187,21 @@ class Call:
         for event in events:
             self._report_vad(event)
 
+    def _input_t(self, sample: int) -> float:
+        """A call sample on the caller's clock: seconds since the first audio received."""
+        return round((sample - (self.intake.input_offset or 0)) / SAMPLE_RATE, 3)
+
     def _report_vad(self, event: VadEvent) -> None:
-        offset = self.intake.input_offset or 0
+        msg = {"type": "vad", "event": str(event.kind), "t": round(event.seconds, 3),
+               "input_t": self._input_t(event.sample), "frame": event.sample // SAMPLES_PER_FRAME,
+               "shows_in_s": round(self.clock.sample_due(event.sample) - time.monotonic(), 3)}
         if event.kind is VadKind.SPEECH_START:
             self.last_vad_lag = self.clock.media_now() - event.seconds
-        msg = {"type": "vad", "event": str(event.kind), "t": round(event.seconds, 3),
-               "input_t": round((event.sample - offset) / SAMPLE_RATE, 3),
-               "frame": event.sample // SAMPLES_PER_FRAME,
-               "shows_in_s": round(self.clock.sample_due(event.sample) - time.monotonic(), 3)}
+            self.utterances.started()
+        else:
+            played_to, cut = self.utterances.ended(event.sample)
+            msg |= {"played_to": round(played_to / SAMPLE_RATE, 3), "played_to_input_t": self._input_t(played_to),
+                    "cut": cut}
         self.vad_events.append(msg)
         self._spawn(self._send(msg))
 
@@ -211,6 +221,7 @@ class Call:
 
     def interrupt(self) -> None:
         self._live_worker().interrupt()
+        self.utterances.interrupt_asked()
 
     def set_prompt(self, text: str) -> None:
         self._live_worker().set_prompt(text)
@@ -235,9 +246,11 @@ class Call:
         if self.closed.is_set():  # sent just before the call closed: nobody is listening
             return
         match event:
-            case Interrupted(sample):
+            case Interrupted(sample, dropped_speech):
                 self.voice.silence_from(sample)
-                self._spawn(self._send({"type": "interrupted", "t": round(event.seconds, 3)}))
+                self._spawn(self._send({"type": "interrupted", "t": round(event.seconds, 3),
+                                        "input_t": self._input_t(sample),
+                                        "cut": self.utterances.interrupted(sample, dropped_speech)}))
             case AvatarSwitched(frame):
                 self._spawn(self._send({"type": "avatar", "ok": True, "frame": frame}))
             case Degraded(reason, behind_s, skipped_frames):

@@ -55,8 +55,10 @@ WorkerCommand = AudioIn | Interrupt | SetPrompt | SwapSession | Stop
 # ---- the worker's events ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Interrupted:
-    """Speech from call sample `sample` on was dropped; the voice is muted from there."""
+    """Speech from call sample `sample` on was dropped; the voice is muted from there.
+    `dropped_speech`: some of the audio dropped was marked speech."""
     sample: int
+    dropped_speech: bool
 
     @property
     def seconds(self) -> float:

@@ -1,4 +1,4 @@
-"""aiortc specifics: codec choice, the receive buffer, dropping unwanted media, letting go of a
+"""aiortc specifics: the receive buffer, dropping unwanted media, letting go of a
 closed peer connection, and the failures of aiortc's own tasks. (The offer itself is checked in
 protocol.py.)"""
 
@@ -10,15 +10,8 @@ import traceback
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpsender import RTCRtpSender
 
 log = logging.getLogger(__name__)
-
-
-def prefer_vp8(transceiver) -> None:
-    """VP8 is the cheapest encoder aiortc has; keep rtx so loss recovery still works."""
-    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
-    transceiver.setCodecPreferences(codecs)
 
 
 def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:

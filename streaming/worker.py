@@ -67,8 +67,9 @@ class GenerationWorker:
 
     The interrupt's path: the caller's `{"type": "interrupt"}` -> `Call.interrupt` -> `Interrupt` on
     this inbox -> `Session.interrupt` (speech without frames becomes silence, so the next windows
-    idle) -> `Interrupted(sample)` -> `Call` mutes the delayed voice from that sample and sends
-    `{"type": "interrupted", "t"}`, t being the call time of the next window's first frame.
+    idle) -> `Interrupted(sample, dropped_speech)` -> `Call` mutes the delayed voice from that sample
+    and sends `{"type": "interrupted", "t", "input_t", "cut"}`, t being the call time of the next
+    window's first frame.
 
     `stop` (a `Stop` command) is the one way to end the thread; an exception in the session ends it
     too, reported as `Failed` (other calls go on).
@@ -150,7 +151,8 @@ class GenerationWorker:
                 self._push(pcm, speech)
             case Interrupt():
                 sample = self.session.interrupt() + self._base_frame * SAMPLES_PER_FRAME
-                self.notify(Interrupted(sample))
+                dropped = any(speech and at + len(pcm) > sample for at, pcm, speech in self._recent)
+                self.notify(Interrupted(sample, dropped))
             case SwapSession(session):
                 self._swap(session)
             case SetPrompt(text):

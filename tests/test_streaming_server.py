@@ -298,6 +298,81 @@ async def test_a_caller_offering_its_camera_is_answered_send_only(server):
             await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
             answer = await next_message(ws, "answer")
         video = answer["sdp"].split("m=video")[1]
-        assert "a=sendonly" in video and "VP8" in video and "H264" not in video
+        assert "a=sendonly" in video and first_video_codec(answer["sdp"]) == "video/VP8"  # the caller's first
     finally:
         await pc.close()
+
+
+def video_codecs(sdp: str) -> dict[int, str]:
+    """The video section's codecs, payload type -> mime type, in the SDP's order."""
+    from aiortc.sdp import SessionDescription
+
+    (video,) = [m for m in SessionDescription.parse(sdp).media if m.kind == "video"]
+    return {c.payloadType: c.mimeType for c in video.rtp.codecs}
+
+
+def first_video_codec(sdp: str) -> str:
+    return next(iter(video_codecs(sdp).values()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", ["video/H264", "video/VP8"])
+async def test_the_video_codec_is_the_one_the_caller_offers(server, speech, codec):
+    srv = await server()
+    client = await CallClient.open(ws_url(srv), speech(0.2), 16000, video_codecs=[codec], read_stamps=False)
+    try:
+        assert first_video_codec(client.answer["sdp"]) == codec
+        (receiver,) = [t.receiver for t in client.pc.getTransceivers() if t.kind == "video"]
+        payload_types, handle = set(), receiver._handle_rtp_packet
+
+        async def record(packet, arrival_time_ms):  # the codec of each RTP packet that really arrives
+            payload_types.add(packet.payload_type)
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = record
+        await wait_until(lambda: len(client.received.video) > 0, timeout=15)
+        frames, started = len(client.received.video), time.monotonic()
+        await asyncio.sleep(3)
+        assert len(client.received.video) - frames >= 0.7 * 25 * (time.monotonic() - started)
+        by_type = video_codecs(client.answer["sdp"])
+        assert {by_type[pt] for pt in payload_types} - {"video/rtx"} == {codec}
+    finally:
+        await client.close()
+
+
+@pytest.mark.slow
+async def test_each_utterance_and_interrupt_tells_where_the_voice_stops(server, speech_hello):
+    srv = await server()
+    gap = np.zeros(int(2.5 * 16000), np.float32)
+    hello = speech_hello[:int(0.9 * 16000)]  # its first utterance (0 to 0.8 s); more speech follows it
+    pcm = np.concatenate([gap[:3200], hello, gap, speech_hello, gap])
+    client = await CallClient.open(ws_url(srv), pcm, 16000, read_stamps=False)
+    try:
+        def speechends():
+            return [m for m in client.received.of_type("vad") if m["event"] == "speechend"]
+
+        # An utterance left alone plays to its end.
+        await wait_until(lambda: speechends(), timeout=10)
+        first = speechends()[0]
+        assert first["cut"] is False and first["played_to"] == first["t"]
+        assert first["played_to_input_t"] == first["input_t"]
+        # An interrupt in the silence after it (its frames made by now) cuts nothing.
+        (call,) = [c for c in srv.calls.values() if c is not None]
+        end_window = first["t"] * 25 / call.session.frames_per_window
+        await wait_until(lambda: call.worker.stats.windows > end_window + 1, timeout=10)
+        await client.send({"type": "interrupt"})
+        quiet = await client.wait_for("interrupted", timeout=5)
+        assert quiet["cut"] is False and quiet["t"] > first["t"]
+        # An interrupt as the next utterance starts cuts it: its end says where it stopped playing.
+        start = await client.wait_for("vad", timeout=10, count=3)
+        assert start["event"] == "speechstart"
+        await client.send({"type": "interrupt"})
+        barge = await client.wait_for("interrupted", timeout=5, count=2)
+        assert barge["cut"] is True and barge["input_t"] == pytest.approx(barge["t"] - start["t"] + start["input_t"],
+                                                                          abs=2e-3)
+        await wait_until(lambda: len(speechends()) == 2, timeout=10)
+        second = speechends()[1]
+        assert second["cut"] is True and second["played_to"] == barge["t"] < second["t"]
+        assert second["played_to_input_t"] == barge["input_t"]
+    finally:
+        await client.close()

@@ -112,6 +112,7 @@ def test_interrupt_drops_speech_from_the_next_window_boundary(tiny_profile, face
         wait_for(lambda: events.of(Interrupted))
     (event, windows_made), = events.of(Interrupted)
     assert event.sample == windows_made * fpw * 640  # the first sample of the next window
+    assert event.dropped_speech  # speech was fed beyond the next window's start
 
 
 def test_a_failing_session_stops_only_its_own_worker(tiny_profile, face_image, speech_like, running):

@@ -27,6 +27,16 @@ export interface VadEventDetail {
   showsInS: number;
 }
 
+/** speechend: where the utterance stops playing, for truncating a transcript. */
+export interface SpeechEndDetail extends VadEventDetail {
+  /** Call time the utterance plays up to: t, or where an interrupt cut it. */
+  playedTo: number;
+  /** The same on the caller's clock (seconds since its first audio). */
+  playedToInputT: number;
+  /** Whether an interrupt cut the utterance short (at playedTo). */
+  cut: boolean;
+}
+
 export interface LatencyTerms {
   window_s: number;
   lookahead_s: number;
@@ -79,9 +89,10 @@ export interface AvatarCallEvents {
     ice_servers: RTCIceServer[];
   };
   speechstart: VadEventDetail;
-  speechend: VadEventDetail;
+  speechend: SpeechEndDetail;
   stats: ServerStats;
-  interrupted: { t: number };
+  /** The caller's voice plays up to t (call time; input_t: the caller's clock); cut: speech was dropped. */
+  interrupted: { t: number; input_t: number; cut: boolean };
   /** A new avatar took over from this frame on. */
   avatar: { frame: number };
   /** 'catch-up': fell behind and jumped over skipped_frames; 'late_frames': many repeats since the last stats. */

@@ -107,7 +107,12 @@ export class AvatarCall extends EventTarget {
           this._settle.reject(new AvatarError('bad_sdp', `the answer could not be used: ${err}`));
         }
         break;
-      case 'vad': this._emit(msg.event, { t: msg.t, inputT: msg.input_t, frame: msg.frame, showsInS: msg.shows_in_s }); break;
+      case 'vad': {
+        const detail = { t: msg.t, inputT: msg.input_t, frame: msg.frame, showsInS: msg.shows_in_s };
+        if (msg.event === 'speechend') Object.assign(detail, { playedTo: msg.played_to, playedToInputT: msg.played_to_input_t, cut: msg.cut });
+        this._emit(msg.event, detail);
+        break;
+      }
       case 'stats': this.lastStats = msg; this._emit('stats', msg); break;
       case 'interrupted': this._emit('interrupted', msg); break;
       case 'avatar': if (msg.frame !== undefined) this._emit('avatar', { frame: msg.frame }); break;

@@ -59,18 +59,21 @@ test('server messages become events with the documented names', async () => {
     call.on(type, (detail) => events.push([type, detail]));
   }
   await call._receive({ type: 'vad', event: 'speechstart', t: 1.5, input_t: 1.0, frame: 37, shows_in_s: 0.7 });
-  await call._receive({ type: 'vad', event: 'speechend', t: 2.5, input_t: 2.0, frame: 62, shows_in_s: 0.7 });
+  await call._receive({ type: 'vad', event: 'speechend', t: 2.5, input_t: 2.0, frame: 62, shows_in_s: 0.7,
+    played_to: 2.25, played_to_input_t: 1.75, cut: true });
+  await call._receive({ type: 'interrupted', t: 2.25, input_t: 1.75, cut: true });
   await call._receive({ type: 'avatar', ok: true }); // the acknowledgement before the switch: no event
   await call._receive({ type: 'avatar', ok: true, frame: 80 });
   await call._receive({ type: 'degraded', reason: 'late', behind_s: 0.4 });
   await call._receive({ type: 'error', code: 'bad_image', message: 'not an image' });
-  assert.deepEqual(events.slice(0, 4), [
+  assert.deepEqual(events.slice(0, 5), [
     ['speechstart', { t: 1.5, inputT: 1.0, frame: 37, showsInS: 0.7 }],
-    ['speechend', { t: 2.5, inputT: 2.0, frame: 62, showsInS: 0.7 }],
+    ['speechend', { t: 2.5, inputT: 2.0, frame: 62, showsInS: 0.7, playedTo: 2.25, playedToInputT: 1.75, cut: true }],
+    ['interrupted', { type: 'interrupted', t: 2.25, input_t: 1.75, cut: true }],
     ['avatar', { frame: 80 }],
     ['degraded', { type: 'degraded', reason: 'late', behind_s: 0.4 }],
   ]);
-  const [type, err] = events[4];
+  const [type, err] = events[5];
   assert.equal(type, 'error');
   assert.ok(err instanceof AvatarError);
   assert.equal(err.code, 'bad_image');

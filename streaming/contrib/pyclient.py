@@ -14,6 +14,7 @@ import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
 from websockets.asyncio.client import connect
 
 from ..ice import rtc_configuration
@@ -93,7 +94,9 @@ class CallClient:
     @classmethod
     async def open(cls, ws_url: str, pcm: np.ndarray, rate: int, offer_extra: dict | None = None,
                    origin: str | None = None, read_stamps: bool = True, timeout: float = 20.0,
-                   loop: bool = False) -> "CallClient":
+                   loop: bool = False, video_codecs: list[str] | None = None) -> "CallClient":
+        """`video_codecs`: the video codecs to offer, in order of preference (e.g. ["video/H264"]);
+        default: all that aiortc has (VP8 first)."""
         self = cls()
         self.read_stamps = read_stamps
         self.ws = await connect(ws_url, origin=origin, max_size=None, open_timeout=timeout, close_timeout=1.0)
@@ -102,7 +105,11 @@ class CallClient:
         pc = self.pc = RTCPeerConnection(rtc_configuration(self.ready.get("ice_servers", [])))
         self.source = RecordingTrack(to_48k_mono(pcm, rate), loop)
         pc.addTrack(self.source)
-        pc.addTransceiver("video", direction="recvonly")
+        video = pc.addTransceiver("video", direction="recvonly")
+        if video_codecs:
+            available = RTCRtpSender.getCapabilities("video").codecs
+            video.setCodecPreferences([c for name in [*video_codecs, "video/rtx"] for c in available
+                                       if c.mimeType.lower() == name.lower()])
         pc.on("track", self._on_track)
         await pc.setLocalDescription(await pc.createOffer())
         await self.ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp, **(offer_extra or {})}))

@@ -116,7 +116,7 @@ async def drop_once(srv, kind: str, pcm) -> float:
 
 async def measure(profile, repeat: int, kinds=DROPS, signaling_timeout_s: float = 10.0) -> dict:
     """{kind: [seconds, ...]} on a fresh in-process server."""
-    from avatar.bench import babble  # (avatar.samples' since the move; bench still imports it)
+    from avatar.samples import babble
     from streaming.config import ServerConfig
     from streaming.server import AvatarServer
 

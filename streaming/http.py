@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 WS_PATH = "/ws"
 SERVER = web.AppKey("server", object)  # the AvatarServer, for route modules
+STATIC = web.AppKey("static", object)  # the static files' catch-all resource, added last
 MAX_SEGMENT_CHARS = 255  # a longer path segment cannot name a file (most file systems' limit)
 CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".html": "text/html; charset=utf-8",
                  ".css": "text/css", ".json": "application/json", ".ts": "text/plain; charset=utf-8",
@@ -107,20 +108,18 @@ def check_origin(origin: str | None, allowed: frozenset[str]) -> None:
         raise Refused(403, "origin", f"origin not allowed: {quoted(origin)}")
 
 
-def allowed_methods(request: web.Request) -> set[str]:
-    """The methods the request's path takes (OPTIONS always)."""
-    match = request.match_info
-    if isinstance(match.http_exception, web.HTTPMethodNotAllowed):
-        methods = set(match.http_exception.allowed_methods)
-    elif match.http_exception is not None:  # no such path
-        methods = set()
-    else:
-        methods = {route.method for route in match.route.resource}
-    return {m for m in methods if m != "*"} | {"OPTIONS"}
+async def allowed_methods(request: web.Request) -> set[str]:
+    """The methods the request's path takes (OPTIONS always): those of the routes on that path, and
+    GET/HEAD (the static files) only for a path no route module claims."""
+    static, routed = set(), set()
+    for resource in request.app.router.resources():
+        _, methods = await resource.resolve(request)
+        (static if resource is request.app[STATIC] else routed).update(methods)
+    return ((routed or static) - {"*"}) | {"OPTIONS"}
 
 
-def options(request: web.Request, origin: str | None, server) -> web.Response:
-    allow = ", ".join(sorted(allowed_methods(request)))
+async def options(request: web.Request, origin: str | None, server) -> web.Response:
+    allow = ", ".join(sorted(await allowed_methods(request)))
     if origin is not None and "Access-Control-Request-Method" in request.headers:  # a CORS preflight
         check_origin(origin, server.origins)
         return response(204, extra={"Allow": allow, **preflight_headers(origin, allow)})
@@ -136,7 +135,7 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
             raise Refused(400, "non_ascii_header", "header values must be ASCII")
         origin = single_header(request, "Origin")
         if request.method == "OPTIONS":
-            answer = options(request, origin, server)
+            answer = await options(request, origin, server)
         else:
             if request.method not in SAFE_METHODS:
                 check_origin(origin, server.origins)
@@ -150,7 +149,8 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
         log.warning("event=refused reason=method method=%s path=%s", quoted(request.method, 20),
                     quoted(request.raw_path))
         server.metrics.refused("method")
-        answer = response(405, "method not allowed", extra={"Allow": ", ".join(sorted(allowed_methods(request)))})
+        allow = ", ".join(sorted(await allowed_methods(request)))
+        answer = response(405, "method not allowed", extra={"Allow": allow})
     except web.HTTPException as exc:
         if exc.status >= 500:
             raise
@@ -199,7 +199,7 @@ def build_app(server, route_modules: tuple[RouteModule, ...]) -> web.Application
     app[SERVER] = server
     for add in route_modules:
         add(app, server)
-    app.router.add_get("/{path:.*}", static)
+    app[STATIC] = app.router.add_get("/{path:.*}", static).resource
     return app
 
 

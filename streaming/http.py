@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import ssl
 from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -35,6 +36,8 @@ CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".html": "
                  ".css": "text/css", ".json": "application/json", ".ts": "text/plain; charset=utf-8",
                  ".png": "image/png", ".svg": "image/svg+xml", ".wav": "audio/wav"}
 RouteModule = Callable[[web.Application, object], None]
+SHUTDOWN_TIMEOUT_S = 1.0
+KEEPALIVE_TIMEOUT_S = 15.0  # an idle keep-alive HTTP connection is closed after this
 
 
 class Refused(Exception):
@@ -201,6 +204,26 @@ def build_app(server, route_modules: tuple[RouteModule, ...]) -> web.Application
         add(app, server)
     app[STATIC] = app.router.add_get("/{path:.*}", static).resource
     return app
+
+
+def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def serve(app: web.Application, host: str, port: int, tls_cert: str | None = None,
+                tls_key: str | None = None) -> web.AppRunner:
+    """Serves the app on host:port (HTTPS with a certificate); the runner's cleanup() stops it."""
+    runner = web.AppRunner(app, access_log=None, logger=RequestLog(), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=tls_context(tls_cert, tls_key) if tls_cert else None).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 class RequestLog(logging.LoggerAdapter):

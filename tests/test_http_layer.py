@@ -142,6 +142,10 @@ async def test_the_websocket_gate_and_protocol_are_unchanged(server):
     srv = await server(token="s3cret")
     assert (await request(srv, "GET", "/ws?token=s3cret"))[0] == 426  # plain HTTP on the websocket path
     assert (await request(srv, "GET", "/ws"))[0] == 401
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    assert (await request(srv, "HEAD", "/ws?token=s3cret", headers=upgrade))[0] == 426  # only GET upgrades
+    assert (await request(srv, "GET", "/ws?token=s3cret", headers={**upgrade, "Sec-WebSocket-Version": "6"}))[0] == 400
     async with connect(f"ws://127.0.0.1:{srv.port}/ws", origin=APP_ORIGIN,
                        additional_headers={"Authorization": "Bearer s3cret"}) as ws:
         ready = json.loads(await ws.recv())

@@ -129,6 +129,22 @@ async def options(request: web.Request, origin: str | None, server) -> web.Respo
     return response(204, extra={"Allow": allow})
 
 
+async def http_error(request: web.Request, exc: web.HTTPException, server) -> web.Response:
+    """aiohttp's own refusals: a method the path does not take (or a CONNECT, whose host:port is no
+    path) gets 405 with Allow and a log line; the others keep their status."""
+    if isinstance(exc, web.HTTPMethodNotAllowed) or (isinstance(exc, web.HTTPNotFound) and
+                                                     request.method not in SAFE_METHODS):
+        log.warning("event=refused reason=method method=%s path=%s", quoted(request.method, 20),
+                    quoted(request.raw_path))
+        server.metrics.refused("method")
+        allow = ", ".join(sorted(await allowed_methods(request)))
+        return response(405, "method not allowed", extra={"Allow": allow})
+    if exc.status >= 500:
+        raise exc
+    return response(exc.status, exc.text or exc.reason,
+                    extra={k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")})
+
+
 @web.middleware
 async def guard(request: web.Request, handler) -> web.StreamResponse:
     server = request.app[SERVER]
@@ -148,17 +164,8 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
                     quoted(request.raw_path))
         server.metrics.refused(refusal.reason)
         answer = response(refusal.status, refusal.body, extra=refusal.headers)
-    except web.HTTPMethodNotAllowed:
-        log.warning("event=refused reason=method method=%s path=%s", quoted(request.method, 20),
-                    quoted(request.raw_path))
-        server.metrics.refused("method")
-        allow = ", ".join(sorted(await allowed_methods(request)))
-        answer = response(405, "method not allowed", extra={"Allow": allow})
     except web.HTTPException as exc:
-        if exc.status >= 500:
-            raise
-        answer = response(exc.status, exc.text or exc.reason, extra={
-            k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")})
+        answer = await http_error(request, exc, server)
     except Exception:  # our bug: one request fails, the server goes on
         log.exception("event=request_failed method=%s path=%s", quoted(request.method, 20), quoted(request.raw_path))
         answer = response(500, "the server failed on this request; it is logged")

@@ -89,8 +89,12 @@ async def test_each_method_gets_an_answer_and_others_405_with_allow(server, capl
                                 ("PROPFIND", "/ws", "GET, HEAD, OPTIONS"), ("PATCH", "/metrics", "GET, HEAD, OPTIONS")):
         status, headers, body = await request(srv, method, path)
         assert (status, headers["Allow"]) == (405, allow), (method, path)
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)  # a proxy's request: no path at all
+    writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 405 ")
+    writer.close()
     refusals = [r.getMessage() for r in caplog.records if "event=refused" in r.getMessage()]
-    assert len(refusals) == 6 and all("reason=method" in line for line in refusals)
+    assert len(refusals) == 7 and all("reason=method" in line for line in refusals)
     # A method HTTP does not know is refused by the request parser already.
     caplog.clear()
     assert (await request(srv, "BREW", "/"))[0] == 400

@@ -222,8 +222,8 @@ async def test_the_microphone_needs_https_from_another_machine(tmp_path, tiny_pr
     the browser gives it no microphone and the demo says so; served with --tls-cert it is a secure
     context and the call runs."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=avatar.test",
-                    "-addext", "subjectAltName=DNS:avatar.test", "-keyout", str(key), "-out", str(cert)],
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=avatar.test", "-addext", "subjectAltName=DNS:avatar.test", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     plain_port, tls_port = free_port(), free_port()
     plain = await AvatarServer(ServerConfig(port=plain_port, allowed_origins=(f"http://avatar.test:{plain_port}",)),

@@ -3,6 +3,7 @@ each method, 405 with Allow, CORS (preflight and answers) for the configured ori
 module adding POST/PATCH/DELETE, and HTTPS/WSS with a self-signed certificate made by openssl."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -44,18 +45,16 @@ def add_echo_routes(app: web.Application, server) -> None:
 
 @pytest.fixture
 async def server(tiny_profile, monkeypatch):
+    """Starts servers with the echo routes and APP_ORIGIN allowed; each is stopped after the test."""
     monkeypatch.setattr("streaming.server.ROUTE_MODULES", ROUTE_MODULES + (add_echo_routes,))
-    servers = []
+    async with contextlib.AsyncExitStack() as started:
+        async def start(**overrides) -> AvatarServer:
+            settings = {"port": 0, "compute_allowance_s": 0.2, "allowed_origins": (APP_ORIGIN,), **overrides}
+            srv = await AvatarServer(ServerConfig(**settings), tiny_profile).start()
+            started.push_async_callback(srv.stop)
+            return srv
 
-    async def start(**overrides):
-        config = ServerConfig(port=0, **{"compute_allowance_s": 0.2, "allowed_origins": (APP_ORIGIN,), **overrides})
-        srv = await AvatarServer(config, tiny_profile).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        await srv.stop()
+        yield start
 
 
 async def request(srv, method: str, path: str, **kwargs):

@@ -58,7 +58,7 @@ class PortraitRenderer:
         k = map_step / self.scale * self.source_scale
         off = ((0.5 * map_step - 0.5) / self.scale + self.origin) * self.source_scale
         self.identity = np.array([k, 0.0, off[0], 0.0, k, off[1]])
-        self.reference = self._remap(self.rest)   # the crop as the photo has it
+        self.reference = self._warp(self.rest)   # the crop as the photo has it
         self.mouth = MouthInterior(self.reference, self.basis.rest, self.basis.height,
                                    softness=max(0.5, 0.45 * self.scale / self.source_scale))
         if self.basis.closing.any():
@@ -120,12 +120,16 @@ class PortraitRenderer:
         moved.append(self.rest[start:])
         return np.concatenate(moved), mesh
 
-    def _flow(self, moved: np.ndarray):
-        """Backward map (output pixel -> source pixel), piecewise affine over the moved triangles."""
+    def _flow(self, moved: np.ndarray, window, triangles) -> np.ndarray:
+        """Backward map (output pixel -> source pixel) over a window (y0, y1, x0, x1) of the map
+        grid, piecewise affine over `triangles` moved; the rest of the window keeps the identity.
+        Returns (h, w, 2) float32 in output pixels (the window times `map_step`, clipped)."""
         step = self.map_step
+        gy0, gy1, gx0, gx1 = window
         dst = (moved + 0.5) / step - 0.5                    # in map-grid pixels
-        p0, p1, p2 = (dst[self.triangles[:, k]] for k in range(3))
-        s0, s1, s2 = (self.rest_source[self.triangles[:, k]] for k in range(3))
+        tri = self.triangles[triangles]
+        p0, p1, p2 = (dst[tri[:, k]] for k in range(3))
+        s0, s1, s2 = (self.rest_source[tri[:, k]] for k in range(3))
         d1, d2, e1, e2 = p1 - p0, p2 - p0, s1 - s0, s2 - s0
         det = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
         ok = np.abs(det) > 1e-6
@@ -137,28 +141,53 @@ class PortraitRenderer:
         j11 = (e2[:, 1] * d1[:, 0] - e1[:, 1] * d2[:, 0]) * inv_det
         c0 = s0[:, 0] - j00 * p0[:, 0] - j01 * p0[:, 1]
         c1 = s0[:, 1] - j10 * p0[:, 0] - j11 * p0[:, 1]
-        coef = np.stack([j00, j01, c0, j10, j11, c1])
-        coef = np.concatenate([coef, self.identity[:, None]], 1).astype(np.float32)
-        ids = np.full(self.gx.shape, len(self.triangles), np.int32)   # identity where unpainted
-        fixed = np.round(np.stack([p0, p1, p2], 1) * 16).astype(np.int32)
+        coef = np.concatenate([np.stack([j00, j01, c0, j10, j11, c1]), self.identity[:, None]], 1)
+        coef = coef.astype(np.float32)
+        ids = np.full((gy1 - gy0, gx1 - gx0), len(tri), np.int32)   # identity where unpainted
+        fixed = np.round((np.stack([p0, p1, p2], 1) - [gx0, gy0]) * 16).astype(np.int32)
         # smallest first: a triangle squeezed shut (a closing lid, lips meeting over teeth) must
         # not paint over its healthy neighbours along the shared edges
-        for t in np.flatnonzero(ok)[np.argsort(np.abs(det[ok]))]:
-            cv2.fillConvexPoly(ids, fixed[t], int(t), cv2.LINE_8, 4)
+        order = np.flatnonzero(ok)[np.argsort(np.abs(det[ok]))]
+        fill = cv2.fillConvexPoly
+        for poly, t in zip(list(fixed[order]), order.tolist()):
+            fill(ids, poly, t, cv2.LINE_8, 4)
         a = [np.take(c, ids) for c in coef]
-        map_x = a[0] * self.gx + a[1] * self.gy + a[2]
-        map_y = a[3] * self.gx + a[4] * self.gy + a[5]
+        gx, gy = self.gx[gy0:gy1, gx0:gx1], self.gy[gy0:gy1, gx0:gx1]
+        map_x, map_y = a[0] * gx, a[3] * gx
+        map_x += a[1] * gy
+        map_x += a[2]
+        map_y += a[4] * gy
+        map_y += a[5]
         # upsample exactly: pad by linear extrapolation (odd reflection) so the edge pixels are
         # interpolated, not clamped, and resize by an exact factor, then crop
-        full = ((len(self.gx) + 2) * step,) * 2
-        return tuple(cv2.resize(np.pad(a, 1, mode="reflect", reflect_type="odd"), full,
-                                interpolation=cv2.INTER_LINEAR)[step:step + self.size,
-                                                                step:step + self.size]
-                     for a in (map_x, map_y))
+        h, w = ids.shape
+        y1, x1 = min(gy1 * step, self.size), min(gx1 * step, self.size)
+        return tuple(cv2.resize(np.pad(m, 1, mode="reflect", reflect_type="odd"),
+                                ((w + 2) * step, (h + 2) * step), interpolation=cv2.INTER_LINEAR)
+                     [step:step + y1 - gy0 * step, step:step + x1 - gx0 * step] for m in (map_x, map_y))
 
-    def _remap(self, moved: np.ndarray) -> np.ndarray:
-        map_x, map_y = self._flow(moved)
-        return cv2.remap(self.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    def _warp(self, moved: np.ndarray) -> np.ndarray:
+        """The photo's pixels moved to `moved`: only the box of the triangles that move is
+        remapped, the rest is the cached reference."""
+        if not hasattr(self, "reference"):    # set-up: the whole crop at rest
+            n = len(self.gx)
+            map_x, map_y = self._flow(moved, (0, n, 0, n), np.arange(len(self.triangles)))
+            return cv2.remap(self.source, map_x, map_y, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+        moving = np.abs(moved - self.rest).max(1) > 1e-3
+        mobile = np.flatnonzero(moving[self.triangles].any(1))
+        frame = self.reference.copy()
+        if not len(mobile):
+            return frame
+        corners = np.concatenate([moved[self.triangles[mobile]], self.rest[self.triangles[mobile]]])
+        step, n = self.map_step, len(self.gx)
+        (gx0, gy0), (gx1, gy1) = np.floor(corners.min((0, 1)) / step) - 1, np.ceil(corners.max((0, 1)) / step) + 2
+        window = (max(int(gy0), 0), min(int(gy1), n), max(int(gx0), 0), min(int(gx1), n))
+        map_x, map_y = self._flow(moved, window, mobile)
+        y0, x0 = window[0] * step, window[2] * step
+        frame[y0:y0 + map_x.shape[0], x0:x0 + map_x.shape[1]] = cv2.remap(
+            self.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return frame
 
     def render(self, motion: np.ndarray) -> np.ndarray:
         """One frame: (size, size, 3) uint8 RGB, or the whole photo in `paste` mode."""
@@ -166,7 +195,7 @@ class PortraitRenderer:
         if m.shape != (len(CHANNELS),) or not np.isfinite(m).all():
             raise ValueError(f"motion must be {len(CHANNELS)} finite values ({', '.join(CHANNELS)})")
         moved, mesh = self.vertices(m)
-        frame = self._remap(moved)
+        frame = self._warp(moved)
         head_only = np.zeros_like(m)
         head_only[_HEAD] = m[_HEAD]
         jaw = head_only.copy()

@@ -21,7 +21,7 @@ from scipy.spatial import Delaunay
 from models.portrait import topology as topo
 from models.portrait.face_mesh import FaceMesh, as_rgb
 from models.portrait.motion import CHANNELS, INDEX, MotionBasis
-from models.portrait.mouth import MouthInterior, inner_polygon
+from models.portrait.mouth import LOWER, UPPER, MouthInterior, inner_polygon
 
 _HEAD = [INDEX[k] for k in CHANNELS if k.startswith("head_")]
 _RINGS = ((1.25, 1.0, 0.45, 0.5), (1.7, 0.5, 0.15, 0.15))  # scale, head above/below chin, expression
@@ -60,7 +60,10 @@ class PortraitRenderer:
         self.identity = np.array([k, 0.0, off[0], 0.0, k, off[1]])
         self.reference = self._warp(self.rest)   # the crop as the photo has it
         self.mouth = MouthInterior(self.reference, self.basis.rest, self.basis.height,
-                                   softness=max(0.5, 0.45 * self.scale / self.source_scale))
+                                   softness=max(0.5, 0.45 * self.scale / self.source_scale),
+                                   grain_scale=self.scale,
+                                   closed=self.basis.displace(np.zeros(len(CHANNELS)))
+                                   if self.basis.closing.any() else None)
         if self.basis.closing.any():
             self._fill_open_mouth()
 
@@ -200,7 +203,8 @@ class PortraitRenderer:
         head_only[_HEAD] = m[_HEAD]
         jaw = head_only.copy()
         jaw[INDEX["jaw_open"]] = m[INDEX["jaw_open"]]
-        self.mouth.draw(frame, mesh, self.basis.displace(head_only), self.basis.displace(jaw))
+        self.mouth.draw(frame, mesh, self.basis.displace(head_only, UPPER),
+                        self.basis.displace(jaw, LOWER), m[INDEX["jaw_open"]])
         return self._pasted(frame) if self.paste else frame
 
     def _pasted(self, frame):

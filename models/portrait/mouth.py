@@ -25,6 +25,7 @@ LOWER_TEETH = 0.016
 # central and lateral incisors, canine, premolars, molar
 TOOTH_EDGES = np.array([0.0, 0.21, 0.38, 0.53, 0.67, 0.8, 0.92, 1.2])
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_TABLE = 512            # samples across the arch for what depends on the place across it alone
 
 
 def _polygon_pixels(image, polygon, hole=None):
@@ -199,17 +200,22 @@ class MouthInterior:
         dx, dy = xs - centre[0], ys - centre[1]
         u = (dx * ex[0] + dy * ex[1]) / half
         v = dx * ey[0] + dy * ey[1]
-        # the lips' inner curves and the teeth's anchors, as v over u
-        def curve(pts):
+        # everything that depends on u alone is tabulated once over the arch and looked up
+        table_u = np.linspace(-1.4, 1.4, _TABLE, dtype=np.float32)
+
+        def curve(pts):   # a lip's inner curve (or the teeth's anchor) as v over u
             q = pts - off - centre
             qu, qv = q @ ex / half, q @ ey
             order = np.argsort(qu)
-            return np.interp(u, qu[order], qv[order])
-        lip_top, lip_bottom = curve(points[UPPER, :2]), curve(points[LOWER, :2])
-        root_up, root_low = curve(upper_teeth), curve(lower_teeth)
-        arch = np.sqrt(np.clip(1 - (u / 0.97) ** 2, 0, 1))
-        side = _smoothstep(1.0, 0.55, np.abs(u))              # the back teeth fade into shadow
-        shade, notch = _tooth_profile(u)
+            return np.interp(table_u, qu[order], qv[order])
+        shade, notch = _tooth_profile(table_u)
+        low_shade = _tooth_profile(table_u * 1.25)[0]
+        table = np.stack([curve(points[UPPER, :2]), curve(points[LOWER, :2]), curve(upper_teeth),
+                          curve(lower_teeth), np.sqrt(np.clip(1 - (table_u / 0.97) ** 2, 0, 1)),
+                          _smoothstep(1.0, 0.55, np.abs(table_u)), shade, notch, low_shade])
+        at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
+        lip_top, lip_bottom, root_up, root_low, arch, side, shade, notch, low_shade = \
+            table.astype(np.float32)[:, at]
         opening = np.clip(lip_bottom - lip_top, 0, None)
         # cavity: lit from above through the opening, darkest at the back and in the corners
         depth = _smoothstep(lip_top, lip_top + 0.8 * opening + 1, v) * (1 - 0.7 * u ** 2)
@@ -226,7 +232,6 @@ class MouthInterior:
         edge = root_low - height
         teeth = (_smoothstep(edge - 0.7, edge + 0.7, v) * _smoothstep(root_low + 0.25 * height + 1,
                                                                       root_low, v) * side)
-        low_shade, _ = _tooth_profile(u * 1.25)              # narrower teeth
         lit = 0.62 * low_shade ** 2 * (1 - 0.45 * u ** 2) * (0.65 + 0.35 * _smoothstep(edge + height, edge, v))
         colour = (0.85 * self.teeth + 0.15 * self.tongue) * lit[:, :, None]
         inside += (colour - inside) * teeth[:, :, None]

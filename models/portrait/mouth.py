@@ -165,9 +165,7 @@ class MouthInterior:
         soft = float(np.clip(0.22 * gap.max(), 0.6, 0.008 * self.face_height + 0.6))
         blurred = cv2.GaussianBlur(cover, (0, 0), soft)
         alpha = _smoothstep(0.18, 0.62, blurred)[:, :, None]
-        occlusion = cv2.GaussianBlur(cover, (0, 0), 2.5 * soft + 0.006 * self.face_height)
         inside = self._paint(mask.shape, off, points, upper_teeth, lower_teeth, jaw_open)
-        inside *= (0.7 + 0.3 * _smoothstep(0.3, 0.95, occlusion))[:, :, None]   # lips' shadow
         if self.softness > 0.3:
             inside = cv2.GaussianBlur(inside, (0, 0), self.softness)
         inside += self.grain[y0:y1, x0:x1, None]
@@ -232,7 +230,7 @@ class MouthInterior:
         edge = root_low - height
         teeth = (_smoothstep(edge - 0.7, edge + 0.7, v) * _smoothstep(root_low + 0.25 * height + 1,
                                                                       root_low, v) * side)
-        lit = 0.62 * low_shade ** 2 * (1 - 0.45 * u ** 2) * (0.65 + 0.35 * _smoothstep(edge + height, edge, v))
+        lit = 0.72 * low_shade ** 2 * (1 - 0.4 * u ** 2) * (0.7 + 0.3 * _smoothstep(edge + height, edge, v))
         colour = (0.85 * self.teeth + 0.15 * self.tongue) * lit[:, :, None]
         inside += (colour - inside) * teeth[:, :, None]
         # below them the lower lip's wet inner side
@@ -243,8 +241,8 @@ class MouthInterior:
         length = UPPER_TEETH * fh * arch * notch
         edge = root_up + length
         teeth = _smoothstep(edge + 0.7, edge - 0.7, v) * side
-        under_lip = _smoothstep(lip_top - 0.5, lip_top + 0.45 * length + 1, v)
-        lit = (0.8 + 0.2 * under_lip) * shade * (1 - 0.32 * u ** 2)
+        under_lip = _smoothstep(lip_top - 0.5, lip_top + 0.35 * length + 1, v)
+        lit = (0.78 + 0.22 * under_lip) * shade * (1.04 - 0.3 * u ** 2)
         colour = self.teeth * lit[:, :, None]
         translucent = 0.28 * _smoothstep(edge - 0.3 * length - 0.5, edge, v)
         colour += (self.cavity * 1.5 - colour) * translucent[:, :, None]

@@ -121,7 +121,9 @@ class MouthInterior:
             to_gray = lambda c: np.full(3, float(c @ LUMA))  # noqa: E731
             self.cavity, self.deep, self.tongue, self.teeth = map(
                 to_gray, (self.cavity, self.deep, self.tongue, self.teeth))
-        self.grain = self._grain(image, patches, grain_scale)
+        self.cavity, self.deep, self.tongue, self.teeth = (
+            np.asarray(c, np.float32) for c in (self.cavity, self.deep, self.tongue, self.teeth))
+        self.grain = self._grain(image, patches, grain_scale).astype(np.float32)
 
     @staticmethod
     def _grain(image, patches, scale):
@@ -210,7 +212,7 @@ class MouthInterior:
         low_shade = _tooth_profile(table_u * 1.25)[0]
         table = np.stack([curve(points[UPPER, :2]), curve(points[LOWER, :2]), curve(upper_teeth),
                           curve(lower_teeth), np.sqrt(np.clip(1 - (table_u / 0.97) ** 2, 0, 1)),
-                          _smoothstep(1.0, 0.55, np.abs(table_u)), shade, notch, low_shade])
+                          _smoothstep(1.02, 0.68, np.abs(table_u)), shade, notch, low_shade])
         at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
         lip_top, lip_bottom, root_up, root_low, arch, side, shade, notch, low_shade = \
             table.astype(np.float32)[:, at]

@@ -106,11 +106,13 @@ class MouthInterior:
         exposure = float(np.clip(float(skin @ LUMA) / 165.0, 0.55, 1.05))
         teeth = np.array([238.0, 230, 214]) * exposure
         shown = _polygon_pixels(image, inner)
-        if len(shown) > 20:   # the photo shows teeth: use their colour
+        if len(shown) > 20:   # the photo shows teeth (brighter and less red than its lips): use them
             y = shown @ LUMA
-            bright = shown[y >= np.percentile(y, 70)]
-            if bright.mean() > 0.75 * teeth.mean():
-                teeth = bright.mean(0)
+            bright = shown[y >= np.percentile(y, 70)].mean(0)
+            chroma = lambda c: float(np.ptp(c))  # noqa: E731
+            if (bright.mean() > 0.75 * teeth.mean() and float(bright @ LUMA) > 1.1 * float(lip @ LUMA)
+                    and chroma(bright) <= 0.6 * chroma(lip) + 4):
+                teeth = bright
         self.gray = bool(np.ptp(image.reshape(-1, 3)[::97].astype(np.int16), axis=1).max() <= 2)
         warm = lip / max(float(lip @ LUMA), 1.0)            # the lips' hue at unit brightness
         self.cavity = warm * 52 * exposure                   # lit parts of the cavity

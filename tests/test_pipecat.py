@@ -20,7 +20,7 @@ if shutil.which("espeak-ng") is None:
     pytest.skip("needs espeak-ng (apt-get install espeak-ng)", allow_module_level=True)
 
 from pipecat.frames.frames import (EndFrame, InterruptionFrame, OutputImageRawFrame, TTSAudioRawFrame,  # noqa: E402
-                                   TTSSpeakFrame)
+                                   TTSSpeakFrame, TTSStoppedFrame, TTSTextFrame)
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
 from pipecat.pipeline.task import PipelineParams, PipelineTask  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
@@ -101,7 +101,7 @@ def unhurried_allowance(profile, face, media_s: float) -> float:
 
 
 async def run(profile, face, allowance: float, script):
-    """Run [TTS, tap, avatar, sink] while `script(task, sink, reports)` queues frames; EndFrame ends it."""
+    """Run [TTS, tap, avatar, sink] while `script(task, avatar, sink, reports)` queues frames; EndFrame ends it."""
     tts, tap, sink = EspeakTTSService(), Recorder(), Recorder()
     avatar = AvatarVideoService(profile=profile, image=face, compute_allowance_s=allowance, threads=1)
     reports = []
@@ -119,7 +119,7 @@ async def run(profile, face, allowance: float, script):
 
     async def drive():
         await asyncio.wait_for(started.wait(), 120)
-        await script(task, sink, reports)
+        await script(task, avatar, sink, reports)
         await task.queue_frame(EndFrame())
 
     runner = WorkerRunner(handle_sigint=False)
@@ -156,7 +156,7 @@ async def test_tts_speech_comes_back_as_frames_at_25_fps_with_the_same_audio_re_
     profile, face = trained
     fps = profile.fps
 
-    async def script(task, sink, reports):
+    async def script(task, avatar, sink, reports):
         await asyncio.sleep(0.6)  # the face idles first
         await task.queue_frame(TTSSpeakFrame(SHORT))
         await until(lambda: reports, 200)
@@ -202,6 +202,11 @@ async def test_tts_speech_comes_back_as_frames_at_25_fps_with_the_same_audio_re_
     assert first > 12 and len(change) - last > 12
     assert talking > 3 * silent
 
+    # the TTS's words and its stop stay behind the audio they came after (here: all of it)
+    for kind in (TTSTextFrame, TTSStoppedFrame):
+        [(t, _)] = sink.of(kind)
+        assert t_last - 0.005 <= t < t_last + 0.1, kind
+
     # the utterance played to its end
     [(_, played)] = reports
     assert not played.cut and abs(played.played_to_s - speech_s) < 0.05
@@ -212,14 +217,14 @@ async def test_an_interruption_stops_voice_and_mouth_at_once_and_says_where(trai
     fps = profile.fps
     marks = {}
 
-    async def script(task, sink, reports):
+    async def script(task, avatar, sink, reports):
         await asyncio.sleep(0.4)
         await task.queue_frame(TTSSpeakFrame(LONG))
         await until(lambda: sink.audio_seconds() > 1.0, 200)
         marks["asked"] = time.monotonic()
         await task.queue_frame(InterruptionFrame())
         await until(lambda: reports, 10)
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(avatar.delay_s + 1.2)  # the hold ends within the output delay
 
     tap, sink, reports, avatar = await run(profile, face, unhurried_allowance(profile, face, 3.0), script)
     spoken_s = tap.audio_seconds()
@@ -236,6 +241,9 @@ async def test_an_interruption_stops_voice_and_mouth_at_once_and_says_where(trai
     played = b"".join(f.audio for _, f in heard_out)
     assert b"".join(f.audio for _, f in tap.of(TTSAudioRawFrame)).startswith(played)
 
+    # the words came after all the audio: never heard, so never reach the assistant's context
+    assert tap.of(TTSTextFrame) and not sink.of(TTSTextFrame)
+
     # where it stopped, as a voice agent needs it to truncate its transcript
     [(t_report, report)] = reports
     assert report.cut and abs(report.played_to_s - played_s) < 0.05, (report, played_s)
@@ -248,8 +256,14 @@ async def test_an_interruption_stops_voice_and_mouth_at_once_and_says_where(trai
     after_cut = [i for i in indices if images[i][0] > t_cut + 0.05]
     seconds = images[after_cut[-1]][0] - images[after_cut[0]][0]
     assert seconds > 1.0 and abs(len(after_cut) - 1 - seconds * fps) <= 2
+    # the face holds still, then moves again (idle) once the engine's windows without the speech come
+    held = [i for i in after_cut if np.array_equal(images[i][1], images[after_cut[0]][1])]
+    resumed = next(i for i in after_cut if i > held[-1])
+    assert held == list(range(after_cut[0], resumed))
+    assert (resumed - after_cut[0]) / fps < avatar.delay_s + 0.5
     last_speech = round(heard_out[-1][1].pts * fps / 1e9)
     talking = np.median(mouth_change([images[i][1] for i in range(last_speech - 16, last_speech + 1)]))
-    still = np.median(mouth_change([images[i][1] for i in after_cut]))
-    print(f"mouth change (median grey levels per frame): talking {talking:.3f} after the cut {still:.3f}")
-    assert still < talking / 3
+    idle = np.median(mouth_change([images[i][1] for i in after_cut if i >= resumed]))
+    print(f"delay {avatar.delay_s:.2f} s, held {(resumed - after_cut[0]) / fps:.2f} s; mouth change (median grey "
+          f"levels per frame): talking {talking:.3f}, idle after the hold {idle:.3f}")
+    assert idle < talking / 3

@@ -7,7 +7,9 @@ faster than real time) becomes a live voice (`TtsVoice`): one frame of 16 kHz au
 runs ahead of the clock and an interruption has little to throw away. Video frame i is pushed at
 `clock.frame_due(i)` (25 fps; the last frame again when one is not ready, never a stall), with the TTS
 audio that frame shows, byte for byte as the TTS made it: video and voice leave in sync, `delay_s`
-after the TTS made them (the engine's window latency plus the compute allowance).
+after the TTS made them (the engine's window latency plus the compute allowance). The other frames
+keep their place behind that audio (the TTS's words reach the transport, and the assistant's
+context, as they are heard; an interruption drops those not heard, as it drops the audio).
 
 An `InterruptionFrame` cuts at the next frame: the TTS audio not yet pushed is dropped, the face holds
 still until the engine's windows without that speech come (`Session.interrupt`, through the worker),
@@ -23,7 +25,7 @@ import time
 
 import numpy as np
 from pipecat.frames.frames import (CancelFrame, EndFrame, Frame, InterruptionFrame, OutputImageRawFrame,
-                                   StartFrame, TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame)
+                                   StartFrame, SystemFrame, TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame)
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.ai_service import AIService
 from pipecat.services.settings import ServiceSettings
@@ -35,7 +37,7 @@ from ..buffers import FrameBuffer
 from ..clock import MediaClock
 from ..events import Degraded, Failed, Interrupted, WorkerEvent
 from ..worker import GenerationWorker
-from .tts_voice import SpeechPlayed, TtsVoice
+from .tts_voice import Speech, SpeechPlayed, TtsVoice
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,8 @@ class AvatarVideoService(AIService):
                 voice.started(frame.context_id)
             elif isinstance(frame, TTSStoppedFrame):
                 voice.stopped(frame.context_id)
-            await self.push_frame(frame, direction)
+            if isinstance(frame, (SystemFrame, EndFrame)) or not voice.follow(frame):
+                await self.push_frame(frame, direction)  # else it goes on after the audio before it
 
     # ---- the clock: feed the engine as a live voice, push frames when due ----------------------------
     async def _pace(self) -> None:
@@ -162,10 +165,11 @@ class AvatarVideoService(AIService):
 
     async def _push_frame(self, index: int) -> None:
         pts = round(index * 1_000_000_000 / self.clock.fps)
-        for piece in self._voice.audio_for(index):
-            audio = TTSAudioRawFrame(piece.audio, piece.sample_rate, piece.channels, context_id=piece.context_id)
-            audio.pts = pts
-            await self.push_frame(audio)
+        for item in self._voice.out_for(index):
+            if isinstance(item, Speech):
+                item = TTSAudioRawFrame(item.audio, item.sample_rate, item.channels, context_id=item.context_id)
+                item.pts = pts
+            await self.push_frame(item)
         frame = self._frames.take(index)
         hold = self._hold
         held = hold is not None and hold[0] <= index and (hold[1] is None or index < hold[1])

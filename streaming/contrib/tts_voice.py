@@ -1,6 +1,7 @@
 """TTS audio as a live voice: bursts of synthesized speech in, the call-timeline audio an engine
 worker takes (one video frame of it at a time, as the clock goes), and the same TTS audio back out,
-byte for byte, filed under the video frame that shows it. Also where each utterance stopped playing.
+byte for byte, filed under the video frame that shows it, with whatever came after it in the stream
+(the TTS's words, its stop) kept behind it. Also where each utterance stopped playing.
 
 Framework-free: `streaming.contrib.pipecat` drives it from Pipecat frames.
 """
@@ -61,6 +62,12 @@ class _Utterance:
 
 
 @dataclass(frozen=True)
+class _Passenger:
+    """In the queue: something that came after the audio before it, and goes out after it."""
+    item: object
+
+
+@dataclass(frozen=True)
 class _Mark:
     """In the queue: a TTS utterance starts (or ends) here."""
     starts: bool
@@ -68,17 +75,18 @@ class _Mark:
 
 
 class TtsVoice:
-    """`add` TTS audio between `started` and `stopped`; `feed_frame` gives the next frame's 640 samples
-    to `push_audio(pcm, speech)` (queued speech, else silence); `audio_for(frame)` is the TTS audio that
-    frame shows; `ended_by(frame)` the utterances that have played out once it is shown;
-    `interrupt(frame)` drops all audio from that frame on and says where each utterance stopped."""
+    """`add` TTS audio between `started` and `stopped`, `follow` anything that must stay behind it;
+    `feed_frame` gives the next frame's 640 samples to `push_audio(pcm, speech)` (queued speech, else
+    silence); `out_for(frame)` is the TTS audio that frame shows and what followed it; `ended_by(frame)`
+    the utterances that have played out once it is shown; `interrupt(frame)` drops everything from
+    that frame on and says where each utterance stopped."""
 
     def __init__(self, push_audio: Callable[[np.ndarray, bool], None]):
         self._push_audio = push_audio
         self._resampler = Resampler(SAMPLE_RATE)
         self._queue: deque[Speech | _Mark] = deque()  # not fed yet
         self.fed = 0  # timeline samples fed (whole video frames)
-        self._out: dict[int, list[Speech]] = {}  # video frame -> the TTS audio it shows
+        self._out: dict[int, list] = {}  # video frame -> the TTS audio it shows (Speech), and what followed
         self._utterance: _Utterance | None = None  # the one being fed
         self._ending: deque[_Utterance] = deque()  # fed to their end, not yet played out
 
@@ -111,6 +119,17 @@ class TtsVoice:
         pcm = self._resampler.push(np.frombuffer(audio, np.int16).reshape(-1, channels), sample_rate)
         self._queue.append(Speech(audio, sample_rate, channels, context_id, pcm))
 
+    def follow(self, item) -> bool:
+        """Keep `item` behind the audio queued before it (it comes out after that audio); False when
+        there is none, and it can go on now."""
+        if self._queue:
+            self._queue.append(_Passenger(item))
+        elif self._out:
+            self._out[max(self._out)].append(item)
+        else:
+            return False
+        return True
+
     # ---- to the engine -------------------------------------------------------------------------------
     def feed_frame(self) -> None:
         """One video frame's worth of timeline audio to the engine: queued TTS audio, else silence."""
@@ -118,9 +137,12 @@ class TtsVoice:
         missing = SAMPLES_PER_FRAME
         while missing and self._queue:
             item = self._queue[0]
-            if isinstance(item, _Mark):
+            if isinstance(item, (_Mark, _Passenger)):
                 self._queue.popleft()
-                self._mark(item)
+                if isinstance(item, _Mark):
+                    self._mark(item)
+                else:
+                    self._out.setdefault(index, []).append(item.item)
                 continue
             if self._utterance is None:  # audio without a start before it
                 self._utterance = _Utterance(item.context_id)
@@ -142,7 +164,7 @@ class TtsVoice:
     def _file(self, index: int, piece: Speech) -> None:
         pieces = self._out.setdefault(index, [])
         last = pieces[-1] if pieces else None
-        if last is not None and (last.sample_rate, last.channels, last.context_id) == (
+        if isinstance(last, Speech) and (last.sample_rate, last.channels, last.context_id) == (
                 piece.sample_rate, piece.channels, piece.context_id):
             last.audio += piece.audio
         else:
@@ -159,7 +181,7 @@ class TtsVoice:
             self._utterance = _Utterance(mark.context_id)
 
     # ---- out ------------------------------------------------------------------------------------------
-    def audio_for(self, index: int) -> list[Speech]:
+    def out_for(self, index: int) -> list:
         return self._out.pop(index, [])
 
     def ended_by(self, index: int) -> list[SpeechPlayed]:

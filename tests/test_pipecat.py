@@ -112,6 +112,11 @@ async def run(profile, face, allowance: float, script):
 
     task = PipelineTask(Pipeline([tts, tap, avatar, sink]), params=PipelineParams(audio_out_sample_rate=24000))
     started = asyncio.Event()
+    avatar.errors = []
+
+    @task.event_handler("on_pipeline_error")
+    async def on_error(task, frame):
+        avatar.errors.append(frame.error)
 
     @task.event_handler("on_pipeline_started")
     async def on_started(task, frame):
@@ -267,3 +272,15 @@ async def test_an_interruption_stops_voice_and_mouth_at_once_and_says_where(trai
     print(f"delay {avatar.delay_s:.2f} s, held {(resumed - after_cut[0]) / fps:.2f} s; mouth change (median grey "
           f"levels per frame): talking {talking:.3f}, idle after the hold {idle:.3f}")
     assert idle < talking / 3
+
+
+async def test_a_face_that_cannot_be_used_is_reported_and_the_voice_still_goes_through(tiny_profile):
+    async def script(task, avatar, sink, reports):
+        await task.queue_frame(TTSSpeakFrame("Hello."))
+        await until(lambda: sink.of(TTSStoppedFrame), 30)
+
+    tap, sink, reports, avatar = await run(tiny_profile, b"not an image", 0.2, script)
+    assert any("not a supported image" in error for error in avatar.errors), avatar.errors
+    assert not avatar.is_usable
+    assert [f.audio for _, f in sink.of(TTSAudioRawFrame)] == [f.audio for _, f in tap.of(TTSAudioRawFrame)] != []
+    assert not sink.of(OutputImageRawFrame) and not reports

@@ -31,6 +31,7 @@ from pipecat.services.ai_service import AIService
 from pipecat.services.settings import ServiceSettings
 
 from avatar.errors import AvatarError
+from avatar.threads import torch_threads
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 from ..buffers import FrameBuffer
@@ -49,7 +50,8 @@ class AvatarVideoService(AIService):
 
     `profile`: a loaded `avatar.profiles.Profile` (`load_profile("tiny")`); `image`: the face (path,
     PIL image or HxWx3 array); `compute_allowance_s`: the output delay beyond the engine's window
-    latency (None: measured at start, as the server does); `threads`: torch threads for the worker.
+    latency (None: measured at start, as the server does); `threads`: torch threads for the worker
+    (None: as the server gives one call).
     Event `on_speech_played(service, SpeechPlayed)`: an utterance played out or was cut.
     """
 
@@ -58,7 +60,7 @@ class AvatarVideoService(AIService):
         super().__init__(settings=ServiceSettings(model=None), **kwargs)  # no model to choose
         self._profile, self._image, self._prompt, self._seed = profile, image, prompt, seed
         self._allowance = compute_allowance_s
-        self._threads = threads
+        self._threads = torch_threads() if threads is None else threads
         self.clock: MediaClock | None = None
         self.worker: GenerationWorker | None = None
         self._frames: FrameBuffer | None = None
@@ -81,8 +83,12 @@ class AvatarVideoService(AIService):
         from avatar.session import Session
 
         loop = asyncio.get_running_loop()
-        session = await loop.run_in_executor(
-            None, lambda: Session(self._profile, self._image, prompt=self._prompt, seed=self._seed))
+        try:
+            session = await loop.run_in_executor(
+                None, lambda: Session(self._profile, self._image, prompt=self._prompt, seed=self._seed))
+        except AvatarError as exc:  # frames pass through untouched; the pipeline is told
+            await self.push_error(error_msg=f"the avatar cannot start: {exc}", force_treat_as_permanent=True)
+            return
         if self._allowance is None:
             from ..calibrate import compute_allowance
 
@@ -91,9 +97,8 @@ class AvatarVideoService(AIService):
         self.clock = MediaClock(session.window_latency_s + self._allowance, fps, SAMPLE_RATE)
         window_s = session.frames_per_window / fps
         self._frames = FrameBuffer(int((self.clock.delay_s + 2 * window_s) * fps) + session.frames_per_window)
-        threads = None if self._threads is None else (lambda: self._threads)
         self.worker = GenerationWorker(session, self.clock, self._frames, self._from_worker,
-                                       name=f"gen-{self.name}", threads=threads)
+                                       name=f"gen-{self.name}", threads=lambda: self._threads)
         self._voice = TtsVoice(self.worker.push_audio)
         self._last_image = session.reference.image
         self.clock.start()
@@ -215,4 +220,5 @@ class AvatarVideoService(AIService):
                 log.warning("service=%s event=degraded reason=%s behind_s=%.3f skipped_frames=%d",
                             self.name, reason, behind_s, skipped)
             case Failed(message):
-                self.create_task(self.push_error(error_msg=f"avatar generation failed: {message}", fatal=True))
+                self.create_task(self.push_error(error_msg=f"avatar generation failed: {message}",
+                                                 force_treat_as_permanent=True))

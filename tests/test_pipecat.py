@@ -9,6 +9,7 @@ import asyncio
 import io
 import math
 import shutil
+import threading
 import time
 import wave
 
@@ -137,6 +138,8 @@ async def run(profile, face, allowance: float, script):
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(task)
     await asyncio.wait_for(asyncio.gather(runner.run(), drive()), 240)
+    assert avatar.worker is None  # its generation thread ended with the pipeline
+    assert not [t for t in threading.enumerate() if t.name == f"gen-{avatar.name}"]
     return tap, sink, reports, avatar
 
 
@@ -153,6 +156,15 @@ def images_by_index(sink, fps: int) -> dict[int, tuple[float, np.ndarray]]:
         w, h = f.size
         out[round(f.pts * fps / 1e9)] = (t, np.frombuffer(f.image, np.uint8).reshape(h, w, 3))
     return out
+
+
+def after_hold(sink, fps: int) -> list[int]:
+    """After an interruption: the frames from the first that differs from the one held at the cut."""
+    cut = sink.of(InterruptionFrame)
+    images = images_by_index(sink, fps)
+    after = sorted(i for i, (t, _) in images.items() if cut and t > cut[0][0] + 0.05)
+    changed = [i for i in after if not np.array_equal(images[i][1], images[after[0]][1])]
+    return [i for i in after if changed and i >= changed[0]]
 
 
 def mouth_change(images: list[np.ndarray]) -> np.ndarray:
@@ -236,7 +248,8 @@ async def test_an_interruption_stops_voice_and_mouth_at_once_and_says_where(trai
         marks["asked"] = time.monotonic()
         await task.queue_frame(InterruptionFrame())
         await until(lambda: reports, 10)
-        await asyncio.sleep(avatar.delay_s + 1.2)  # the hold ends within the output delay
+        await until(lambda: len(after_hold(sink, fps)) > 18 and time.monotonic() > marks["asked"] + 1.2,
+                    avatar.delay_s + 5)
 
     tap, sink, reports, avatar = await run(profile, face, unhurried_allowance(profile, face, 3.0), script)
     spoken_s = tap.audio_seconds()
@@ -269,16 +282,15 @@ async def test_an_interruption_stops_voice_and_mouth_at_once_and_says_where(trai
     seconds = images[after_cut[-1]][0] - images[after_cut[0]][0]
     assert seconds > 1.0 and abs(len(after_cut) - 1 - seconds * fps) <= 2
     # the face holds still, then moves again (idle) once the engine's windows without the speech come
-    held = [i for i in after_cut if np.array_equal(images[i][1], images[after_cut[0]][1])]
-    resumed = next(i for i in after_cut if i > held[-1])
-    assert held == list(range(after_cut[0], resumed))
+    resumed = after_hold(sink, fps)[0]
     assert (resumed - after_cut[0]) / fps < avatar.delay_s + 0.5
     last_speech = round(heard_out[-1][1].pts * fps / 1e9)
     talking = np.median(mouth_change([images[i][1] for i in range(last_speech - 16, last_speech + 1)]))
-    idle = np.median(mouth_change([images[i][1] for i in after_cut if i >= resumed]))
+    idle_change = mouth_change([images[i][1] for i in range(resumed, resumed + 18)])  # after the jump
+    idle = np.median(idle_change)
     print(f"delay {avatar.delay_s:.2f} s, held {(resumed - after_cut[0]) / fps:.2f} s; mouth change (median grey "
           f"levels per frame): talking {talking:.3f}, idle after the hold {idle:.3f}")
-    assert idle < talking / 3
+    assert idle < talking / 2 and idle_change.max() > 0
 
 
 async def test_a_face_that_cannot_be_used_is_reported_and_the_voice_still_goes_through(tiny_profile):

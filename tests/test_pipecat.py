@@ -303,3 +303,16 @@ async def test_a_face_that_cannot_be_used_is_reported_and_the_voice_still_goes_t
     assert not avatar.is_usable
     assert [f.audio for _, f in sink.of(TTSAudioRawFrame)] == [f.audio for _, f in tap.of(TTSAudioRawFrame)] != []
     assert not sink.of(OutputImageRawFrame) and not reports
+
+
+async def test_by_default_the_output_delay_is_measured_at_start_as_the_server_does(tiny_profile, face_image):
+    from streaming import calibrate
+
+    async def script(task, avatar, sink, reports):
+        await task.queue_frame(TTSSpeakFrame("Hi."))
+
+    tap, sink, reports, avatar = await run(tiny_profile, face_image, None, script)
+    latency = Session(tiny_profile, face_image).window_latency_s
+    assert latency + calibrate.FLOOR_S <= avatar.delay_s <= latency + calibrate.CEILING_S + 1e-9
+    heard_in, heard_out = tap.of(TTSAudioRawFrame), sink.of(TTSAudioRawFrame)
+    assert heard_in and b"".join(f.audio for _, f in heard_out) == b"".join(f.audio for _, f in heard_in)

@@ -84,7 +84,7 @@ class TtsVoice:
     def __init__(self, push_audio: Callable[[np.ndarray, bool], None]):
         self._push_audio = push_audio
         self._resampler = Resampler(SAMPLE_RATE)
-        self._queue: deque[Speech | _Mark] = deque()  # not fed yet
+        self._queue: deque[Speech | _Mark | _Passenger] = deque()  # not fed yet
         self.fed = 0  # timeline samples fed (whole video frames)
         self._out: dict[int, list] = {}  # video frame -> the TTS audio it shows (Speech), and what followed
         self._utterance: _Utterance | None = None  # the one being fed

@@ -19,7 +19,7 @@ from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
-from .peer import discard_track, release_peer, shorten_audio_prefetch
+from .peer import answer_as_dtls_server, discard_track, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
 from .stats import StatsReporter, network_rtt
 from .tracks import DelayedVoiceTrack, PacedVideoTrack
@@ -45,8 +45,9 @@ class Call:
 
     def __init__(self, call_id: str, profile, config, send: Callable[[dict], Awaitable[None]],
                  vad_model_factory: Callable[[], object], executor=None, compute_allowance_s: float = 0.2,
-                 torch_threads: Callable[[], int] | None = None):
+                 torch_threads: Callable[[], int] | None = None, broadcast: bool = False):
         self.id = call_id
+        self.broadcast = broadcast  # WHIP: the caller only sends; viewers take the tracks (broadcast.py)
         self.profile = profile
         self.config = config
         self.compute_allowance_s = compute_allowance_s
@@ -113,14 +114,18 @@ class Call:
         # Our transceivers exist before the offer is applied, so it takes their codecs and directions:
         # voice both ways, video out only (a caller's camera is never asked for, nor decoded). No codec
         # preferences: aiortc answers in the caller's order (VP8 or H.264) and sends the first.
-        pc.addTransceiver(self.voice_track, direction="sendrecv")
-        pc.addTransceiver(self.video, direction="sendonly")
+        if self.broadcast:
+            pc.addTransceiver("audio", direction="recvonly")
+        else:
+            pc.addTransceiver(self.voice_track, direction="sendrecv")
+            pc.addTransceiver(self.video, direction="sendonly")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         if cfg.audio_receive_prefetch is not None:
             shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
+        answer_as_dtls_server(pc)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:

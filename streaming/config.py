@@ -28,6 +28,7 @@ class ServerConfig:
     device: str = "cpu"
     weights: str | None = None
     max_sessions: int = 2
+    max_viewers: int = 4  # WHEP viewers of one WHIP session (each one encodes its own stream)
     token: str | None = None  # shared secret; None = open
     # Origins allowed to open the websocket besides the server's own (http on its bound address, see
     # streaming/http.py); a request without an Origin header (not a browser) is allowed.

@@ -95,6 +95,10 @@ class AvatarServer:
             running = sum(call is not None for call in self.calls.values())
         return torch_threads(running)
 
+    def new_call(self, call_id: str, send, broadcast: bool = False) -> Call:
+        return Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
+                    compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads, broadcast=broadcast)
+
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),
                 "max_sessions": self.config.max_sessions}
@@ -176,8 +180,7 @@ class AvatarServer:
                     image = self._image_from(msg.avatar, msg.image)
                 else:
                     image = self._image_from(link.avatar, link.image)
-                call = Call(link.call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
-                            compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads)
+                call = self.new_call(link.call_id, send)
                 try:
                     answer = await call.start(msg, image)
                 except BaseException:

@@ -15,7 +15,8 @@ import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
-from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
+import av
+from aiortc import MediaStreamTrack, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.sdp import SessionDescription
 
@@ -111,6 +112,30 @@ class Resource:
             await self.pc.addIceCandidate(cand)
 
 
+class OwnFrames(MediaStreamTrack):
+    """One viewer's copy of a relayed track. aiortc's encoders run in a thread pool and change the
+    frame they get (the video one converts it to yuv420p with the frame's own scaler, marks key
+    frames); two viewers' encoders on the relay's one shared frame at once hang in libswscale.
+    So each viewer gets frames of its own, made here on the event loop: video already in yuv420p."""
+
+    def __init__(self, source: MediaStreamTrack):
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+
+    async def recv(self):
+        frame = await self._source.recv()
+        if self.kind == "video":
+            return frame.reformat(format="yuv420p")
+        own = av.AudioFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name, layout=frame.layout.name)
+        own.sample_rate, own.pts, own.time_base = frame.sample_rate, frame.pts, frame.time_base
+        return own
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
 class Viewer(Resource):
     """One WHEP viewer: a peer connection that sends the avatar and the voice, receives nothing."""
 
@@ -195,7 +220,7 @@ class Broadcast(Resource):
                                                  "try again later", {"Retry-After": "10"})
         viewer = Viewer(offer_sdp, self)
         self.viewers[viewer.id] = viewer
-        tracks = [self._relay.subscribe(self.call.voice_track), self._relay.subscribe(self.call.video)]
+        tracks = [OwnFrames(self._relay.subscribe(self.call.voice_track)), OwnFrames(self._relay.subscribe(self.call.video))]
         try:
             answer = await viewer.start(offer_sdp, self.config, tracks)
         except BaseException:

@@ -91,7 +91,7 @@ class WhipEndpoints:
             raise WhipError(400, "bad_sdp", "the body is not UTF-8 text") from None
 
     def _created(self, answer: str, location: str, etag: str, links: list[str]) -> web.Response:
-        response = web.Response(status=201, text=answer, content_type=SDP)
+        response = web.Response(status=201, body=answer.encode(), content_type=SDP)
         response.headers["Location"] = location
         response.headers["ETag"] = etag
         for link in links + ice_server_links(self.config.ice_servers):

@@ -28,6 +28,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--ice-server", action="append", metavar="URL",
                        help="STUN/TURN server for the server and its clients, repeatable: stun:HOST[:PORT] or "
                             "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (or AVATAR_ICE_SERVERS)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate (chain); browsers "
+                       "give a page the microphone only on https:// or on localhost")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (if not in --tls-cert's file)")
     engine_cli.add_model_args(serve)
     serve.set_defaults(func=cmd_serve)
 

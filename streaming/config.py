@@ -30,10 +30,13 @@ class ServerConfig:
     max_sessions: int = 2
     max_viewers: int = 4  # WHEP viewers of one WHIP session (each one encodes its own stream)
     token: str | None = None  # shared secret; None = open
-    # Origins allowed to open the websocket besides the server's own (http on its bound address, see
-    # streaming/http.py); a request without an Origin header (not a browser) is allowed.
+    # Origins a page may call from besides the server's own (its scheme on its bound address, see
+    # streaming/origins.py); a request without an Origin header (not a browser) is allowed.
     allowed_origins: tuple[str, ...] = ()
     ice_servers: tuple[dict, ...] = ()  # STUN/TURN, as RTCIceServer dicts (streaming/ice.py)
+    # HTTPS/WSS: a PEM certificate (chain) and its key (None: the key is in the certificate's file).
+    tls_cert: str | None = None
+    tls_key: str | None = None
     static_dir: Path = CLIENT_DIR
     avatars_dir: Path | None = None  # extra server-side avatar images (*.png, *.jpg)
     max_upload_bytes: int = 2 * 1024 * 1024
@@ -75,7 +78,11 @@ class ServerConfig:
             avatars_dir=Path(avatars) if avatars else None,
             allowed_origins=tuple(o.strip() for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip()),
             ice_servers=ice_servers_from(getattr(args, "ice_server", None), os.environ.get(ICE_ENV)),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
         )
+        if cfg.tls_key and not cfg.tls_cert:
+            raise ValueError("--tls-key needs --tls-cert")
         if cfg.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")
         if not 0 <= cfg.port <= 65535:

@@ -4,7 +4,7 @@ A broadcast is a call (call.py) whose caller, the WHIP publisher, only sends: it
 that drives the avatar. The call's two paced tracks (the avatar's video and the re-timed voice) go
 through one aiortc MediaRelay to every WHEP viewer, each on its own peer connection, and to a drain
 that keeps them running on the call's clock while nobody watches. PATCH bodies (trickle ICE
-fragments, RFC 8840) are checked here; a refusal is a `WhipError` with its HTTP status.
+fragments, RFC 8840) are checked here; a refusal is the HTTP layer's `Refused`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from aiortc import MediaStreamTrack, RTCIceCandidate, RTCPeerConnection, RTCSess
 from aiortc.contrib.media import MediaRelay
 from aiortc.sdp import SessionDescription
 
+from .http import Refused
 from .ice import rtc_configuration
 from .peer import answer_as_dtls_server, discard_track, release_peer
 from .protocol import MAX_CANDIDATE_CHARS, ProtocolError, parse_candidate
@@ -28,14 +29,6 @@ log = logging.getLogger(__name__)
 
 MAX_FRAGMENT_CHARS = 16 * 1024
 MAX_FRAGMENT_CANDIDATES = 64
-
-
-class WhipError(Exception):
-    """A request refused: `status` for the response, `reason` for the log line and the metrics."""
-
-    def __init__(self, status: int, reason: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.reason, self.message, self.headers = status, reason, message, headers or {}
 
 
 def new_id() -> str:
@@ -56,7 +49,7 @@ def parse_sdpfrag(text: str) -> Fragment:
     """application/trickle-ice-sdpfrag (RFC 8840): a=ice-ufrag/a=ice-pwd, then m= sections with
     a=mid, a=candidate and a=end-of-candidates lines. Other lines are allowed and ignored."""
     if len(text) > MAX_FRAGMENT_CHARS:
-        raise WhipError(413, "fragment_too_large", f"a trickle ICE fragment is at most {MAX_FRAGMENT_CHARS} bytes")
+        raise Refused(413, "fragment_too_large", f"a trickle ICE fragment is at most {MAX_FRAGMENT_CHARS} bytes")
     frag = Fragment()
     index, mid = -1, None  # the m= section a candidate is in (one before any m= line counts as the first)
     for line in text.splitlines():
@@ -72,11 +65,11 @@ def parse_sdpfrag(text: str) -> Fragment:
             frag.pwd = value
         elif key == "a=candidate":
             if len(line) > MAX_CANDIDATE_CHARS or len(frag.candidates) >= MAX_FRAGMENT_CANDIDATES:
-                raise WhipError(400, "bad_fragment", "too many or too long candidates in the fragment")
+                raise Refused(400, "bad_fragment", "too many or too long candidates in the fragment")
             try:
                 cand = parse_candidate(line[2:])
             except ProtocolError as exc:
-                raise WhipError(400, "bad_fragment", exc.message) from None
+                raise Refused(400, "bad_fragment", exc.message) from None
             cand.sdpMid, cand.sdpMLineIndex = mid, max(index, 0)
             frag.candidates.append(cand)
         elif line == "a=end-of-candidates":
@@ -99,12 +92,12 @@ class Resource:
 
     async def trickle(self, body: str, if_match: str | None) -> None:
         if if_match is not None and if_match.strip() == "*":
-            raise WhipError(422, "ice_restart", "ICE restarts are not supported: start a new session")
+            raise Refused(422, "ice_restart", "ICE restarts are not supported: start a new session")
         if if_match is not None and if_match.strip() != self.etag:
-            raise WhipError(412, "etag", "If-Match does not match this session's ETag", {"ETag": self.etag})
+            raise Refused(412, "etag", "If-Match does not match this session's ETag", {"ETag": self.etag})
         frag = parse_sdpfrag(body)
         if (frag.ufrag is not None and frag.ufrag != self.ufrag) or (frag.pwd is not None and frag.pwd != self.pwd):
-            raise WhipError(422, "ice_restart", "ICE restarts are not supported: start a new session")
+            raise Refused(422, "ice_restart", "ICE restarts are not supported: start a new session")
         for cand in frag.candidates:
             if self._ended or self.pc is None:
                 break
@@ -154,7 +147,7 @@ class Viewer(Resource):
             answer_as_dtls_server(pc)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises assorted errors on SDP it cannot use
-            raise WhipError(400, "bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
+            raise Refused(400, "bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         return pc.localDescription.sdp
 
     async def _on_state(self) -> None:
@@ -214,9 +207,9 @@ class Broadcast(Resource):
     async def add_viewer(self, offer_sdp: str) -> tuple[Viewer, str]:
         """A new viewer and its answer."""
         if self.closed.is_set() or self.call is None or self.call.closed.is_set():
-            raise WhipError(404, "unknown_session", "this session has ended")
+            raise Refused(404, "unknown_session", "this session has ended")
         if len(self.viewers) >= self.config.max_viewers:
-            raise WhipError(503, "viewers_full", f"this session has its {self.config.max_viewers} viewers; "
+            raise Refused(503, "viewers_full", f"this session has its {self.config.max_viewers} viewers; "
                                                  "try again later", {"Retry-After": "10"})
         viewer = Viewer(offer_sdp, self)
         self.viewers[viewer.id] = viewer

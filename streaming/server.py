@@ -36,6 +36,8 @@ from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, 
 from .signaling_socket import Closed, SignalingSocket
 from .vad import load_vad_model, single_threaded
 from .watch import watch_caller
+from .whip import WhipEndpoints
+from .whip import add_routes as add_whip_routes
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class AvatarServer:
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad", initializer=single_threaded)
         self.port = config.port
         self.metrics = ServerMetrics(self)
+        self.whip = WhipEndpoints(self)
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
@@ -100,6 +103,7 @@ class AvatarServer:
         return f"{self.scheme}://{host}:{self.port}/demo/"
 
     async def stop(self) -> None:
+        await self.whip.close_all("server stopping")
         for call in list(self.calls.values()):
             if call is not None:
                 await call.close("server stopping")
@@ -282,7 +286,7 @@ def add_signaling_routes(app: web.Application, server: AvatarServer) -> None:
 
 
 # Each registers its routes on the server's aiohttp application (streaming/http.py says how).
-ROUTE_MODULES = (add_page_routes, add_signaling_routes)
+ROUTE_MODULES = (add_page_routes, add_signaling_routes, add_whip_routes)
 
 
 def tls_context(cert: str, key: str | None) -> ssl.SSLContext:

@@ -8,8 +8,9 @@
     POST   /whep/{watch}                 a viewer's application/sdp offer -> 201, Location /whep/{watch}/{viewer}
     PATCH  /whep/{watch}/{viewer}        trickle -> 204;  DELETE /whep/{watch}/{viewer} -> 200
 
-With a server token, every request needs `Authorization: Bearer <token>` (401 otherwise). Each
-refusal is a 4xx (503 when full) with a plain-text reason and one WARNING log line.
+With a server token, every request needs `Authorization: Bearer <token>` (401 otherwise). A
+refusal is the HTTP layer's `Refused` (a 4xx, 503 when full, with a plain-text reason and one
+WARNING log line); OPTIONS, CORS and 405 are the HTTP layer's too (streaming/http.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import logging
 
 from aiohttp import web
 
-from .broadcast import Broadcast, WhipError
-from .http import quoted, token_ok
+from .broadcast import Broadcast
+from .http import Refused, check_token, quoted
 from .protocol import MAX_PROMPT_CHARS, MAX_SDP_CHARS, WHEP_OFFER, WHIP_OFFER, Offer, ProtocolError, check_offer_sdp
 
 log = logging.getLogger(__name__)
@@ -49,46 +50,37 @@ class WhipEndpoints:
         self.watched: dict[str, Broadcast] = {}  # the same, by WHEP id
 
     def routes(self) -> list[web.RouteDef]:
-        h = self._handled
-        return [web.post("/whip", h(self.publish)), web.options("/whip", h(self.options)),
-                web.get("/whip/{id}", h(self.status)), web.patch("/whip/{id}", h(self.trickle_publisher)),
-                web.delete("/whip/{id}", h(self.end)),
-                web.post("/whep/{watch}", h(self.watch)), web.options("/whep/{watch}", h(self.options)),
+        h = self._authorized
+        return [web.post("/whip", h(self.publish)), web.get("/whip/{id}", h(self.status)),
+                web.patch("/whip/{id}", h(self.trickle_publisher)), web.delete("/whip/{id}", h(self.end)),
+                web.post("/whep/{watch}", h(self.watch)),
                 web.patch("/whep/{watch}/{viewer}", h(self.trickle_viewer)),
                 web.delete("/whep/{watch}/{viewer}", h(self.leave))]
 
-    def _handled(self, handler):
+    def _authorized(self, handler):
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
-                self._authorize(request)
-                return await handler(request)
-            except WhipError as exc:
-                log.warning("event=refused reason=%s path=%s message=%s", exc.reason, quoted(request.path),
-                            quoted(exc.message))
-                self.server.metrics.refused(exc.reason)
-                return web.Response(status=exc.status, text=exc.message, headers=exc.headers)
+                check_token(request, self.config.token)
+            except Refused as refusal:  # RFC 9725 names the scheme the client should use
+                refusal.headers["WWW-Authenticate"] = 'Bearer realm="avatar"'
+                refusal.body = "unauthorized: send Authorization: Bearer <the server's token>"
+                raise
+            return await handler(request)
         return handle
-
-    def _authorize(self, request: web.Request) -> None:
-        auth = request.headers.get("Authorization", "")
-        given = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
-        if request.method != "OPTIONS" and not token_ok(self.config.token, given):
-            raise WhipError(401, "token", "unauthorized: send Authorization: Bearer <the server's token>",
-                            {"WWW-Authenticate": 'Bearer realm="avatar"'})
 
     async def _body(self, request: web.Request, content_type: str) -> str:
         if request.content_type != content_type:
-            raise WhipError(415, "content_type", f"the body must be {content_type}, not {request.content_type!r}",
+            raise Refused(415, "content_type", f"the body must be {content_type}, not {request.content_type!r}",
                             {"Accept-Post": SDP} if content_type == SDP else {"Accept-Patch": SDPFRAG})
         if request.content_length is not None and request.content_length > MAX_SDP_CHARS:
-            raise WhipError(413, "too_large", f"the body is larger than {MAX_SDP_CHARS} bytes")
+            raise Refused(413, "too_large", f"the body is larger than {MAX_SDP_CHARS} bytes")
         raw = await request.content.read(MAX_SDP_CHARS + 1)
         if len(raw) > MAX_SDP_CHARS:
-            raise WhipError(413, "too_large", f"the body is larger than {MAX_SDP_CHARS} bytes")
+            raise Refused(413, "too_large", f"the body is larger than {MAX_SDP_CHARS} bytes")
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise WhipError(400, "bad_sdp", "the body is not UTF-8 text") from None
+            raise Refused(400, "bad_sdp", "the body is not UTF-8 text") from None
 
     def _created(self, answer: str, location: str, etag: str, links: list[str]) -> web.Response:
         response = web.Response(status=201, body=answer.encode(), content_type=SDP)
@@ -105,13 +97,13 @@ class WhipEndpoints:
             check_offer_sdp(sdp, WHIP_OFFER, others=True)
             image = self.server.avatars.image(request.query.get("avatar") or "drawn")
         except ProtocolError as exc:
-            raise WhipError(400, exc.code, exc.message) from None
+            raise Refused(400, exc.code, exc.message) from None
         prompt = request.query.get("prompt")
         if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-            raise WhipError(400, "bad_message", f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+            raise Refused(400, "bad_message", f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
         calls = self.server.calls
         if len(calls) >= self.config.max_sessions:
-            raise WhipError(503, "full", f"the server is full ({self.config.max_sessions} sessions); try again later",
+            raise Refused(503, "full", f"the server is full ({self.config.max_sessions} sessions); try again later",
                             {"Retry-After": "10"})
         broadcast = Broadcast(sdp, self.config)
         call_id = f"whip-{broadcast.id[:6]}"
@@ -123,7 +115,7 @@ class WhipEndpoints:
             calls.pop(call_id, None)
             await call.close("set-up failed")
             if isinstance(exc, ProtocolError):
-                raise WhipError(400, exc.code, exc.message) from None
+                raise Refused(400, exc.code, exc.message) from None
             raise
         calls[call_id] = call
         self.server.metrics.call_started(call)
@@ -136,7 +128,7 @@ class WhipEndpoints:
     def _broadcast(self, request: web.Request, by_watch: bool = False) -> Broadcast:
         found = (self.watched if by_watch else self.broadcasts).get(request.match_info["watch" if by_watch else "id"])
         if found is None or found.closed.is_set():
-            raise WhipError(404, "unknown_session", "no such session (it may have ended)")
+            raise Refused(404, "unknown_session", "no such session (it may have ended)")
         return found
 
     async def trickle_publisher(self, request: web.Request) -> web.Response:
@@ -178,14 +170,14 @@ class WhipEndpoints:
         try:
             check_offer_sdp(sdp, WHEP_OFFER, others=True)
         except ProtocolError as exc:
-            raise WhipError(400, exc.code, exc.message) from None
+            raise Refused(400, exc.code, exc.message) from None
         viewer, answer = await broadcast.add_viewer(sdp)
         return self._created(answer, f"/whep/{broadcast.watch_id}/{viewer.id}", viewer.etag, [])
 
     def _viewer(self, request: web.Request):
         viewer = self._broadcast(request, by_watch=True).viewers.get(request.match_info["viewer"])
         if viewer is None:
-            raise WhipError(404, "unknown_viewer", "no such viewer (it may have left)")
+            raise Refused(404, "unknown_viewer", "no such viewer (it may have left)")
         return viewer
 
     async def trickle_viewer(self, request: web.Request) -> web.Response:
@@ -197,8 +189,7 @@ class WhipEndpoints:
         await viewer.broadcast.drop_viewer(viewer.id, "viewer hung up")
         return web.Response(status=200, text="viewer left")
 
-    async def options(self, request: web.Request) -> web.Response:
-        response = web.Response(status=204, headers={"Accept-Post": SDP})
-        for link in ice_server_links(self.config.ice_servers):
-            response.headers.add("Link", link)
-        return response
+
+def add_routes(app: web.Application, server) -> None:
+    """The route module (streaming/http.py): the server's WhipEndpoints' routes."""
+    app.router.add_routes(server.whip.routes())

@@ -39,23 +39,9 @@ unsigned long gupnp_simple_igd_get_type(void) { return 20 << 2; }
 async def whip_server(tiny_profile):
     server = await AvatarServer(ServerConfig(port=0, token=TOKEN, compute_allowance_s=0.3, max_sessions=1,
                                              signaling_timeout_s=20), tiny_profile).start()
-    # TEMPORARY until the aiohttp base lands
-    from aiohttp import web
-    from streaming.whip import WhipEndpoints
-    server.whip = WhipEndpoints(server)
-    app = web.Application()
-    app.add_routes(server.whip.routes())
-    app.router.add_static("/demo", str(server.config.static_dir / "demo"))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
     try:
-        yield server, f"http://127.0.0.1:{port}"
+        yield server, f"http://127.0.0.1:{server.port}"
     finally:
-        await server.whip.close_all("test over")
-        await runner.cleanup()
         await server.stop()
 
 
@@ -78,7 +64,9 @@ async def test_whip_http_contract(whip_server):
     pc, offer = await aiortc_offer(("audio", "sendonly"))
     async with aiohttp.ClientSession() as http:
         status, headers, _ = await request(http, "OPTIONS", f"{base}/whip", headers={})
-        assert status == 204 and headers["Accept-Post"] == "application/sdp"
+        assert status == 204 and "POST" in headers["Allow"]
+        status, headers, _ = await request(http, "PUT", f"{base}/whip", offer)
+        assert status == 405 and "POST" in headers["Allow"]
         # Token first: nothing is looked at without it.
         status, headers, text = await request(http, "POST", f"{base}/whip", offer, headers={})
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer") and "Bearer" in text

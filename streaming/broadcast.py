@@ -95,11 +95,13 @@ class Resource:
             raise Refused(422, "ice_restart", "ICE restarts are not supported: start a new session")
         if if_match is not None and if_match.strip() != self.etag:
             raise Refused(412, "etag", "If-Match does not match this session's ETag", {"ETag": self.etag})
+        if self.pc is None or self.pc.connectionState == "closed":
+            raise Refused(404, "unknown_session", "this session has ended")
         frag = parse_sdpfrag(body)
         if (frag.ufrag is not None and frag.ufrag != self.ufrag) or (frag.pwd is not None and frag.pwd != self.pwd):
             raise Refused(422, "ice_restart", "ICE restarts are not supported: start a new session")
         for cand in frag.candidates:
-            if self._ended or self.pc is None:
+            if self._ended:
                 break
             self._ended = cand is None
             await self.pc.addIceCandidate(cand)

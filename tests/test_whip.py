@@ -119,6 +119,23 @@ async def test_whip_http_contract(whip_server):
         assert status == 404
         status, _, text = await request(http, "POST", base + watch, offer)  # sends audio, receives no video
         assert status == 400 and "video section" in text
+        status, _, state = await request(http, "GET", base + location)
+        assert status == 200 and f'"whep": "{watch}"' in state and '"viewers": 0' in state
+
+        # A WHEP viewer: its own resource, trickle and DELETE; the session goes on without it.
+        viewer_pc, viewer_offer = await aiortc_offer(("video", "recvonly"), ("audio", "recvonly"))
+        status, headers, answer = await request(http, "POST", base + watch, viewer_offer)
+        assert status == 201 and answer.startswith("v=0") and headers["Location"].startswith(watch + "/")
+        viewer = headers["Location"]
+        vfrag = "\r\n".join(line for line in viewer_offer.splitlines() if line.startswith("a=ice-")) + \
+            "\r\nm=video 9 RTP/AVP 0\r\na=mid:0\r\na=candidate:1 1 UDP 2015363327 127.0.0.1 54031 typ host\r\n"
+        status, _, _ = await request(http, "PATCH", base + viewer, vfrag, sdpfrag, AUTH | {"If-Match": headers["ETag"]})
+        assert status == 204
+        status, _, _ = await request(http, "DELETE", base + viewer)
+        assert status == 200 and len(server.calls) == 1
+        status, _, _ = await request(http, "DELETE", base + viewer)
+        assert status == 404
+        await viewer_pc.close()
 
         status, _, _ = await request(http, "DELETE", base + location, headers={})
         assert status == 401 and len(server.calls) == 1
@@ -210,21 +227,6 @@ class AiortcViewer:
         return headers["Location"]
 
 
-MEASURE = """
-new Promise((resolve) => {
-  const v = document.getElementById('video');
-  const q0 = v.getVideoPlaybackQuality().totalVideoFrames, t0 = performance.now();
-  let callbacks = 0;
-  const count = () => { callbacks++; v.requestVideoFrameCallback(count); };
-  v.requestVideoFrameCallback(count);
-  setTimeout(() => {
-    const seconds = (performance.now() - t0) / 1000;
-    resolve({ presented: callbacks / seconds, decoded: (v.getVideoPlaybackQuality().totalVideoFrames - q0) / seconds,
-              width: v.videoWidth, audio: v.srcObject ? v.srcObject.getAudioTracks().length : 0,
-              state: window.watching.pc && window.watching.pc.connectionState, error: window.watching.error });
-  }, 4000);
-})
-"""
 
 
 @pytest.mark.slow
@@ -232,7 +234,7 @@ new Promise((resolve) => {
 @pytest.mark.skipif(WHIP_CLIENT is None or shutil.which("gcc") is None,
                     reason="needs Debian's simple-whip-client and gcc (apt-get install simple-whip-client gcc)")
 async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_server, tmp_path, speech_hello):
-    from test_browser_demo import CHROMIUM, Chromium
+    from test_browser_demo import CHROMIUM, MEASURE_FPS, Chromium
 
     if CHROMIUM is None:
         pytest.skip("needs Debian's chromium")
@@ -260,11 +262,13 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
             viewer_location = await viewer.watch(http, f"{base}/whep/{broadcast.watch_id}")
             assert len(broadcast.viewers) == 2
             sent0, received0 = call.video.sent, viewer.received["video"]
-            playback = await browser.evaluate(MEASURE)
+            playback = await browser.evaluate(MEASURE_FPS)  # over 4 s
             playback["server_fps"] = (call.video.sent - sent0) / 4
             playback["aiortc_viewer_fps"] = (viewer.received["video"] - received0) / 4
+            playback |= await browser.evaluate("({state: window.watching.pc.connectionState, "
+                                               "error: window.watching.error})")
             assert playback["state"] == "connected" and not playback["error"], playback
-            assert playback["width"] == 128 and playback["audio"] == 1, playback
+            assert playback["width"] == 128 and playback["hasAudio"] == 1 and not playback["paused"], playback
             assert playback["presented"] >= 20 and playback["decoded"] >= 20, playback
             assert viewer.received["video"] > 50 and viewer.received["audio"] > 100, viewer.received
 

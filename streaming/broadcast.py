@@ -180,7 +180,7 @@ class Broadcast(Resource):
         self.events: deque = deque(maxlen=50)
         self.closed = asyncio.Event()
         self._relay = MediaRelay()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()
 
     async def keep(self, message: dict) -> None:
         """The call's `send`: nobody is on a websocket, so its messages are kept for GET."""
@@ -191,8 +191,13 @@ class Broadcast(Resource):
         not connect within the signaling timeout."""
         self.call, self.pc = call, call.pc
         for track in (call.video, call.voice_track):
-            self._tasks.append(asyncio.ensure_future(discard_track(self._relay.subscribe(track, buffered=False))))
-        self._tasks.append(asyncio.ensure_future(self._watch(on_end)))
+            self._spawn(discard_track(self._relay.subscribe(track, buffered=False)))
+        self._spawn(self._watch(on_end))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _watch(self, on_end) -> None:
         call = self.call
@@ -215,13 +220,13 @@ class Broadcast(Resource):
                                                  "try again later", {"Retry-After": "10"})
         viewer = Viewer(offer_sdp, self)
         self.viewers[viewer.id] = viewer
-        tracks = [OwnFrames(self._relay.subscribe(self.call.voice_track)), OwnFrames(self._relay.subscribe(self.call.video))]
+        tracks = [OwnFrames(self._relay.subscribe(track)) for track in (self.call.voice_track, self.call.video)]
         try:
             answer = await viewer.start(offer_sdp, self.config, tracks)
         except BaseException:
             await self.drop_viewer(viewer.id, "set-up failed")
             raise
-        self._tasks.append(asyncio.ensure_future(self._viewer_deadline(viewer)))
+        self._spawn(self._viewer_deadline(viewer))
         log.info("call=%s viewer=%s event=watching viewers=%d", self.call.id, viewer.id[:6], len(self.viewers))
         return viewer, answer
 
@@ -250,13 +255,14 @@ class Broadcast(Resource):
         if self.call is not None:
             await self.call.close(reason)
         current = asyncio.current_task()
-        for task in self._tasks:
+        for task in list(self._tasks):
             if task is not current:
                 task.cancel()
         self.pc = None
 
     def status(self) -> dict:
         stats = next((m for m in reversed(self.events) if m.get("type") == "stats"), None)
-        return {"call": self.call.id if self.call else None, "connected": bool(self.call and self.call.connected.is_set()),
+        call = self.call
+        return {"call": call.id if call else None, "connected": bool(call and call.connected.is_set()),
                 "viewers": len(self.viewers), "stats": stats,
                 "events": [m for m in self.events if m.get("type") != "stats"]}

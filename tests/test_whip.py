@@ -3,6 +3,7 @@ session's voice; headless Chromium (the shipped WHEP page) and an aiortc peer wa
 HTTP contract: status codes, headers, tokens, trickle fragments, slots."""
 
 import asyncio
+import json
 import shutil
 import signal
 import subprocess
@@ -267,9 +268,10 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
             playback["aiortc_viewer_fps"] = (viewer.received["video"] - received0) / 4
             playback |= await browser.evaluate("({state: window.watching.pc.connectionState, "
                                                "error: window.watching.error})")
-            assert playback["state"] == "connected" and not playback["error"], playback
-            assert playback["width"] == 128 and playback["hasAudio"] == 1 and not playback["paused"], playback
-            assert playback["presented"] >= 20 and playback["decoded"] >= 20, playback
+            shown = json.dumps(playback)
+            assert playback["state"] == "connected" and not playback["error"], shown
+            assert playback["width"] == 128 and playback["hasAudio"] == 1 and not playback["paused"], shown
+            assert playback["presented"] >= 20 and playback["decoded"] >= 20, shown
             assert viewer.received["video"] > 50 and viewer.received["audio"] > 100, viewer.received
 
             # The page's Stop sends DELETE for its viewer only; the session and the other viewer go on.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import ssl
 from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -35,6 +36,8 @@ CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".html": "
                  ".css": "text/css", ".json": "application/json", ".ts": "text/plain; charset=utf-8",
                  ".png": "image/png", ".svg": "image/svg+xml", ".wav": "audio/wav"}
 RouteModule = Callable[[web.Application, object], None]
+SHUTDOWN_TIMEOUT_S = 1.0
+KEEPALIVE_TIMEOUT_S = 15.0  # an idle keep-alive HTTP connection is closed after this
 
 
 class Refused(Exception):
@@ -126,6 +129,22 @@ async def options(request: web.Request, origin: str | None, server) -> web.Respo
     return response(204, extra={"Allow": allow})
 
 
+async def http_error(request: web.Request, exc: web.HTTPException, server) -> web.Response:
+    """aiohttp's own refusals: a method the path does not take (or a CONNECT, whose host:port is no
+    path) gets 405 with Allow and a log line; the others keep their status."""
+    if isinstance(exc, web.HTTPMethodNotAllowed) or (isinstance(exc, web.HTTPNotFound) and
+                                                     request.method not in SAFE_METHODS):
+        log.warning("event=refused reason=method method=%s path=%s", quoted(request.method, 20),
+                    quoted(request.raw_path))
+        server.metrics.refused("method")
+        allow = ", ".join(sorted(await allowed_methods(request)))
+        return response(405, "method not allowed", extra={"Allow": allow})
+    if exc.status >= 500:
+        raise exc
+    return response(exc.status, exc.text or exc.reason,
+                    extra={k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")})
+
+
 @web.middleware
 async def guard(request: web.Request, handler) -> web.StreamResponse:
     server = request.app[SERVER]
@@ -145,17 +164,8 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
                     quoted(request.raw_path))
         server.metrics.refused(refusal.reason)
         answer = response(refusal.status, refusal.body, extra=refusal.headers)
-    except web.HTTPMethodNotAllowed:
-        log.warning("event=refused reason=method method=%s path=%s", quoted(request.method, 20),
-                    quoted(request.raw_path))
-        server.metrics.refused("method")
-        allow = ", ".join(sorted(await allowed_methods(request)))
-        answer = response(405, "method not allowed", extra={"Allow": allow})
     except web.HTTPException as exc:
-        if exc.status >= 500:
-            raise
-        answer = response(exc.status, exc.text or exc.reason, extra={
-            k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")})
+        answer = await http_error(request, exc, server)
     except Exception:  # our bug: one request fails, the server goes on
         log.exception("event=request_failed method=%s path=%s", quoted(request.method, 20), quoted(request.raw_path))
         answer = response(500, "the server failed on this request; it is logged")
@@ -201,6 +211,26 @@ def build_app(server, route_modules: tuple[RouteModule, ...]) -> web.Application
         add(app, server)
     app[STATIC] = app.router.add_get("/{path:.*}", static).resource
     return app
+
+
+def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def serve(app: web.Application, host: str, port: int, tls_cert: str | None = None,
+                tls_key: str | None = None) -> web.AppRunner:
+    """Serves the app on host:port (HTTPS with a certificate); the runner's cleanup() stops it."""
+    runner = web.AppRunner(app, access_log=None, logger=RequestLog(), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=tls_context(tls_cert, tls_key) if tls_cert else None).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 class RequestLog(logging.LoggerAdapter):

@@ -27,13 +27,13 @@ from .avatars import AvatarLibrary, decode_upload
 from .call import Call
 from .config import ServerConfig
 from .http import add_routes as add_page_routes
-from .http import WS_PATH, Refused, RequestLog, build_app, check_origin, check_token, quoted, single_header
+from .http import WS_PATH, build_app, quoted, serve, tls_context
 from .metrics import ServerMetrics
 from .origins import own_origins
 from .peer import quiet_library_task_failures
 from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, Ping, ProtocolError, SetPrompt,
                        parse_message)
-from .signaling_socket import Closed, SignalingSocket
+from .signaling_socket import Closed, SignalingSocket, accept
 from .vad import load_vad_model, single_threaded
 from .watch import watch_caller
 from .whip import WhipEndpoints
@@ -42,9 +42,6 @@ from .whip import add_routes as add_whip_routes
 log = logging.getLogger(__name__)
 
 CLOSE_FULL = 1013  # try again later
-CLOSE_TIMEOUT_S = 1.0  # how long a closing socket waits for the caller's close frame
-SHUTDOWN_TIMEOUT_S = 1.0
-KEEPALIVE_TIMEOUT_S = 15.0  # an idle keep-alive HTTP connection is closed after this
 _GONE = object()
 
 
@@ -80,15 +77,7 @@ class AvatarServer:
 
             self.compute_allowance_s = await asyncio.get_running_loop().run_in_executor(
                 None, compute_allowance, self.profile, self.torch_threads(running=1))
-        tls = tls_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
-        self._runner = web.AppRunner(build_app(self, ROUTE_MODULES), access_log=None, logger=RequestLog(),
-                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
-        await self._runner.setup()
-        try:
-            await web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=tls).start()
-        except BaseException:
-            await self._runner.cleanup()
-            raise
+        self._runner = await serve(build_app(self, ROUTE_MODULES), cfg.host, cfg.port, cfg.tls_cert, cfg.tls_key)
         self.port = self._runner.addresses[0][1]
         self.origins = frozenset(cfg.allowed_origins) | own_origins(cfg.host, self.port, self.scheme)
         return self
@@ -130,28 +119,15 @@ class AvatarServer:
 
     # ---- one websocket ------------------------------------------------------------------------
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        """GET /ws: the gate (token, then origin, then a well-formed upgrade), then the signaling."""
-        check_token(request, self.config.token)
-        check_origin(single_header(request, "Origin"), self.origins)
-        ws = web.WebSocketResponse(max_msg_size=self.config.max_message_bytes, autoping=False,
-                                   timeout=CLOSE_TIMEOUT_S, compress=False)
-        if not ws.can_prepare(request):
-            if request.headers.get("Upgrade", "").lower() != "websocket":
-                raise Refused(426, "not_websocket", "this path takes a websocket",
-                              {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"})
-            raise Refused(400, "bad_handshake", "malformed websocket handshake", {"Sec-WebSocket-Version": "13"})
-        transport = request.transport
-        try:
-            await ws.prepare(request)
-        except ConnectionError:  # the caller left during the handshake
-            return ws
-        sock = SignalingSocket(ws, transport)
-        self._sockets.add(sock)
-        try:
-            await self._handle(sock)
-        finally:
-            self._sockets.discard(sock)
-        return ws
+        """GET /ws: the gate (streaming/signaling_socket.py), then the signaling."""
+        response, sock = await accept(request, self.config.token, self.origins, self.config.max_message_bytes)
+        if sock is not None:
+            self._sockets.add(sock)
+            try:
+                await self._handle(sock)
+            finally:
+                self._sockets.discard(sock)
+        return response
 
     async def _handle(self, ws: SignalingSocket) -> None:
         async def send(msg: dict) -> None:
@@ -287,12 +263,6 @@ def add_signaling_routes(app: web.Application, server: AvatarServer) -> None:
 
 # Each registers its routes on the server's aiohttp application (streaming/http.py says how).
 ROUTE_MODULES = (add_page_routes, add_signaling_routes, add_whip_routes)
-
-
-def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
 
 
 async def run_server(config: ServerConfig, ready=None) -> None:

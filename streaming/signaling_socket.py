@@ -11,7 +11,32 @@ import os
 
 from aiohttp import WSMsgType, web
 
+from .http import Refused, check_origin, check_token, single_header
+
+CLOSE_TIMEOUT_S = 1.0  # how long a closing socket waits for the caller's close frame
 _END = object()
+
+
+async def accept(request: web.Request, token: str | None, origins: frozenset[str],
+                 max_message_bytes: int) -> tuple[web.WebSocketResponse, "SignalingSocket | None"]:
+    """The gate in front of the signaling: the token, then the origin, then a well-formed websocket
+    upgrade (GET only), all before any work is done. The response is the handler's to return; the
+    socket is None if the caller left during the handshake."""
+    check_token(request, token)
+    check_origin(single_header(request, "Origin"), origins)
+    ws = web.WebSocketResponse(max_msg_size=max_message_bytes, autoping=False, timeout=CLOSE_TIMEOUT_S,
+                               compress=False)
+    if request.method != "GET" or not ws.can_prepare(request):  # (HEAD shares GET's route)
+        if request.method != "GET" or request.headers.get("Upgrade", "").lower() != "websocket":
+            raise Refused(426, "not_websocket", "this path takes a websocket",
+                          {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"})
+        raise Refused(400, "bad_handshake", "malformed websocket handshake", {"Sec-WebSocket-Version": "13"})
+    transport = request.transport
+    try:
+        await ws.prepare(request)
+    except ConnectionError:
+        return ws, None
+    return ws, SignalingSocket(ws, transport)
 
 
 class Closed(Exception):

@@ -3,6 +3,7 @@ each method, 405 with Allow, CORS (preflight and answers) for the configured ori
 module adding POST/PATCH/DELETE, and HTTPS/WSS with a self-signed certificate made by openssl."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -44,18 +45,16 @@ def add_echo_routes(app: web.Application, server) -> None:
 
 @pytest.fixture
 async def server(tiny_profile, monkeypatch):
+    """Starts servers with the echo routes and APP_ORIGIN allowed; each is stopped after the test."""
     monkeypatch.setattr("streaming.server.ROUTE_MODULES", ROUTE_MODULES + (add_echo_routes,))
-    servers = []
+    async with contextlib.AsyncExitStack() as started:
+        async def start(**overrides) -> AvatarServer:
+            settings = {"port": 0, "compute_allowance_s": 0.2, "allowed_origins": (APP_ORIGIN,), **overrides}
+            srv = await AvatarServer(ServerConfig(**settings), tiny_profile).start()
+            started.push_async_callback(srv.stop)
+            return srv
 
-    async def start(**overrides):
-        config = ServerConfig(port=0, **{"compute_allowance_s": 0.2, "allowed_origins": (APP_ORIGIN,), **overrides})
-        srv = await AvatarServer(config, tiny_profile).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        await srv.stop()
+        yield start
 
 
 async def request(srv, method: str, path: str, **kwargs):
@@ -89,8 +88,12 @@ async def test_each_method_gets_an_answer_and_others_405_with_allow(server, capl
                                 ("PROPFIND", "/ws", "GET, HEAD, OPTIONS"), ("PATCH", "/metrics", "GET, HEAD, OPTIONS")):
         status, headers, body = await request(srv, method, path)
         assert (status, headers["Allow"]) == (405, allow), (method, path)
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)  # a proxy's request: no path at all
+    writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 405 ")
+    writer.close()
     refusals = [r.getMessage() for r in caplog.records if "event=refused" in r.getMessage()]
-    assert len(refusals) == 6 and all("reason=method" in line for line in refusals)
+    assert len(refusals) == 7 and all("reason=method" in line for line in refusals)
     # A method HTTP does not know is refused by the request parser already.
     caplog.clear()
     assert (await request(srv, "BREW", "/"))[0] == 400
@@ -142,6 +145,10 @@ async def test_the_websocket_gate_and_protocol_are_unchanged(server):
     srv = await server(token="s3cret")
     assert (await request(srv, "GET", "/ws?token=s3cret"))[0] == 426  # plain HTTP on the websocket path
     assert (await request(srv, "GET", "/ws"))[0] == 401
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    assert (await request(srv, "HEAD", "/ws?token=s3cret", headers=upgrade))[0] == 426  # only GET upgrades
+    assert (await request(srv, "GET", "/ws?token=s3cret", headers={**upgrade, "Sec-WebSocket-Version": "6"}))[0] == 400
     async with connect(f"ws://127.0.0.1:{srv.port}/ws", origin=APP_ORIGIN,
                        additional_headers={"Authorization": "Bearer s3cret"}) as ws:
         ready = json.loads(await ws.recv())

@@ -242,7 +242,7 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
     server, base = whip_server
     client = publish(f"{base}/whip?avatar=drawn", speech_wav(tmp_path / "speech.wav", speech_hello), tmp_path)
     # No getUserMedia on a watch page, so Chromium would hide its addresses behind mDNS names.
-    browser = Chromium(tmp_path / "profile", tmp_path / "speech.wav", ("WebRtcHideLocalIpsWithMdns",))
+    browser = Chromium(tmp_path / "profile", tmp_path / "speech.wav", disable_features=("WebRtcHideLocalIpsWithMdns",))
     viewer = AiortcViewer()
     try:
         broadcast = await until(lambda: next(iter(server.whip.broadcasts.values()), None), 30, "the WHIP POST")

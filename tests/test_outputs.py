@@ -21,6 +21,7 @@ import pytest
 from avatar.samples import drawn_face
 from streaming.config import ServerConfig
 from streaming.contrib.pyclient import CallClient
+from avatar.video import NET_TIMEOUT_S
 from streaming.outputs import MediaOutput
 from streaming.server import AvatarServer
 
@@ -229,6 +230,40 @@ async def test_call_goes_on_when_the_rtmp_server_goes_away(rtmp_server, tmp_path
     assert rtmp.failed and record.failed is None
     assert record.frames == track.sent + track.skipped >= 2.0 * 25
     check_av(record_dir / f"{call.id}.mp4", record.frames)  # the recording is whole and finalised
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_stalled_rtmp_server_costs_the_call_nothing(tmp_path, tiny_profile, speech_hello):
+    """A server that takes the connection and never answers (a real listening socket that never
+    accepts): the push fails after NET_TIMEOUT_S and says so, the call (and the event loop) never
+    stop, its end does not wait, the recording is whole, and no thread is left."""
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(4)
+    record_dir = tmp_path / "calls"
+    config = ServerConfig(port=0, compute_allowance_s=0.3, record_dir=record_dir,
+                          rtmp_url=f"rtmp://127.0.0.1:{stalled.getsockname()[1]}/live/{{call}}")
+    server = await AvatarServer(config, tiny_profile).start()
+    try:
+        client, call = await _call(server, speech_hello, CALL_S)
+        outputs, track = list(call.outputs), call.video
+        message = await client.wait_for("output", timeout=NET_TIMEOUT_S + 5)
+        assert message["output"] == "rtmp" and "timed out" in message["reason"], message
+        await asyncio.sleep(1.0)
+        await client.close()
+        started = time.monotonic()
+        await call.close("test over")
+        assert time.monotonic() - started < 1.0
+    finally:
+        await server.stop()
+        stalled.close()
+    assert output_threads() == []
+    arrivals = np.array([arrival for arrival, _, _ in client.received.video])
+    assert np.diff(arrivals).max() < 1.0  # the loop never stopped for the network (av would hold the GIL)
+    rtmp, record = outputs
+    assert "timed out" in rtmp.failed and record.failed is None
+    check_av(record_dir / f"{call.id}.mp4", track.sent + track.skipped)
 
 
 @pytest.mark.timeout(60)

@@ -33,10 +33,10 @@ class Mp4Writer:
         if self.live:
             # Through FFmpeg's fifo muxer: the connection and every network write happen on its own
             # thread (av holds the GIL while it opens a URL: a server that never answered would stop
-            # the whole process), a full queue drops packets instead of blocking, and a network wait
-            # longer than NET_TIMEOUT_S fails; the failure surfaces on a later mux.
+            # the whole process), a mux waits only when its queue is full (without the GIL), and a
+            # network wait longer than NET_TIMEOUT_S fails; the failure surfaces on a later mux.
             self.container = av.open(self.path, mode="w", format="fifo", container_options={
-                "fifo_format": "flv", "drop_pkts_on_overflow": "1", "queue_size": str(FIFO_PACKETS),
+                "fifo_format": "flv", "queue_size": str(FIFO_PACKETS),
                 "format_opts": f"rw_timeout={int(NET_TIMEOUT_S * 1e6)}"})
         else:
             self.container = av.open(str(self.path), mode="w")

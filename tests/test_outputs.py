@@ -260,7 +260,9 @@ async def test_a_stalled_rtmp_server_costs_the_call_nothing(tmp_path, tiny_profi
         stalled.close()
     assert output_threads() == []
     arrivals = np.array([arrival for arrival, _, _ in client.received.video])
-    assert np.diff(arrivals).max() < 1.0  # the loop never stopped for the network (av would hold the GIL)
+    # The loop never stopped for the network (av holds the GIL while it opens a URL: the old way,
+    # the whole process stopped until the server went). Load makes gaps of up to ~1 s here.
+    assert np.diff(arrivals).max() < NET_TIMEOUT_S
     rtmp, record = outputs
     assert "timed out" in rtmp.failed and record.failed is None
     check_av(record_dir / f"{call.id}.mp4", track.sent + track.skipped)

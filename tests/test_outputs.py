@@ -304,3 +304,18 @@ def test_render_pushes_to_rtmp(rtmp_server, tmp_path):
     from avatar.audio import load_audio_file
 
     check_av(rtmp_server.recording("render"), frames=-(-len(load_audio_file(audio)) // 640))
+
+
+def test_serve_flags(tmp_path):
+    from streaming.cli import build_parser
+
+    def config(*flags):
+        return ServerConfig.from_args(build_parser().parse_args(["serve", *flags]))
+
+    cfg = config("--rtmp-url", "rtmp://h/live/{call}", "--record", str(tmp_path / "rec"),
+                 "--rtmp-allow", "rtmp://a/", "--rtmp-allow", "rtmps://b/")
+    assert (cfg.rtmp_url, cfg.rtmp_allow) == ("rtmp://h/live/{call}", ("rtmp://a/", "rtmps://b/"))
+    assert cfg.record_dir.is_dir()  # made at start-up, so a bad path fails there and not in a call
+    with pytest.raises(ValueError, match="rtmp://"):
+        config("--rtmp-url", "http://h/live")
+    assert config().rtmp_url is None and config().record_dir is None and config().rtmp_allow == ()

@@ -12,7 +12,7 @@ from models.audio_features import SAMPLE_RATE
 STREAM_SCHEMES = ("rtmp://", "rtmps://")
 AUDIO_CHUNK = 1024
 NET_TIMEOUT_S = 2.0  # a live output whose server does not take its data for this long fails
-FIFO_PACKETS = 500  # about 6 s of video and audio packets waiting for the network
+FIFO_PACKETS = 500  # about 7 s of video and audio packets waiting for the network
 
 
 def is_stream_url(target: str | Path) -> bool:
@@ -28,8 +28,6 @@ class Mp4Writer:
                  crf: int = 20):
         self.live = is_stream_url(target)
         self.path = str(target) if self.live else Path(target)
-        if not self.live:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.live:
             # Through FFmpeg's fifo muxer: the connection and every network write happen on its own
             # thread (av holds the GIL while it opens a URL: a server that never answered would stop
@@ -39,6 +37,7 @@ class Mp4Writer:
                 "fifo_format": "flv", "queue_size": str(FIFO_PACKETS),
                 "format_opts": f"rw_timeout={int(NET_TIMEOUT_S * 1e6)}"})
         else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(self.path), mode="w")
         self.fps = fps
         self.video = self.container.add_stream("libx264", rate=fps)

@@ -19,8 +19,8 @@ from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
-from .peer import discard_track, release_peer, shorten_audio_prefetch
 from .outputs import MediaOutput, check_caller_rtmp, open_outputs
+from .peer import discard_track, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
 from .stats import StatsReporter, network_rtt
 from .tracks import DelayedVoiceTrack, PacedVideoTrack

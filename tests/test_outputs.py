@@ -291,7 +291,7 @@ def test_an_output_that_falls_behind_stops_and_says_so_once(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_render_pushes_to_rtmp(rtmp_server, tmp_path):
+def test_render_pushes_to_rtmp(rtmp_server, tmp_path, capsys):
     from PIL import Image
 
     from streaming.cli import main
@@ -304,6 +304,12 @@ def test_render_pushes_to_rtmp(rtmp_server, tmp_path):
     from avatar.audio import load_audio_file
 
     check_av(rtmp_server.recording("render"), frames=-(-len(load_audio_file(audio)) // 640))
+    with socket.socket() as s:  # a port nobody listens on: a clear error, no traceback
+        s.bind(("127.0.0.1", 0))
+        refused = f"rtmp://127.0.0.1:{s.getsockname()[1]}/live/x"
+    assert main(["render", "--profile", "tiny", "--threads", "1", "--quiet", "--image", str(image),
+                 "--audio", str(audio), "--out", refused]) == 2
+    assert f"error: cannot write {refused}: " in capsys.readouterr().err
 
 
 def test_serve_flags(tmp_path):

@@ -36,6 +36,8 @@ from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, 
 from .signaling_socket import Closed, SignalingSocket, accept
 from .vad import load_vad_model, single_threaded
 from .watch import watch_caller
+from .whip import WhipEndpoints
+from .whip import add_routes as add_whip_routes
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class AvatarServer:
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad", initializer=single_threaded)
         self.port = config.port
         self.metrics = ServerMetrics(self)
+        self.whip = WhipEndpoints(self)
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
@@ -89,6 +92,7 @@ class AvatarServer:
         return f"{self.scheme}://{host}:{self.port}/demo/"
 
     async def stop(self) -> None:
+        await self.whip.close_all("server stopping")
         for call in list(self.calls.values()):
             if call is not None:
                 await call.close("server stopping")
@@ -104,6 +108,10 @@ class AvatarServer:
         if running is None:
             running = sum(call is not None for call in self.calls.values())
         return torch_threads(running)
+
+    def new_call(self, call_id: str, send, broadcast: bool = False) -> Call:
+        return Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
+                    compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads, broadcast=broadcast)
 
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),
@@ -197,8 +205,7 @@ class AvatarServer:
                     image = self._image_from(msg.avatar, msg.image)
                 else:
                     image = self._image_from(link.avatar, link.image)
-                call = Call(link.call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
-                            compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads)
+                call = self.new_call(link.call_id, send)
                 try:
                     answer = await call.start(msg, image)
                 except BaseException:
@@ -255,7 +262,7 @@ def add_signaling_routes(app: web.Application, server: AvatarServer) -> None:
 
 
 # Each registers its routes on the server's aiohttp application (streaming/http.py says how).
-ROUTE_MODULES = (add_page_routes, add_signaling_routes)
+ROUTE_MODULES = (add_page_routes, add_signaling_routes, add_whip_routes)
 
 
 async def run_server(config: ServerConfig, ready=None) -> None:
@@ -276,7 +283,7 @@ def serve_main(args) -> int:
     """`avatar serve`: args has .host .port .profile .max_sessions .token .weights .device."""
     try:
         config = ServerConfig.from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: e.g. --record names a directory that cannot be made
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if config.tls_cert:

@@ -50,14 +50,15 @@ def wav_speech_starts(path: Path) -> tuple[list[float], float]:
 class Chromium:
     """A headless Chromium with a fake microphone, and one page to talk to over CDP."""
 
-    def __init__(self, profile_dir: Path, wav: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, profile_dir: Path, wav: Path, extra_args: tuple[str, ...] = (),
+                 disable_features: tuple[str, ...] = ()):
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--no-first-run", "--disable-component-update", "--disable-sync", "--mute-audio",
              "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
              f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required",
-             "--disable-features=Translate,MediaRouter", f"--user-data-dir={profile_dir}",
-             "--remote-debugging-port=0", *extra_args, "about:blank"],
+             f"--disable-features={','.join(('Translate', 'MediaRouter') + disable_features)}",
+             f"--user-data-dir={profile_dir}", "--remote-debugging-port=0", *extra_args, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.port_file = profile_dir / "DevToolsActivePort"
         self.ws = None

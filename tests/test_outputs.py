@@ -312,6 +312,7 @@ def test_render_pushes_to_rtmp(rtmp_server, tmp_path, capsys):
     assert f"error: cannot write {refused}: " in capsys.readouterr().err
 
 
+@pytest.mark.timeout(60)
 def test_serve_flags(tmp_path):
     from streaming.cli import build_parser
 

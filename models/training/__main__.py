@@ -57,6 +57,9 @@ def main(argv=None) -> None:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16: autocast matrix work to bfloat16 (fast on CPUs with AVX-512 BF16 / AMX)")
     p.add_argument("--which", choices=["teacher", "student"], default="student")
+    p.add_argument("--voices", type=int, default=4, help="portrait-eval: held-out voices")
+    p.add_argument("--render", action="store_true", help="portrait-eval: also render and judge the frames")
+    p.add_argument("--json", type=Path, default=None, help="portrait-eval: write the figures here")
     p.add_argument("--target", type=Path, default=None,
                    help="export's weights file (default <out>/tiny.safetensors; the shipped one is "
                         "models/weights/tiny.safetensors in a source checkout)")

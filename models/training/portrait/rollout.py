@@ -2,9 +2,8 @@
 portrait stream's latents: [reference | the previous window's last frames, clean | new frames], the
 profile's sampler, steps and guidance plan, the idle path (null audio, `idle_steps`, no audio
 guidance) when the window and its look-ahead hold no speech by the session's energy gate, and the
-session's per-window noise seeds. Training and evaluation live below `avatar`, so they cannot run a
-Session; tests/test_portrait_training.py checks that this loop and the Session agree once the
-engine loads the portrait profile.
+session's per-window noise seeds. Training and evaluation live below `avatar` (imports run
+avatar -> models), so they cannot run a Session itself.
 """
 from __future__ import annotations
 

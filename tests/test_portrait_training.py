@@ -9,6 +9,7 @@ import torch
 from models.audio_features import latent_audio_tokens
 from models.profile_reader import read_profile
 from models.training.__main__ import main as training
+from models.training.data import clip_reader
 from models.training.portrait.augment import augment, stretch
 from models.training.portrait.dataset import held_out_example
 from models.training.portrait.evaluate import gap_figures, load_weights, motion_gap
@@ -28,13 +29,7 @@ def test_training_tokens_are_the_sessions_tokens(cfg):
     encoder = encoder_for(cfg)
     stream = token_stream(cfg, encoder, audio, 50)
 
-    def read(s0, s1):
-        out = np.zeros(s1 - s0, np.float32)
-        a, b = max(s0, 0), min(s1, len(audio))
-        out[a - s0:b - s0] = audio[a:b]
-        return out
-
-    session = latent_audio_tokens(encoder, read, 10, 12, 1, cfg.audio.behind_tokens, cfg.audio.ahead_tokens)
+    session = latent_audio_tokens(encoder, clip_reader(audio), 10, 12, 1, cfg.audio.behind_tokens, cfg.audio.ahead_tokens)
     span = session.shape[1]
     assert torch.equal(session, torch.stack([stream[2 * i:2 * i + span] for i in range(10, 22)]))
 

@@ -81,13 +81,18 @@ class PortraitRenderer:
         """The photo shows teeth or an open mouth: paint that opening over with the lips' own
         colours (inpainting) in the source, so lips closed over it never show slivers of teeth."""
         poly = inner_polygon(self.rest_source[:topo.NUM_POINTS])
-        x0, y0 = np.floor(poly.min(0)).astype(int) - 6
-        x1, y1 = np.ceil(poly.max(0)).astype(int) + 7
+        x0, y0 = np.floor(poly.min(0)).astype(int) - 12
+        x1, y1 = np.ceil(poly.max(0)).astype(int) + 13
         h, w = self.source.shape[:2]
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(mask, [np.round((poly - [x0, y0]) * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
-        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+        # the mesh's inner upper lip runs below the photo's lip edge (the shadow under the lip):
+        # cover a strip above it (and past the corners), or that shadow fills the opening and stays
+        # between the closed lips
+        r = max(2, int(round(0.015 * self.basis.height / self.scale * self.source_scale)))
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1),
+                                                          (r, 0)))
         self.source = self.source.copy()
         roi = np.ascontiguousarray(self.source[y0:y1, x0:x1])
         self.source[y0:y1, x0:x1] = cv2.inpaint(roi, mask, 3, cv2.INPAINT_TELEA)

@@ -46,9 +46,11 @@ class PortraitRenderer:
         if paste:
             self.origin = np.round(self.origin)
         self.source, self.source_scale = self.photo, 1.0
-        if self.scale < 1:  # the face is larger than needed: shrink the photo once, not per frame
-            self.source_scale = self.scale
-            self.source = cv2.resize(self.photo, None, fx=self.scale, fy=self.scale,
+        if self.scale < 0.5:  # the face is larger than needed: shrink the photo once, not per
+            # frame, to twice the output's scale (a moving frame samples it between its pixels:
+            # at the output's own scale that blurs a sharp photo to half its detail)
+            self.source_scale = 2 * self.scale
+            self.source = cv2.resize(self.photo, None, fx=self.source_scale, fy=self.source_scale,
                                      interpolation=cv2.INTER_AREA)
         points = mesh.points.astype(np.float64).copy()
         points[:, :2] = (points[:, :2] - self.origin) * self.scale

@@ -92,7 +92,7 @@ class PortraitRenderer:
         # the mesh's inner upper lip runs below the photo's lip edge (the shadow under the lip):
         # cover a strip above it (and past the corners), or that shadow fills the opening and stays
         # between the closed lips
-        r = max(2, int(round(0.015 * self.basis.height / self.scale * self.source_scale)))
+        r = max(1, int(round(0.012 * self.basis.height / self.scale * self.source_scale)))
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1),
                                                           (r, 0)))
         self.source = self.source.copy()

@@ -90,6 +90,11 @@ class Server:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
             return json.loads(r.read())["sessions"]
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def memory(self) -> tuple[float, int]:
         """(RSS in MB, threads) of the server process."""
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
@@ -238,12 +243,28 @@ def av_offset(client: Probe, t0: float, t1: float) -> float | None:
     return round(float(np.median(v) - np.median(s)), 4) if v and s else None
 
 
-def engine_counts(client: Probe, t0: float, t1: float) -> tuple[int, int]:
-    stats = [m for a, m in client.received.messages if m.get("type") == "stats" and t0 <= a < t1]
+def engine_counts(client: Probe, t0: float, t1: float) -> tuple[int, int, float | None, float]:
+    """Frames sent and repeated, generation-thread CPU seconds (None from a server that does not
+    report them) and the media seconds between the first and last stats message in [t0, t1)."""
+    stats = [(a, m) for a, m in client.received.messages if m.get("type") == "stats" and t0 <= a < t1]
     if len(stats) < 2:
-        return 0, 0
-    return (stats[-1]["frames_sent"] - stats[0]["frames_sent"],
-            stats[-1]["frames_repeated"] - stats[0]["frames_repeated"])
+        return 0, 0, None, 0.0
+    (a0, first), (a1, last) = stats[0], stats[-1]
+    cpu = last["engine"].get("cpu_s")
+    return (last["frames_sent"] - first["frames_sent"], last["frames_repeated"] - first["frames_repeated"],
+            None if cpu is None else cpu - first["engine"]["cpu_s"], a1 - a0)
+
+
+def cpu_budget(server_cpu_s: float, harness_cpu_s: float, generation_cpu_s: list, span_s: float) -> dict:
+    """CPU seconds per media second of one call, by part: these add up whatever else the machine
+    runs, so they say whether the calls fit on its cores even when the wall-clock figures cannot."""
+    calls = len(generation_cpu_s)
+    per_call = {"server": round(server_cpu_s / span_s / calls, 3), "harness_caller": round(harness_cpu_s / span_s / calls, 3)}
+    if all(g is not None for g in generation_cpu_s):
+        generation = sum(generation_cpu_s) / span_s / calls
+        per_call |= {"generation": round(generation, 3), "server_rest": round(per_call["server"] - generation, 3)}
+    return {"cpu_s_per_media_s_per_call": per_call, "cores_used": round((server_cpu_s + harness_cpu_s) / span_s, 3),
+            "cores": os.cpu_count()}
 
 
 async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float = 15.0) -> dict:
@@ -251,28 +272,33 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
     start = time.monotonic()
     await asyncio.sleep(warmup_s)
     memory = [server.memory()]  # (RSS, threads) every 10 s after the warm-up
+    cpu_then = server.cpu_s(), time.process_time()
     try:
         while time.monotonic() - start < warmup_s + minutes * 60 and all(c.ws.close_code is None for c in clients):
             await asyncio.sleep(10)
             memory.append(server.memory())
     finally:
         end = time.monotonic()
+        cpu_used = server.cpu_s() - cpu_then[0], time.process_time() - cpu_then[1]
         alive = [c.ws.close_code is None for c in clients]
         for c in clients:
             await c.close()
     t0 = start + warmup_s
-    results = []
+    results, generation = [], []
     for c, up in zip(clients, alive):
-        sent, repeated = engine_counts(c, t0, end)
+        sent, repeated, cpu, span = engine_counts(c, t0, end)
+        generation.append(None if cpu is None else cpu * (end - t0) / max(span, 1e-6))
         frames = sum(t0 <= a < end for a, _, _ in c.received.video)
         results.append({
             "fps": round(frames / (end - t0), 2),
             "repeated_pct": round(100 * repeated / sent, 2) if sent else None,
             "av_offset_first_min_s": av_offset(c, t0, t0 + 60),
             "av_offset_last_min_s": av_offset(c, end - 60, end),
-            "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"]),
+            "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"
+                              and m.get("reason") == "catch-up"]),
             "call_alive": up})
     return {"minutes": round((end - t0) / 60, 2), "callers": results,
+            **cpu_budget(*cpu_used, generation, end - t0),
             "rss_mb_start_end": [round(memory[0][0], 1), round(memory[-1][0], 1)],
             "threads_start_end": [memory[0][1], memory[-1][1]], "load": load()}
 

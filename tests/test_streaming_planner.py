@@ -67,3 +67,44 @@ def test_observe(before, observed, after):
     p = planner(*before)
     p.observe(*observed)
     assert (p.est_full, p.est_fast) == pytest.approx(after)
+
+
+@pytest.mark.parametrize("before, observed, after", [
+    # (est_full, est_fast, cpu_full, cpu_fast); (steps, idle, compute, cpu); (est_full, est_fast, cpu_full, cpu_fast)
+    # the first full-steps window: its CPU time is kept
+    ((None, None, None, None), (None, False, 0.30, 0.25), (0.30, None, 0.25, None)),
+    # one step, full steps' CPU known: their estimate follows it at this window's wall/CPU (2x here)
+    ((0.30, None, 0.25, None), (1, False, 0.40, 0.20), (0.36, 0.40, 0.25, 0.20)),
+    # and back: on full steps, one step's estimate follows the same way
+    ((0.30, 0.40, 0.25, 0.20), (None, False, 0.25, 0.25), (0.285, 0.34, 0.25, 0.20)),
+    # no CPU time: the old 10 % relaxation
+    ((0.30, None, None, None), (1, False, 0.10, None), (0.27, 0.10, None, None)),
+])
+def test_observe_with_cpu(before, observed, after):
+    p = planner(*before[:2])
+    p.cpu_full, p.cpu_fast = before[2:]
+    p.observe(*observed)
+    assert (p.est_full, p.est_fast, p.cpu_full, p.cpu_fast) == pytest.approx(after)
+
+
+def plan_steadily(p: StepPlanner, slack: float, slowdown: float, cpu_full: float, cpu_fast: float, windows: int):
+    """Steps of `windows` windows, each starting with `slack` and taking its CPU time x `slowdown`."""
+    steps = []
+    for _ in range(windows):
+        plan = p.plan(slack, 1)
+        p.observe(plan.steps, False, (cpu_full if plan.steps is None else cpu_fast) * slowdown,
+                  cpu_full if plan.steps is None else cpu_fast)
+        steps.append(plan.steps)
+    return steps
+
+
+def test_a_shared_machine_stays_on_one_step_and_full_steps_come_back_when_it_is_free():
+    """Two calls on two cores: each window takes 1.4x its CPU time. Full steps (0.245 s CPU) would
+    finish late with the 0.33 s the output delay leaves, one step (0.18 s) fits: every window after
+    the first late one is on one step, none tries full steps again (each such try would be shown
+    late). When the other call ends (1.0x), full steps return within a few windows."""
+    p = StepPlanner(2, 0.32)
+    shared = plan_steadily(p, 0.33, 1.4, 0.245, 0.18, 60)
+    assert shared[0] is None and shared[1:] == [1] * 59
+    free = plan_steadily(p, 0.33, 1.0, 0.245, 0.18, 10)
+    assert free[-1] is None and free.index(None) <= 5

@@ -243,28 +243,38 @@ def av_offset(client: Probe, t0: float, t1: float) -> float | None:
     return round(float(np.median(v) - np.median(s)), 4) if v and s else None
 
 
-def engine_counts(client: Probe, t0: float, t1: float) -> tuple[int, int, float | None, float]:
-    """Frames sent and repeated, generation-thread CPU seconds (None from a server that does not
-    report them) and the media seconds between the first and last stats message in [t0, t1)."""
+def engine_counts(client: Probe, t0: float, t1: float) -> dict:
+    """From the first and last stats message in [t0, t1): frames sent and repeated, windows made, the
+    generation thread's CPU seconds (None from a server that does not report them), the window's
+    media length and the seconds between the two messages."""
     stats = [(a, m) for a, m in client.received.messages if m.get("type") == "stats" and t0 <= a < t1]
     if len(stats) < 2:
-        return 0, 0, None, 0.0
+        return {"sent": 0, "repeated": 0, "windows": 0, "cpu_s": None, "window_s": None, "span_s": 0.0}
     (a0, first), (a1, last) = stats[0], stats[-1]
     cpu = last["engine"].get("cpu_s")
-    return (last["frames_sent"] - first["frames_sent"], last["frames_repeated"] - first["frames_repeated"],
-            None if cpu is None else cpu - first["engine"]["cpu_s"], a1 - a0)
+    return {"sent": last["frames_sent"] - first["frames_sent"],
+            "repeated": last["frames_repeated"] - first["frames_repeated"],
+            "windows": last["engine"]["windows"] - first["engine"]["windows"],
+            "cpu_s": None if cpu is None else cpu - first["engine"]["cpu_s"],
+            "window_s": last["latency"]["window_s"], "span_s": a1 - a0}
 
 
-def cpu_budget(server_cpu_s: float, harness_cpu_s: float, generation_cpu_s: list, span_s: float) -> dict:
-    """CPU seconds per media second of one call, by part: these add up whatever else the machine
-    runs, so they say whether the calls fit on its cores even when the wall-clock figures cannot."""
-    calls = len(generation_cpu_s)
-    per_call = {"server": round(server_cpu_s / span_s / calls, 3), "harness_caller": round(harness_cpu_s / span_s / calls, 3)}
-    if all(g is not None for g in generation_cpu_s):
-        generation = sum(generation_cpu_s) / span_s / calls
-        per_call |= {"generation": round(generation, 3), "server_rest": round(per_call["server"] - generation, 3)}
-    return {"cpu_s_per_media_s_per_call": per_call, "cores_used": round((server_cpu_s + harness_cpu_s) / span_s, 3),
-            "cores": os.cpu_count()}
+def cpu_budget(server_cpu_s: float, harness_cpu_s: float, counts: list[dict], seconds: float) -> dict:
+    """CPU seconds per media second of one call, by part: unlike the wall-clock figures these hardly
+    depend on what else the machine runs, so they say whether the calls fit on its cores.
+    `generation_every_window`: what generation needs when no window is passed over (a call that
+    falls behind makes fewer windows, so uses less than it needs)."""
+    calls = len(counts)
+    per_call = {"server": round(server_cpu_s / seconds / calls, 3),
+                "harness_caller": round(harness_cpu_s / seconds / calls, 3)}
+    if all(c["cpu_s"] is not None and c["windows"] for c in counts):
+        generation = sum(c["cpu_s"] / c["span_s"] for c in counts) / calls
+        per_window = sum(c["cpu_s"] / c["windows"] for c in counts) / calls
+        per_call |= {"generation": round(generation, 3), "server_rest": round(per_call["server"] - generation, 3),
+                     "generation_cpu_s_per_window": round(per_window, 4),
+                     "generation_every_window": round(per_window / counts[0]["window_s"], 3)}
+    return {"cpu_s_per_media_s_per_call": per_call,
+            "cores_used": round((server_cpu_s + harness_cpu_s) / seconds, 3), "cores": os.cpu_count()}
 
 
 async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float = 15.0) -> dict:
@@ -284,10 +294,10 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
         for c in clients:
             await c.close()
     t0 = start + warmup_s
-    results, generation = [], []
+    results, counts = [], []
     for c, up in zip(clients, alive):
-        sent, repeated, cpu, span = engine_counts(c, t0, end)
-        generation.append(None if cpu is None else cpu * (end - t0) / max(span, 1e-6))
+        counts.append(engine_counts(c, t0, end))
+        sent, repeated = counts[-1]["sent"], counts[-1]["repeated"]
         frames = sum(t0 <= a < end for a, _, _ in c.received.video)
         results.append({
             "fps": round(frames / (end - t0), 2),
@@ -298,7 +308,7 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
                               and m.get("reason") == "catch-up"]),
             "call_alive": up})
     return {"minutes": round((end - t0) / 60, 2), "callers": results,
-            **cpu_budget(*cpu_used, generation, end - t0),
+            **cpu_budget(*cpu_used, counts, end - t0),
             "rss_mb_start_end": [round(memory[0][0], 1), round(memory[-1][0], 1)],
             "threads_start_end": [memory[0][1], memory[-1][1]], "load": load()}
 

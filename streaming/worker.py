@@ -226,6 +226,12 @@ class GenerationWorker:
         self._catch_up_log.jumped(behind_s, skipped, self._next_frame)
         self.notify(Degraded("catch-up", round(behind_s, 3), skipped))
 
+    def _deliver(self, frames) -> None:
+        """A window's frames, a latent's worth at a time, to the video track (call frame indices)."""
+        if self._base_frame:
+            frames = [replace(f, index=f.index + self._base_frame) for f in frames]
+        self.frames.put(frames)
+
     def _run_window(self) -> None:
         if self.threads is not None:
             wanted = self.threads()
@@ -238,12 +244,8 @@ class GenerationWorker:
         first = self._next_frame
         due = self.clock.frame_due(first)
         started, cpu_started = time.monotonic(), time.thread_time()
-        result = self.session.run_window(plan.steps)
+        result = self.session.run_window(plan.steps, deliver=self._deliver)
         done, cpu = time.monotonic(), time.thread_time()
-        frames = result.frames
-        if self._base_frame:
-            frames = [replace(f, index=f.index + self._base_frame) for f in frames]
-        self.frames.put(frames)
         self._next_frame = self._base_frame + result.first_frame + self.session.frames_per_window
         compute = done - started
         self.planner.observe(plan.steps, result.idle, compute, cpu - cpu_started)

@@ -45,12 +45,14 @@ class Call:
 
     def __init__(self, call_id: str, profile, config, send: Callable[[dict], Awaitable[None]],
                  vad_model_factory: Callable[[], object], executor=None, compute_allowance_s: float = 0.2,
-                 torch_threads: Callable[[], int] | None = None):
+                 torch_threads: Callable[[], int] | None = None,
+                 generation_cores: Callable[[], float] | None = None):
         self.id = call_id
         self.profile = profile
         self.config = config
         self.compute_allowance_s = compute_allowance_s
         self._torch_threads = torch_threads  # asked before each window
+        self._generation_cores = generation_cores  # likewise
         self._send = send  # never raises
         self._vad_model_factory = vad_model_factory
         self._executor = executor  # runs the VAD off the loop (None: the default pool)
@@ -98,7 +100,7 @@ class Call:
         self.detector = SpeechDetector(vad_model)
         self.intake = AudioIntake(self.clock)
         self.worker = GenerationWorker(session, self.clock, self.frames, self._from_worker, name=f"gen-{self.id}",
-                                       threads=self._torch_threads)
+                                       threads=self._torch_threads, cores=self._generation_cores)
         decorate = None
         if cfg.stamp_frames:
             from .contrib.stamp import stamp_index  # a test aid, not part of the transport

@@ -12,6 +12,11 @@ load hardly changes, times how much longer than their CPU time windows take on t
 call that shares its cores (two calls on two cores) stays on one step while that lasts, instead of
 trying full steps every few windows and showing each of those late; once the load goes, the
 estimate of full steps falls with it and they come back.
+
+Full steps must also fit the call's share of the machine (`cores`, from avatar.threads): a window's
+CPU time at full steps over the window's length is the cores the call needs to keep up. Two calls on
+two cores cannot both have that (then they would fall behind together, whatever the slack says), so
+each runs one step while they share the machine.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 
 SMOOTHING = 0.3  # weight of the newest compute time in the moving estimates
 FULL_STEPS_MARGIN = 1.1  # full steps only when the slack exceeds their estimate by this factor
+CPU_RELAX = 0.995  # per window on fewer steps for want of cores: full steps' CPU estimate eases toward one step's
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,11 @@ class StepPlanner:
         known = [e for e in (self.est_full, self.est_fast) if e is not None]
         return min(known) if known else 0.0
 
-    def plan(self, slack_s: float, ready: int) -> WindowPlan:
+    def over_budget(self, cores: float | None) -> bool:
+        """Full steps need more of a core than the call's share (None: no share set)."""
+        return cores is not None and self.cpu_full is not None and self.cpu_full > cores * self.window_s
+
+    def plan(self, slack_s: float, ready: int, cores: float | None = None) -> WindowPlan:
         skip = 0
         if slack_s <= -self.window_s:  # the whole window is already past due: jump (not on an estimate alone)
             # over every window whose last frame is due before the cheapest run of it could end
@@ -52,8 +62,9 @@ class StepPlanner:
             skip = max(0, min(behind, ready - 1))  # never past the audio that is in
         slack_s += skip * self.window_s
         steps = None
-        if (self.est_full is not None and slack_s < FULL_STEPS_MARGIN * self.est_full and self.full_steps > 1
-                and (self.est_fast is None or self.est_fast < self.est_full)):
+        late = self.est_full is not None and slack_s < FULL_STEPS_MARGIN * self.est_full
+        if ((late or self.over_budget(cores)) and self.full_steps > 1
+                and (self.est_fast is None or self.est_full is None or self.est_fast < self.est_full)):
             steps = 1
         return WindowPlan(skip, steps)
 
@@ -69,13 +80,16 @@ class StepPlanner:
             self.est_fast = _smooth(self.est_fast, compute_s)
         if cpu_s is not None and cpu_s > 0:
             slowdown = compute_s / cpu_s  # wall time per CPU second now
-            if full:
-                self.cpu_full = _smooth(self.cpu_full, cpu_s)
+            if full:  # up at once (a re-measure after easing), down smoothly
+                self.cpu_full = max(cpu_s, _smooth(self.cpu_full, cpu_s))
                 if self.cpu_fast is not None:
                     self.est_fast = _smooth(self.est_fast, self.cpu_fast * slowdown)
                 return
             self.cpu_fast = _smooth(self.cpu_fast, cpu_s)
             if self.cpu_full is not None:
+                # a first full-steps window that cost more than usual (a cold start) must not keep the
+                # call off full steps for good: re-measured now and then, one window at a time
+                self.cpu_full = max(self.cpu_fast, CPU_RELAX * self.cpu_full)
                 self.est_full = _smooth(self.est_full, self.cpu_full * slowdown)
                 return
         if not full and self.est_full is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from avatar.threads import torch_threads
+from avatar.threads import generation_cores, torch_threads
 
 from .avatars import AvatarLibrary, decode_upload
 from .call import Call
@@ -94,6 +94,10 @@ class AvatarServer:
         if running is None:
             running = sum(call is not None for call in self.calls.values())
         return torch_threads(running)
+
+    def generation_cores(self) -> float:
+        """Cores each generation worker may use, shared by the calls running now (avatar/threads.py)."""
+        return generation_cores(sum(call is not None for call in self.calls.values()))
 
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),
@@ -177,7 +181,8 @@ class AvatarServer:
                 else:
                     image = self._image_from(link.avatar, link.image)
                 call = Call(link.call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
-                            compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads)
+                            compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads,
+                            generation_cores=self.generation_cores)
                 try:
                     answer = await call.start(msg, image)
                 except BaseException:

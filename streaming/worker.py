@@ -107,12 +107,13 @@ class GenerationWorker:
 
     def __init__(self, session, clock: MediaClock, frames: FrameBuffer,
                  notify: Callable[[WorkerEvent], None] | None = None, name: str = "generation",
-                 threads: Callable[[], int] | None = None):
+                 threads: Callable[[], int] | None = None, cores: Callable[[], float] | None = None):
         self.session = session
         self.clock = clock
         self.frames = frames
         self.notify = notify or (lambda event: None)
         self.threads = threads  # torch threads for this worker, asked before each window (per thread under OpenMP)
+        self.cores = cores  # the cores this call may use (full steps only within them), asked likewise
         self.stats = WorkerStats()
         self.lock = threading.Lock()
         self.planner = StepPlanner(session.profile.steps, session.frames_per_window / clock.fps)
@@ -238,7 +239,7 @@ class GenerationWorker:
             if wanted != torch.get_num_threads():
                 torch.set_num_threads(wanted)
         slack = self.clock.frame_due(self._next_frame) - time.monotonic()
-        plan = self.planner.plan(slack, self.session.windows_ready())
+        plan = self.planner.plan(slack, self.session.windows_ready(), None if self.cores is None else self.cores())
         if plan.skip:
             self._jump(plan.skip, -slack)
         first = self._next_frame

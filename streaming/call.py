@@ -161,6 +161,10 @@ class Call:
     async def _intake_loop(self, track) -> None:
         # No exception passes through this frame (asyncio.wait, task.exception()): one that did would
         # tie the frame, and so the call, into a reference cycle that outlives the call.
+        # The track exists once the offer is applied; the clock starts with the media path, so a call
+        # that never connects makes no window (of silence) before the signaling deadline ends it.
+        if not await self._connects():
+            return
         self.clock.start()
         receiving: asyncio.Task | None = None
         while not self.closed.is_set():
@@ -206,6 +210,14 @@ class Call:
                     "cut": cut}
         self.vad_events.append(msg)
         self._spawn(self._send(msg))
+
+    async def _connects(self) -> bool:
+        """Wait until the media path is up (True) or the call ends first (False)."""
+        waiting = {asyncio.ensure_future(self.connected.wait()), asyncio.ensure_future(self.closed.wait())}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiting:
+            task.cancel()
+        return self.connected.is_set() and not self.closed.is_set()
 
     async def _closes_within(self, seconds: float) -> bool:
         """Sleep, but wake when the call closes: the call's loops end by themselves rather than by

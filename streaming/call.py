@@ -182,21 +182,23 @@ class Call:
             return
         self.clock.start()
         receiving: asyncio.Task | None = None
-        while not self.closed.is_set():
-            if receiving is None and track.readyState != "live":  # no more input
-                if not await self._closes_within(STARVED_POLL_S):
-                    await self._take_audio(self.intake.fill_silence())  # keeps the face idling
-                continue
-            receiving = receiving or asyncio.ensure_future(track.recv())
-            done, _ = await asyncio.wait({receiving}, timeout=STARVED_POLL_S)
-            if not done:  # starved: silence keeps the timeline on the clock
-                await self._take_audio(self.intake.fill_silence())
-                continue
-            finished, receiving = receiving, None
-            if not finished.cancelled() and finished.exception() is None:  # else the track ended
-                await self._take_audio(self.intake.push(finished.result()))
-        if receiving is not None:
-            receiving.cancel()
+        try:
+            while not self.closed.is_set():
+                if receiving is None and track.readyState != "live":  # no more input
+                    if not await self._closes_within(STARVED_POLL_S):
+                        await self._take_audio(self.intake.fill_silence())  # keeps the face idling
+                    continue
+                receiving = receiving or asyncio.ensure_future(track.recv())
+                done, _ = await asyncio.wait({receiving}, timeout=STARVED_POLL_S)
+                if not done:  # starved: silence keeps the timeline on the clock
+                    await self._take_audio(self.intake.fill_silence())
+                    continue
+                finished, receiving = receiving, None
+                if not finished.cancelled() and finished.exception() is None:  # else the track ended
+                    await self._take_audio(self.intake.push(finished.result()))
+        finally:  # also when _close cancels this loop: no recv() left pending on the track
+            if receiving is not None:
+                receiving.cancel()
 
     async def _take_audio(self, pcm) -> None:
         if not len(pcm):

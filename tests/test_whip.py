@@ -4,6 +4,7 @@ HTTP contract: status codes, headers, tokens, trickle fragments, slots."""
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from streaming.broadcast import parse_sdpfrag
 from streaming.config import ServerConfig
+from streaming.protocol import WHIP_OFFER, ProtocolError, check_offer_sdp
 from streaming.server import AvatarServer
 
 WHIP_CLIENT = shutil.which("whip-client")  # Debian's simple-whip-client
@@ -159,6 +161,18 @@ def test_sdpfrag_parsing():
     assert end is None
 
 
+async def test_whip_offer_may_bundle_its_audio_on_the_video_transport():
+    """GStreamer's max-bundle offer: video first, then audio with port 0 and a=bundle-only."""
+    pc, offer = await aiortc_offer(("video", "sendonly"), ("audio", "sendonly"))
+    await pc.close()
+    port_0 = re.sub(r"m=audio \d+", "m=audio 0", offer)
+    bundle_only = port_0.replace("a=mid:1\r\n", "a=mid:1\r\na=bundle-only\r\n")
+    assert port_0 != offer and bundle_only.count("a=bundle-only") == 1
+    check_offer_sdp(bundle_only, WHIP_OFFER, others=True)
+    with pytest.raises(ProtocolError, match="audio section must send"):  # port 0 alone: a refused section
+        check_offer_sdp(port_0, WHIP_OFFER, others=True)
+
+
 # ---- the real clients ----------------------------------------------------------------------------
 def speech_wav(path: Path, speech_hello: np.ndarray, repeats: int = 8) -> Path:
     """1 s of silence, then "hello", 1.5 s of silence, again and again: 16 kHz mono."""
@@ -182,12 +196,17 @@ def no_upnp_dir(tmp_path: Path) -> Path:
 
 
 def publish(url: str, wav: Path, tmp_path: Path) -> subprocess.Popen:
-    """simple-whip-client sending the WAV in real time (clocksync) as Opus, trickling its candidates."""
+    """simple-whip-client sending the WAV in real time (clocksync) as Opus, trickling its candidates, and
+    a small camera-like video as OBS would (the server ignores it). With both, GStreamer offers
+    max-bundle: the audio section is bundle-only, port 0."""
     audio = (f"filesrc location={wav} ! wavparse ! clocksync ! audioconvert ! audioresample ! "
              "audio/x-raw,rate=48000,channels=1 ! opusenc ! rtpopuspay pt=100 ssrc=1 ! queue ! "
              "application/x-rtp,media=audio,encoding-name=OPUS,payload=100")
+    video = ("videotestsrc is-live=true pattern=ball ! video/x-raw,width=64,height=64,framerate=5/1 ! "
+             "videoconvert ! vp8enc deadline=1 ! rtpvp8pay pt=96 ssrc=2 ! queue ! "
+             "application/x-rtp,media=video,encoding-name=VP8,payload=96")
     env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": str(no_upnp_dir(tmp_path)), "HOME": str(tmp_path)}
-    return subprocess.Popen([WHIP_CLIENT, "-u", url, "-t", TOKEN, "-o", "-A", audio], env=env,
+    return subprocess.Popen([WHIP_CLIENT, "-u", url, "-t", TOKEN, "-o", "-A", audio, "-V", video], env=env,
                             stdout=open(tmp_path / "whip-client.log", "wb"), stderr=subprocess.STDOUT)
 
 

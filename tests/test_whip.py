@@ -273,10 +273,7 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
 
         await browser.open_page()
         await browser.command("Page.navigate", url=f"{base}/demo/watch.html?whep=/whep/{broadcast.watch_id}")
-        deadline = time.monotonic() + 20
-        while not await browser.evaluate("!!(window.watching && window.watching.start)"):
-            assert time.monotonic() < deadline, "the watch page did not load"
-            await asyncio.sleep(0.2)
+        await browser.until("window.watching && window.watching.start", "the watch page did not load")
         await browser.evaluate(f"window.watching.start('{TOKEN}')")
         async with aiohttp.ClientSession() as http:
             viewer_location = await viewer.watch(http, f"{base}/whep/{broadcast.watch_id}")

@@ -19,6 +19,7 @@ from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
+from .outputs import MediaOutput, check_caller_rtmp, open_outputs
 from .peer import answer_as_dtls_server, discard_track, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
 from .stats import StatsReporter, network_rtt
@@ -77,12 +78,14 @@ class Call:
         self.video: PacedVideoTrack | None = None
         self.voice_track: DelayedVoiceTrack | None = None
         self.pc: RTCPeerConnection | None = None
+        self.outputs: list[MediaOutput] = []  # RTMP pushes and the recording (streaming/outputs.py)
 
     # ---- set-up -----------------------------------------------------------------------------
     async def start(self, offer: Offer, image) -> dict:
         from avatar.session import Session
 
         cfg = self.config
+        check_caller_rtmp(cfg, offer.rtmp)
         try:
             session = await self.loop.run_in_executor(
                 None, lambda: Session(self.profile, image, prompt=offer.prompt, seed=cfg.seed))
@@ -131,10 +134,14 @@ class Call:
         except Exception as exc:
             raise ProtocolError("bad_sdp", f"no answer could be made for this offer: {type(exc).__name__} {exc}") from None
         self.worker.start()
+        self.outputs = open_outputs(cfg, self.id, offer.rtmp, fps, self.profile.resolution,
+                                    DelayedVoiceTrack.OUT_RATE, self._from_output)
+        self.video.outputs = self.voice_track.outputs = self.outputs
         self._spawn(self._stats_loop())
         log.info("call=%s event=answered output_delay_s=%.3f", self.id, self.clock.delay_s)
         return {"type": "answer", "sdp": pc.localDescription.sdp, "delay_s": round(self.clock.delay_s, 3),
-                "fps": fps, "resolution": list(self.profile.resolution)}
+                "fps": fps, "resolution": list(self.profile.resolution),
+                "outputs": [output.kind for output in self.outputs]}
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -247,6 +254,17 @@ class Call:
         """Called from the worker thread: hop onto the loop."""
         self.loop.call_soon_threadsafe(self._on_worker_event, event)
 
+    def _from_output(self, kind: str, reason: str) -> None:
+        """An output stopped (called from its thread or the loop; it has logged why): tell the caller."""
+        try:
+            self.loop.call_soon_threadsafe(self._on_output_failed, kind, reason)
+        except RuntimeError:  # the loop has ended (the server stopped): nobody is listening
+            pass
+
+    def _on_output_failed(self, kind: str, reason: str) -> None:
+        if not self.closed.is_set():
+            self._spawn(self._send({"type": "output", "output": kind, "ok": False, "reason": reason}))
+
     def _on_worker_event(self, event: WorkerEvent) -> None:
         if self.closed.is_set():  # sent just before the call closed: nobody is listening
             return
@@ -312,6 +330,9 @@ class Call:
         for track in (self.video, self.voice_track):
             if track is not None:
                 track.stop()
+        # after the tracks: nothing more comes; the files are finalised, the threads end
+        await asyncio.gather(*(self.loop.run_in_executor(None, output.close) for output in self.outputs))
+        self.outputs.clear()
         self.session = self.worker = self.pc = self.video = self.voice_track = None
         self.detector = self.intake = self.frames = self.voice = None
 

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from avatar.video import is_stream_url
+
 from .ice import ICE_ENV, ice_servers_from
 
 # The demo page and the JS client: `client/` at the top of a checkout, shipped in the wheel as
@@ -55,6 +57,12 @@ class ServerConfig:
     # aiortc holds 4 incoming audio packets (80 ms) for reordering before decoding; 1 is enough on a
     # LAN and saves 60 ms of latency. None keeps aiortc's own.
     audio_receive_prefetch: int | None = 1
+    # Outputs (streaming/outputs.py): every call pushed to this RTMP URL ("{call}": the call id) and
+    # recorded into this directory as <call id>.mp4; a caller may name its own RTMP URL in the offer
+    # only if it starts with one of rtmp_allow (the server connects out to it).
+    rtmp_url: str | None = None
+    record_dir: Path | None = None
+    rtmp_allow: tuple[str, ...] = ()
     stamp_frames: bool = False  # paint each frame's index into its pixels (tests and the benchmark)
     seed: int = 0
 
@@ -80,6 +88,9 @@ class ServerConfig:
             ice_servers=ice_servers_from(getattr(args, "ice_server", None), os.environ.get(ICE_ENV)),
             tls_cert=getattr(args, "tls_cert", None),
             tls_key=getattr(args, "tls_key", None),
+            rtmp_url=getattr(args, "rtmp_url", None),
+            record_dir=Path(args.record) if getattr(args, "record", None) else None,
+            rtmp_allow=tuple(getattr(args, "rtmp_allow", None) or ()),
         )
         if cfg.tls_key and not cfg.tls_cert:
             raise ValueError("--tls-key needs --tls-cert")
@@ -87,4 +98,9 @@ class ServerConfig:
             raise ValueError("--max-sessions must be at least 1")
         if not 0 <= cfg.port <= 65535:
             raise ValueError(f"--port must be 0-65535, not {cfg.port}")
+        for url in (cfg.rtmp_url, *cfg.rtmp_allow):
+            if url is not None and not is_stream_url(url):
+                raise ValueError(f"an RTMP URL starts rtmp:// or rtmps://, not {url!r}")
+        if cfg.record_dir is not None:
+            cfg.record_dir.mkdir(parents=True, exist_ok=True)  # fails here, not in the first call
         return cfg

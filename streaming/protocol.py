@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from aiortc import RTCIceCandidate
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from avatar.video import is_stream_url
+
 MAX_SDP_CHARS = 64 * 1024
 MAX_PROMPT_CHARS = 2000
+MAX_URL_CHARS = 2048
 MAX_CANDIDATE_CHARS = 1024
 MAX_MLINE_INDEX = 64
 
@@ -43,6 +46,7 @@ class Offer:
     avatar: str | None = None
     image: str | None = None  # base64 or a data: URL, decoded by the server
     prompt: str | None = None
+    rtmp: str | None = None  # push this call to that RTMP URL too (if the server allows it)
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,11 @@ def _check_offer(msg: dict) -> Offer:
     if avatar is not None and not isinstance(avatar, str):
         raise ProtocolError("bad_message", "'avatar' must be a string id")
     prompt = _text(msg, "prompt", MAX_PROMPT_CHARS, required=False)
+    rtmp = _text(msg, "rtmp", MAX_URL_CHARS, required=False)
+    if rtmp is not None and not is_stream_url(rtmp):
+        raise ProtocolError("bad_message", "'rtmp' must be an rtmp:// or rtmps:// URL")
     check_offer_sdp(sdp)
-    return Offer(sdp, avatar, image, prompt)
+    return Offer(sdp, avatar, image, prompt, rtmp)
 
 
 def parse_candidate(line: str) -> RTCIceCandidate:

@@ -283,7 +283,7 @@ def serve_main(args) -> int:
     """`avatar serve`: args has .host .port .profile .max_sessions .token .weights .device."""
     try:
         config = ServerConfig.from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: e.g. --record names a directory that cannot be made
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if config.tls_cert:

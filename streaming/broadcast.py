@@ -146,7 +146,7 @@ class Viewer(Resource):
         pc.on("connectionstatechange", self._on_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            answer_as_dtls_server(pc)
+            answer_as_dtls_server(pc, offer_sdp)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises assorted errors on SDP it cannot use
             raise Refused(400, "bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
@@ -217,7 +217,7 @@ class Broadcast(Resource):
             raise Refused(404, "unknown_session", "this session has ended")
         if len(self.viewers) >= self.config.max_viewers:
             raise Refused(503, "viewers_full", f"this session has its {self.config.max_viewers} viewers; "
-                                                 "try again later", {"Retry-After": "10"})
+                                               "try again later", {"Retry-After": "10"})
         viewer = Viewer(offer_sdp, self)
         self.viewers[viewer.id] = viewer
         # Video unbuffered: a viewer whose sending falls behind skips to the newest frame rather than

@@ -128,7 +128,7 @@ class Call:
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         if cfg.audio_receive_prefetch is not None:
             shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
-        answer_as_dtls_server(pc)
+        answer_as_dtls_server(pc, offer.sdp)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:

@@ -85,6 +85,8 @@ async def test_whip_http_contract(whip_server):
         listen_only = (await aiortc_offer(("audio", "recvonly")))[1]
         status, _, text = await request(http, "POST", f"{base}/whip", listen_only)
         assert status == 400 and "audio section must send" in text
+        status, _, text = await request(http, "POST", f"{base}/whip", offer + "a=x-pad:" + "x" * 70000 + "\r\n")
+        assert status == 413 and "larger than" in text
         status, _, text = await request(http, "POST", f"{base}/whip?avatar=nobody", offer)
         assert status == 400 and "unknown avatar" in text
         assert not server.calls  # no refusal took a slot

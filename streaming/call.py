@@ -128,7 +128,8 @@ class Call:
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         if cfg.audio_receive_prefetch is not None:
             shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
-        answer_as_dtls_server(pc, offer.sdp)
+        if self.broadcast:  # a WHIP publisher may be GStreamer (peer.py); websocket callers keep aiortc's
+            answer_as_dtls_server(pc, offer.sdp)  # default: as DTLS server it misses a caller's pc.close()
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:

@@ -128,8 +128,10 @@ class Call:
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         if cfg.audio_receive_prefetch is not None:
             shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
-        if self.broadcast:  # a WHIP publisher may be GStreamer (peer.py); websocket callers keep aiortc's
-            answer_as_dtls_server(pc, offer.sdp)  # default: as DTLS server it misses a caller's pc.close()
+        if self.broadcast:  # a WHIP publisher may be GStreamer (an RSA certificate). A signaling caller
+            # keeps aiortc's DTLS client role: as server, a caller that closes its peer connection was not
+            # seen to go, and kept its slot (tests/test_streaming_hostile.py, the pc_closed drop).
+            answer_as_dtls_server(pc, offer.sdp)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:

@@ -217,10 +217,13 @@ class Broadcast(Resource):
             raise Refused(404, "unknown_session", "this session has ended")
         if len(self.viewers) >= self.config.max_viewers:
             raise Refused(503, "viewers_full", f"this session has its {self.config.max_viewers} viewers; "
-                                                 "try again later", {"Retry-After": "10"})
+                                               "try again later", {"Retry-After": "10"})
         viewer = Viewer(offer_sdp, self)
         self.viewers[viewer.id] = viewer
-        tracks = [OwnFrames(self._relay.subscribe(track)) for track in (self.call.voice_track, self.call.video)]
+        # Video unbuffered: a viewer whose sending falls behind skips to the newest frame rather than
+        # lagging ever more; the voice buffered: each of its frames is needed.
+        tracks = [OwnFrames(self._relay.subscribe(self.call.voice_track)),
+                  OwnFrames(self._relay.subscribe(self.call.video, buffered=False))]
         try:
             answer = await viewer.start(offer_sdp, self.config, tracks)
         except BaseException:

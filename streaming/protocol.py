@@ -102,7 +102,8 @@ CALL_OFFER = {"audio": "send", "video": "receive"}
 WHIP_OFFER = {"audio": "send"}
 WHEP_OFFER = {"video": "receive"}
 _DIRECTIONS = {"send": ("sendrecv", "sendonly", None), "receive": ("sendrecv", "recvonly", None)}
-_HOW = {"send": "send (sendrecv or sendonly, port not 0)", "receive": "receive (recvonly or sendrecv, port not 0)"}
+_HOW = {"send": "send (sendrecv or sendonly, port not 0 unless bundled)",
+        "receive": "receive (recvonly or sendrecv, port not 0 unless bundled)"}
 
 
 def check_offer_sdp(sdp: str, needs: dict[str, str] = CALL_OFFER, others: bool = False) -> None:
@@ -121,6 +122,7 @@ def check_offer_sdp(sdp: str, needs: dict[str, str] = CALL_OFFER, others: bool =
         if kinds.count(kind) != 1:
             raise ProtocolError("bad_sdp", f"the offer must have one {kind} section, not {kinds.count(kind)}")
     mids = [m.rtp.muxId for m in parsed.media]
+    bundled = _bundle_only_mids(sdp)
     for media in parsed.media:
         if media.kind not in needs:
             continue
@@ -132,8 +134,20 @@ def check_offer_sdp(sdp: str, needs: dict[str, str] = CALL_OFFER, others: bool =
         if mids.count(media.rtp.muxId) > 1:
             raise ProtocolError("bad_sdp", f"two of the offer's sections have the same a=mid {media.rtp.muxId!r}")
         way = needs[media.kind]
-        if media.port == 0 or media.direction not in _DIRECTIONS[way]:
+        if (media.port == 0 and media.rtp.muxId not in bundled) or media.direction not in _DIRECTIONS[way]:
             raise ProtocolError("bad_sdp", f"the offer's {media.kind} section must {_HOW[way]}")
+
+
+def _bundle_only_mids(sdp: str) -> set[str]:
+    """A max-bundle offer (GStreamer's, with audio and video) gives every section but the first of its
+    BUNDLE group port 0 and a=bundle-only (RFC 8843): they ride on the first one's transport. (Port 0
+    without it still means a refused section.) aiortc's parser drops the attribute, so: the text."""
+    mids = set()
+    for section in re.split(r"\r?\n(?=m=)", sdp)[1:]:
+        lines = section.splitlines()
+        if "a=bundle-only" in lines:
+            mids |= {line[len("a=mid:"):] for line in lines if line.startswith("a=mid:")}
+    return mids
 
 
 def _check_fingerprints(media) -> None:

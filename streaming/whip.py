@@ -71,10 +71,10 @@ class WhipEndpoints:
     async def _body(self, request: web.Request, content_type: str) -> str:
         if request.content_type != content_type:
             raise Refused(415, "content_type", f"the body must be {content_type}, not {request.content_type!r}",
-                            {"Accept-Post": SDP} if content_type == SDP else {"Accept-Patch": SDPFRAG})
+                          {"Accept-Post": SDP} if content_type == SDP else {"Accept-Patch": SDPFRAG})
         if request.content_length is not None and request.content_length > MAX_SDP_CHARS:
             raise Refused(413, "too_large", f"the body is larger than {MAX_SDP_CHARS} bytes")
-        raw = await request.content.read(MAX_SDP_CHARS + 1)
+        raw = await request.read()  # (a chunked body is bounded by aiohttp's client_max_size)
         if len(raw) > MAX_SDP_CHARS:
             raise Refused(413, "too_large", f"the body is larger than {MAX_SDP_CHARS} bytes")
         try:
@@ -104,7 +104,7 @@ class WhipEndpoints:
         calls = self.server.calls
         if len(calls) >= self.config.max_sessions:
             raise Refused(503, "full", f"the server is full ({self.config.max_sessions} sessions); try again later",
-                            {"Retry-After": "10"})
+                          {"Retry-After": "10"})
         broadcast = Broadcast(sdp, self.config)
         call_id = f"whip-{broadcast.id[:6]}"
         calls[call_id] = None  # the slot is taken now

@@ -92,6 +92,13 @@ class Chromium:
             raise RuntimeError(f"page error: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    async def until(self, expression: str, what: str, timeout: float = 20.0) -> None:
+        """Wait until the page's expression is true."""
+        deadline = time.monotonic() + timeout
+        while not await self.evaluate(f"!!({expression})"):
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.2)
+
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
@@ -237,10 +244,7 @@ async def test_the_microphone_needs_https_from_another_machine(tmp_path, tiny_pr
     try:
         await browser.open_page()
         await browser.command("Page.navigate", url=f"http://avatar.test:{plain_port}/demo/?autostart=1")
-        deadline = time.monotonic() + 20
-        while not await browser.evaluate("!!(window.demo && window.demo.error)"):
-            assert time.monotonic() < deadline, "the page did not say why it has no microphone"
-            await asyncio.sleep(0.2)
+        await browser.until("window.demo && window.demo.error", "the page did not say why it has no microphone")
         assert await browser.evaluate("window.isSecureContext") is False
         assert await browser.evaluate("window.demo.error.code") == "insecure"
 

@@ -20,12 +20,14 @@ import torch
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_token_window
 from models.dit import CrossContext
 from models.echomimic_inputs import face_token_mask, window_audio
+from models.interfaces import PhotoCodec
 from models.sampler import GuidancePlan, dropped, flow_sigmas, forward_count, sample
 from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
 from .errors import ProfileError
 from .image import prepare_reference
+from .photo import photo_reference
 from .profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,17 @@ class Session:
     needs. Not thread-safe: one thread drives a session.
     """
 
-    def __init__(self, profile: Profile, image, prompt: str | None = None, seed: int = 0):
+    def __init__(self, profile: Profile, image, prompt: str | None = None, seed: int = 0,
+                 output_mode: str = "crop"):
         self.profile = profile
         self.seed = int(seed)
-        self.reference = prepare_reference(image, profile.resolution)
+        if isinstance(profile.codec, PhotoCodec):  # the whole photo, fitted once per avatar
+            self.reference = photo_reference(profile.codec, image, output_mode)
+        elif output_mode != "crop":
+            raise ProfileError(f"output mode {output_mode!r} needs a profile that animates the photo "
+                               f"(portrait); {profile.name!r} makes only its own crop")
+        else:
+            self.reference = prepare_reference(image, profile.resolution)
         self.timeline = AudioTimeline()
         self._resampler = Resampler(profile.sample_rate)
         self._speech_marks: list[tuple[int, int, bool]] = []  # (s0, s1, speech) from a VAD
@@ -85,7 +94,8 @@ class Session:
         with torch.inference_mode():
             ref = torch.from_numpy(self.reference.image).to(dev, dtype).permute(2, 0, 1)[None] / 127.5 - 1
             self._ref_latent = profile.codec.encode_reference(ref)  # (1, C, 1, h, w)
-            self._decoder_state = profile.codec.start_stream(self._ref_latent, ref)
+            self._decoder_state = (profile.codec.start_stream(self._ref_latent, ref) if self.reference.fit is None
+                                   else self.reference.fit)
             self._grey = None  # inpaint: the known channels of the latents to generate
             if profile.conditioning == "inpaint":
                 if not hasattr(profile.codec, "grey_latents"):
@@ -257,12 +267,9 @@ class Session:
             if idle:
                 audio = torch.zeros_like(audio)
             latents = self._sample_window(audio, slots, sigmas, plan, k)
-            # the tiny decoder hears the new latents' audio (the real tokens, also in idle windows)
-            frames, self._decoder_state = p.codec.decode(latents, self._decoder_state, audio_new[None])
+            images = self._decode(latents, audio_new[None])
             keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
             self._context = keep[:, :, -p.context_latents:] if p.context_latents else None
-            images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            images = images.permute(0, 2, 3, 1).cpu().numpy()
 
         out = []
         for i in range(self.frames_per_window):
@@ -276,6 +283,15 @@ class Session:
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
                                         forward_count(sigmas, plan), c)
         return self.last_window
+
+    def _decode(self, latents: torch.Tensor, audio: torch.Tensor):
+        """The window's frames, HxWx3 uint8 each; the decoder hears the new latents' audio tokens."""
+        codec = self.profile.codec
+        if isinstance(codec, PhotoCodec):  # its state never changes; its frames are pixels already
+            return codec.decode_images(latents, self._decoder_state)
+        frames, self._decoder_state = codec.decode(latents, self._decoder_state, audio)
+        images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return images.permute(0, 2, 3, 1).cpu().numpy()
 
     def _sample_window(self, audio: torch.Tensor, slots: torch.Tensor | None, sigmas: torch.Tensor,
                        plan: GuidancePlan, k: int) -> torch.Tensor:

@@ -85,13 +85,13 @@ class AudioConfig:
 class CodecConfig:
     """[codec]: the latent autoencoder. `vae` (Wan VAE arguments, random weights only) is for tests."""
 
-    kind: str  # "tiny" or "wan-vae"
+    kind: str  # "tiny", "wan-vae" or "portrait" (motion vectors rendered by models/portrait)
     latent_channels: int = 16  # tiny only
     widths: tuple[int, ...] = (32, 64, 96)  # tiny only
     vae: Mapping[str, Any] | None = None
 
     def __post_init__(self):
-        _one_of(self.kind, ("tiny", "wan-vae"), "codec.kind")
+        _one_of(self.kind, ("tiny", "wan-vae", "portrait"), "codec.kind")
         if self.vae is not None:
             object.__setattr__(self, "vae", types.MappingProxyType(dict(self.vae)))
 

@@ -1,0 +1,72 @@
+"""The reference of a photo codec (the portrait profile): the user's whole photo, fitted once per avatar.
+
+A photo codec (`models.interfaces.PhotoCodec`) animates the photo's own pixels, so it is given the
+photo as decoded, not the square crop at the profile's size that other codecs get. Its fit (the
+face mesh and the renderer built on it) is cached by the photo's content, so a server that sees the
+same avatar in many calls fits it once; the fit is never changed by a stream, so calls share it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from models.portrait.face_mesh import FaceMeshError
+
+from .errors import FaceError, ImageError, ImageTooLarge
+from .image import Reference, decode_image
+
+log = logging.getLogger(__name__)
+
+OUTPUT_MODES = ("crop", "photo")  # the face crop at the profile's size, or the whole photo pasted back
+CACHED_FITS = 8
+
+_fits: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+
+def photo_reference(codec, source, output_mode: str = "crop") -> Reference:
+    """Decode `source`, fit `codec` on it (or take the cached fit) -> a Reference whose `image` is the
+    first frame (the photo with its mouth closed: the crop, or the whole photo) and whose `fit` is the
+    decoder state of its streams. A photo it cannot use raises FaceError / ImageError."""
+    if output_mode not in OUTPUT_MODES:
+        raise ImageError(f"output mode {output_mode!r} is not one of {', '.join(OUTPUT_MODES)}")
+    photo = decode_image(source, keep_alpha=True)
+    key = (id(codec), output_mode, photo.shape, hashlib.sha256(photo.tobytes()).hexdigest())
+    with _lock:
+        cached = _fits.get(key)
+        if cached is not None:
+            _fits.move_to_end(key)
+    if cached is None:
+        cached = _fit(codec, photo, output_mode == "photo")
+        with _lock:
+            _fits[key] = cached
+            while len(_fits) > CACHED_FITS:
+                _fits.popitem(last=False)
+    renderer, notes = cached
+    first = renderer.render(np.zeros(codec.latent_channels))
+    return Reference(first, True, (photo.shape[1], photo.shape[0]), _face_box(renderer), renderer, tuple(notes))
+
+
+def _fit(codec, photo: np.ndarray, paste: bool):
+    try:
+        renderer, notes = codec.fit_photo(photo, paste)
+    except FaceMeshError as exc:
+        log.info("event=photo_refused reason=%s", exc.reason)
+        error = ImageTooLarge if exc.reason == "image_too_large" else None
+        raise (error(str(exc)) if error else FaceError(exc.reason, str(exc))) from None
+    for note in notes:
+        log.info("event=photo_fallback note=\"%s\"", note)
+    return renderer, notes
+
+
+def _face_box(renderer) -> tuple[float, float, float, float]:
+    """The face's mesh box in output pixels."""
+    xy = renderer.basis.rest[:, :2]
+    if renderer.paste:
+        xy = xy + renderer.origin
+    (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+    return float(x0), float(y0), float(x1), float(y1)

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections import OrderedDict
 
+import cv2
 import numpy as np
 
 from models.portrait.face_mesh import FaceMeshError
@@ -22,6 +23,7 @@ from .image import Reference, decode_image
 log = logging.getLogger(__name__)
 
 OUTPUT_MODES = ("crop", "photo")  # the face crop at the profile's size, or the whole photo pasted back
+MAX_VIDEO_SIDE = 1280  # "photo" output: a larger photo is scaled down to this first (a video of it must encode in real time)
 CACHED_FITS = 8
 
 _fits: OrderedDict = OrderedDict()
@@ -35,6 +37,9 @@ def photo_reference(codec, source, output_mode: str = "crop") -> Reference:
     if output_mode not in OUTPUT_MODES:
         raise ImageError(f"output mode {output_mode!r} is not one of {', '.join(OUTPUT_MODES)}")
     photo = decode_image(source, keep_alpha=True)
+    notes = []
+    if output_mode == "photo":
+        photo = _video_sized(photo, notes)
     key = (id(codec), output_mode, photo.shape, hashlib.sha256(photo.tobytes()).hexdigest())
     with _lock:
         cached = _fits.get(key)
@@ -46,9 +51,21 @@ def photo_reference(codec, source, output_mode: str = "crop") -> Reference:
             _fits[key] = cached
             while len(_fits) > CACHED_FITS:
                 _fits.popitem(last=False)
-    renderer, notes = cached
+    renderer, fit_notes = cached
     first = renderer.render(np.zeros(codec.latent_channels))
-    return Reference(first, True, (photo.shape[1], photo.shape[0]), _face_box(renderer), renderer, tuple(notes))
+    return Reference(first, True, (photo.shape[1], photo.shape[0]), _face_box(renderer), renderer,
+                     tuple(notes + fit_notes))
+
+
+def _video_sized(photo: np.ndarray, notes: list[str]) -> np.ndarray:
+    """The whole photo as video frames take it: at most MAX_VIDEO_SIDE a side, and even sides (4:2:0)."""
+    h, w = photo.shape[:2]
+    if max(h, w) > MAX_VIDEO_SIDE:
+        scale = MAX_VIDEO_SIDE / max(h, w)
+        photo = cv2.resize(photo, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        notes.append(f"photo output: the {w}x{h} photo is scaled to {photo.shape[1]}x{photo.shape[0]}")
+    h, w = photo.shape[:2]
+    return np.ascontiguousarray(photo[:h - h % 2, :w - w % 2])
 
 
 def _fit(codec, photo: np.ndarray, paste: bool):

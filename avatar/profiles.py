@@ -15,7 +15,7 @@ import torch
 from models.audio_features import FPS, SAMPLE_RATE, MelEncoder, lookahead_seconds
 from models.checkpoints import CheckpointError, cast_keeping_fp32, load_exact, read_tensors, split_prefix
 from models.dit import AudioWanTransformer
-from models.interfaces import AudioEncoder, Codec
+from models.interfaces import AudioEncoder, Codec, PhotoCodec
 from models.profile_config import ProfileConfig, ProfileConfigError
 from models.profile_reader import profile_names, read_profile
 from models.sampler import GuidancePlan
@@ -65,6 +65,11 @@ class Profile:
     @property
     def resolution(self) -> tuple[int, int]:
         return self.config.resolution
+
+    @property
+    def animates_photo(self) -> bool:
+        """The codec moves the user's whole photo (portrait): it needs a real face, and can paste back."""
+        return isinstance(self.codec, PhotoCodec)
 
     @property
     def new_latents(self) -> int:
@@ -218,8 +223,8 @@ def load_profile(name: str = DEFAULT_PROFILE, device: str | torch.device | None 
         if cfg.codec.kind != "portrait":
             raise ProfileError(f"profile {name!r} makes frames of one size only ({cfg.resolution[1]}x"
                                f"{cfg.resolution[0]}); --size is for the portrait profiles")
-        if not 64 <= size <= 2048:
-            raise ProfileError(f"--size must be 64-2048 pixels, not {size}")
+        if not 64 <= size <= 2048 or size % 2:
+            raise ProfileError(f"--size must be an even number of pixels, 64-2048, not {size}")
         cfg = replace(cfg, resolution=(int(size), int(size)))
     device = _resolve_device(device)
     dtype = cfg.torch_dtype(device)

@@ -57,6 +57,7 @@ class WindowResult:
     compute_s: float
     forwards: int  # DiT forward passes
     context_latents: int
+    decode_s: float = 0.0  # of compute_s, the decoder's (the portrait profile: rendering)
 
 
 class Session:
@@ -73,7 +74,7 @@ class Session:
                  output_mode: str = "crop"):
         self.profile = profile
         self.seed = int(seed)
-        if isinstance(profile.codec, PhotoCodec):  # the whole photo, fitted once per avatar
+        if profile.animates_photo:  # the whole photo, fitted once per avatar
             self.reference = photo_reference(profile.codec, image, output_mode)
         elif output_mode != "crop":
             raise ProfileError(f"output mode {output_mode!r} needs a profile that animates the photo "
@@ -267,7 +268,9 @@ class Session:
             if idle:
                 audio = torch.zeros_like(audio)
             latents = self._sample_window(audio, slots, sigmas, plan, k)
+            decode_started = time.perf_counter()
             images = self._decode(latents, audio_new[None])
+            decode_s = time.perf_counter() - decode_started
             keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
             self._context = keep[:, :, -p.context_latents:] if p.context_latents else None
 
@@ -281,7 +284,7 @@ class Session:
         self.frames_done = f1
         self._discard_old_audio()
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
-                                        forward_count(sigmas, plan), c)
+                                        forward_count(sigmas, plan), c, decode_s)
         return self.last_window
 
     def _decode(self, latents: torch.Tensor, audio: torch.Tensor):

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from avatar.audio import AudioTimeline
-from avatar.errors import AvatarError
+from avatar.errors import AvatarError, ImageTooLarge
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 from .buffers import FrameBuffer
@@ -30,6 +30,13 @@ from .worker import GenerationWorker
 log = logging.getLogger(__name__)
 
 STARVED_POLL_S = 0.1  # how often a silent input is checked (and filled with silence)
+
+
+def image_refused(exc: AvatarError) -> ProtocolError:
+    """An image the engine refused, as the caller's error: `image_too_large` or `bad_image`, with the
+    face model's reason (no_face, profile, tiny_face, ...) for a photo without a usable face."""
+    code = "image_too_large" if isinstance(exc, ImageTooLarge) else "bad_image"
+    return ProtocolError(code, str(exc), getattr(exc, "reason", None))
 
 
 class Call:
@@ -84,10 +91,11 @@ class Call:
         cfg = self.config
         try:
             session = await self.loop.run_in_executor(
-                None, lambda: Session(self.profile, image, prompt=offer.prompt, seed=cfg.seed))
+                None, lambda: Session(self.profile, image, prompt=offer.prompt, seed=cfg.seed,
+                                      output_mode=cfg.output_mode))
             vad_model = await self.loop.run_in_executor(None, self._vad_model_factory)
         except AvatarError as exc:
-            raise ProtocolError("bad_image", str(exc)) from None
+            raise image_refused(exc) from None
         self.session = session
         self.prompt = offer.prompt
         fps = self.profile.fps
@@ -129,7 +137,7 @@ class Call:
         self._spawn(self._stats_loop())
         log.info("call=%s event=answered output_delay_s=%.3f", self.id, self.clock.delay_s)
         return {"type": "answer", "sdp": pc.localDescription.sdp, "delay_s": round(self.clock.delay_s, 3),
-                "fps": fps, "resolution": list(self.profile.resolution)}
+                "fps": fps, "resolution": list(session.reference.image.shape[:2])}
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -233,9 +241,10 @@ class Call:
 
         try:
             session = await self.loop.run_in_executor(
-                None, lambda: Session(self.profile, image, prompt=self.prompt, seed=self.config.seed))
+                None, lambda: Session(self.profile, image, prompt=self.prompt, seed=self.config.seed,
+                                      output_mode=self.config.output_mode))
         except AvatarError as exc:
-            raise ProtocolError("bad_image", str(exc)) from None
+            raise image_refused(exc) from None
         self._live_worker().swap_session(session)
 
     def _from_worker(self, event: WorkerEvent) -> None:

@@ -29,6 +29,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                        help="STUN/TURN server for the server and its clients, repeatable: stun:HOST[:PORT] or "
                             "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (or AVATAR_ICE_SERVERS)")
     engine_cli.add_model_args(serve)
+    engine_cli.add_output_mode_arg(serve)
     serve.set_defaults(func=cmd_serve)
 
 

@@ -57,8 +57,9 @@ class AvatarServer:
 
             cfg = self.config
             self.profile = await asyncio.get_running_loop().run_in_executor(
-                None, load_profile, cfg.profile, cfg.device, cfg.weights)
+                None, load_profile, cfg.profile, cfg.device, cfg.weights, cfg.size)
         cfg = self.config
+        self.avatars.first = "astronaut" if getattr(self.profile, "animates_photo", False) else "drawn"
         self.compute_allowance_s = cfg.compute_allowance_s
         if self.compute_allowance_s is None:
             from .calibrate import compute_allowance
@@ -215,7 +216,7 @@ class AvatarServer:
     def _image_from(self, avatar_id, upload):
         if upload is not None:
             return decode_upload(upload, self.config.max_upload_bytes, self.config.max_image_side)
-        return self.avatars.image(avatar_id or "drawn")
+        return self.avatars.image(avatar_id or self.avatars.first)
 
 
 @dataclass
@@ -223,7 +224,7 @@ class Link:
     """One websocket's signaling state: the face chosen before the offer, then the call."""
 
     call_id: str
-    avatar: str | None = "drawn"
+    avatar: str | None = None  # None: the library's first
     image: str | None = None  # an upload chosen before the offer
     call: Call | None = None
     candidates_ended: bool = False

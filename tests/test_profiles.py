@@ -14,7 +14,8 @@ from models.profile_config import DitConfig, ProfileConfig, ProfileConfigError
 from models.profile_reader import PROFILE_DIR, read_profile
 from models.sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm
 
-SHIPPED = {"tiny", "tiny-random", "echomimic-v3", "echomimic-v3-fast", "echomimic-v3-random"}
+SHIPPED = {"portrait", "portrait-random", "tiny", "tiny-random", "echomimic-v3", "echomimic-v3-fast",
+           "echomimic-v3-random"}
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_key(profile_dir):
 
 def test_a_value_outside_its_choices_is_refused_naming_them(profile_dir):
     path, message = refusal(profile_dir, '[codec]\nkind = "h264"\n')
-    assert message == f"{path}: codec.kind = 'h264' is not one of tiny, wan-vae"
+    assert message == f"{path}: codec.kind = 'h264' is not one of tiny, wan-vae, portrait"
 
 
 @pytest.mark.parametrize("body, refused", [

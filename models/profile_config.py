@@ -85,8 +85,8 @@ class AudioConfig:
 class CodecConfig:
     """[codec]: the latent autoencoder. `vae` (Wan VAE arguments, random weights only) is for tests."""
 
-    kind: str  # "tiny", "wan-vae" or "portrait" (motion vectors rendered by models/portrait)
-    latent_channels: int = 16  # tiny only
+    kind: str  # "tiny", "wan-vae" or "portrait" (motion latents rendered by warping the photo)
+    latent_channels: int = 16  # tiny and portrait
     widths: tuple[int, ...] = (32, 64, 96)  # tiny only
     vae: Mapping[str, Any] | None = None
 

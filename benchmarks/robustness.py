@@ -1,10 +1,11 @@
-"""Robustness of the live server, measured from outside: a real `avatar serve --profile tiny`
+"""Robustness of the live server, measured from outside: a real `avatar serve --profile PROFILE`
 subprocess and real aiortc callers (streaming.contrib.pyclient) over loopback.
 
     python benchmarks/robustness.py pause [--pauses 0.3 1 3]       # SIGSTOP the server mid-call
     python benchmarks/robustness.py churn [--calls 100]            # set-ups and tear-downs, every hang-up style
     python benchmarks/robustness.py soak [--minutes 30] [--callers 2]
-    common: [--server-tree DIR] (run the server from another checkout, e.g. an older commit's worktree)
+    common: [--profile NAME] (default: the default profile; `tiny` for a checkout older than portrait)
+            [--server-tree DIR] (run the server from another checkout, e.g. an older commit's worktree)
             [--json out.json]
 
 Each prints its figures with the machine's load (`uptime`): figures taken on a loaded machine say
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from avatar.audio import load_audio_file  # noqa: E402
+from avatar.profiles import DEFAULT_PROFILE  # noqa: E402
 from streaming.contrib.pyclient import CallClient  # noqa: E402
 
 RATE = 16000
@@ -63,16 +65,16 @@ class Probe(CallClient):
 
 
 class Server:
-    """`avatar serve --profile tiny` in a subprocess, from this checkout or another."""
+    """`avatar serve --profile NAME` in a subprocess, from this checkout or another."""
 
-    def __init__(self, tree: Path, max_sessions: int = 2):
+    def __init__(self, tree: Path, max_sessions: int = 2, profile: str = DEFAULT_PROFILE):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         module = "streaming.cli" if (tree / "streaming" / "cli.py").exists() else "avatar.cli"
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
         self.log = open(f"/tmp/robustness-server-{self.port}.log", "w")
-        self.cmd = [sys.executable, "-m", module, "serve", "--profile", "tiny", "--port", str(self.port),
+        self.cmd = [sys.executable, "-m", module, "serve", "--profile", profile, "--port", str(self.port),
                     "--max-sessions", str(max_sessions)]
         self.proc = subprocess.Popen(self.cmd, cwd=tree, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -94,6 +96,11 @@ class Server:
         """(RSS in MB, threads) of the server process."""
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -251,12 +258,14 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
     start = time.monotonic()
     await asyncio.sleep(warmup_s)
     memory = [server.memory()]  # (RSS, threads) every 10 s after the warm-up
+    cpu0 = server.cpu_seconds()
     try:
         while time.monotonic() - start < warmup_s + minutes * 60 and all(c.ws.close_code is None for c in clients):
             await asyncio.sleep(10)
             memory.append(server.memory())
     finally:
         end = time.monotonic()
+        cpu = server.cpu_seconds() - cpu0
         alive = [c.ws.close_code is None for c in clients]
         for c in clients:
             await c.close()
@@ -273,6 +282,8 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
             "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"]),
             "call_alive": up})
     return {"minutes": round((end - t0) / 60, 2), "callers": results,
+            # the server's CPU time per second of media it made, all calls together (2 cores: < 2 fits)
+            "cpu_s_per_media_s": round(cpu / ((end - t0) * callers), 3),
             "rss_mb_start_end": [round(memory[0][0], 1), round(memory[-1][0], 1)],
             "threads_start_end": [memory[0][1], memory[-1][1]], "load": load()}
 
@@ -285,9 +296,10 @@ async def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--callers", type=int, default=2)
     parser.add_argument("--server-tree", type=Path, default=ROOT)
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--json")
     args = parser.parse_args()
-    server = await Server(args.server_tree.resolve()).ready()
+    server = await Server(args.server_tree.resolve(), profile=args.profile).ready()
     print(f"server: {' '.join(server.cmd)} (tree {args.server_tree}), load {load()}", flush=True)
     try:
         if args.harness == "pause":

@@ -145,3 +145,35 @@ def test_grayscale_rgba_and_group_photos_take_their_stated_fallbacks(portrait_pr
     group[150:250, 500:605] = cv2.resize(face, (105, 100))
     several = Session(portrait_profile, group)
     assert any("2 faces" in note for note in several.reference.notes)
+
+
+def test_the_cli_renders_a_photo_cropped_or_pasted_back_and_refuses_a_faceless_one(tmp_path, photo, speech_like):
+    import subprocess
+    import sys
+
+    import wave
+
+    import av
+
+    wav = tmp_path / "s.wav"
+    pcm = (np.clip(speech_like(1.0), -1, 1) * 32767).astype(np.int16)
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SR), w.writeframes(pcm.tobytes())
+    wide = save(tmp_path, "wide.png", cv2.copyMakeBorder(photo, 0, 0, 60, 61, cv2.BORDER_REFLECT))
+
+    def render(image, *extra):
+        out = tmp_path / f"out{len(extra)}.mp4"
+        result = subprocess.run([sys.executable, "-m", "streaming.cli", "render", "--profile", "portrait-random",
+                                 "--image", str(image), "--audio", str(wav), "--out", str(out), "--quiet", *extra],
+                                capture_output=True, text=True, timeout=300)
+        return result, out
+
+    for extra, size in (((), (512, 512)), (("--output-mode", "photo"), (632, 512)), (("--size", "256"), (256, 256))):
+        result, out = render(wide, *extra)
+        assert result.returncode == 0, result.stderr
+        with av.open(str(out)) as c:
+            frames = [f for f in c.decode(video=0)]
+        assert len(frames) == 25 and (frames[0].width, frames[0].height) == size
+    result, _ = render(save(tmp_path, "cup.png", skdata.coffee()))
+    assert result.returncode == 2 and "error: no face found in the photo" in result.stderr
+    assert "Traceback" not in result.stderr

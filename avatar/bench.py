@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import time
@@ -55,6 +56,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
     window_s, frames, idle, forwards, decode_s, images = [], 0, 0, [], [], []
     sync()
     media_frames = int(seconds * profile.fps)
+    cpu_started = time.thread_time()  # this thread's CPU time: what the windows cost on a shared machine
     while frames < media_frames and session.windows_ready():
         t0 = time.perf_counter()
         out = session.step(1, steps)
@@ -66,6 +68,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         decode_s.append(session.last_window.decode_s)
         images += [f.image for f in out][:max(0, 50 - len(images))]
     compute = sum(window_s)
+    cpu = time.thread_time() - cpu_started
     media = frames / profile.fps
     return {
         "profile": profile.name,
@@ -83,6 +86,10 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         "media_s": round(media, 3),
         "compute_s": round(compute, 3),
         "real_time_factor": round(compute / media, 4),
+        # CPU-seconds per media-second of the generating thread (with torch's own threads idle at 1 thread):
+        # the real-time factor a machine with a free core would see
+        "cpu_s_per_media_s": round(cpu / media, 4) if torch.get_num_threads() == 1 else None,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "fps": round(frames / compute, 2),
         "window_latency_p50_s": round(float(np.percentile(window_s, 50)), 4),
         "window_latency_p95_s": round(float(np.percentile(window_s, 95)), 4),

@@ -17,8 +17,8 @@ import numpy as np
 
 from models.portrait.face_mesh import FaceMeshError
 
-from .errors import FaceError, ImageError, ImageTooLarge
-from .image import Reference, decode_image
+from .errors import FaceError, ImageTooLarge, ProfileError
+from .image import Reference, decode_image, prepare_reference
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +30,28 @@ _fits: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
 
+def open_reference(profile, source, output_mode: str = "crop") -> Reference:
+    """The reference a session of `profile` starts from: the whole photo fitted by a photo codec, or
+    (other codecs) the face crop at the profile's resolution, for which only the "crop" output exists."""
+    if profile.animates_photo:
+        return photo_reference(profile.codec, source, output_mode)
+    if output_mode != "crop":
+        raise ProfileError(f"output mode {output_mode!r} needs a profile that animates the photo "
+                           f"(portrait); {profile.name!r} makes only its own crop")
+    return prepare_reference(source, profile.resolution)
+
+
 def photo_reference(codec, source, output_mode: str = "crop") -> Reference:
     """Decode `source`, fit `codec` on it (or take the cached fit) -> a Reference whose `image` is the
     first frame (the photo with its mouth closed: the crop, or the whole photo) and whose `fit` is the
     decoder state of its streams. A photo it cannot use raises FaceError / ImageError."""
     if output_mode not in OUTPUT_MODES:
-        raise ImageError(f"output mode {output_mode!r} is not one of {', '.join(OUTPUT_MODES)}")
+        raise ProfileError(f"output mode {output_mode!r} is not one of {', '.join(OUTPUT_MODES)}")
     photo = decode_image(source, keep_alpha=True)
     notes = []
     if output_mode == "photo":
         photo = _video_sized(photo, notes)
-    key = (id(codec), output_mode, photo.shape, hashlib.sha256(photo.tobytes()).hexdigest())
+    key = (codec.size, output_mode, photo.shape, hashlib.sha256(photo.tobytes()).hexdigest())
     with _lock:
         cached = _fits.get(key)
         if cached is not None:

@@ -26,8 +26,7 @@ from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
 from .errors import ProfileError
-from .image import prepare_reference
-from .photo import photo_reference
+from .photo import open_reference
 from .profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -74,13 +73,7 @@ class Session:
                  output_mode: str = "crop"):
         self.profile = profile
         self.seed = int(seed)
-        if profile.animates_photo:  # the whole photo, fitted once per avatar
-            self.reference = photo_reference(profile.codec, image, output_mode)
-        elif output_mode != "crop":
-            raise ProfileError(f"output mode {output_mode!r} needs a profile that animates the photo "
-                               f"(portrait); {profile.name!r} makes only its own crop")
-        else:
-            self.reference = prepare_reference(image, profile.resolution)
+        self.reference = open_reference(profile, image, output_mode)
         self.timeline = AudioTimeline()
         self._resampler = Resampler(profile.sample_rate)
         self._speech_marks: list[tuple[int, int, bool]] = []  # (s0, s1, speech) from a VAD
@@ -95,8 +88,8 @@ class Session:
         with torch.inference_mode():
             ref = torch.from_numpy(self.reference.image).to(dev, dtype).permute(2, 0, 1)[None] / 127.5 - 1
             self._ref_latent = profile.codec.encode_reference(ref)  # (1, C, 1, h, w)
-            self._decoder_state = (profile.codec.start_stream(self._ref_latent, ref) if self.reference.fit is None
-                                   else self.reference.fit)
+            fit = self.reference.fit  # a photo codec's state, made once per avatar
+            self._decoder_state = profile.codec.start_stream(self._ref_latent, ref) if fit is None else fit
             self._grey = None  # inpaint: the known channels of the latents to generate
             if profile.conditioning == "inpaint":
                 if not hasattr(profile.codec, "grey_latents"):

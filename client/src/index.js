@@ -8,10 +8,11 @@ const ANSWER_TIMEOUT_MS = 20000;
 const WS_OPEN = 1; // WebSocket.OPEN (not a global in every runtime)
 
 export class AvatarError extends Error {
-  constructor(code, message) {
+  constructor(code, message, reason) {
     super(message);
     this.name = 'AvatarError';
     this.code = code;
+    if (reason !== undefined) this.reason = reason;
   }
 }
 
@@ -118,7 +119,7 @@ export class AvatarCall extends EventTarget {
       case 'avatar': if (msg.frame !== undefined) this._emit('avatar', { frame: msg.frame }); break;
       case 'degraded': this._emit('degraded', msg); break;
       case 'error': {
-        const err = new AvatarError(msg.code, msg.message);
+        const err = new AvatarError(msg.code, msg.message, msg.reason);
         this._emit('error', err);
         if (!this.answer) this._settle.reject(err);
         break;

@@ -8,6 +8,15 @@ commands, times and losses: models/weights/TINY_MODEL_CARD.md):
     python -m models.training distill --steps 600 --batch 4 --lr 1e-4 --teacher-steps 8
     python -m models.training export  --which student
 
+The portrait profile's motion generator (models/weights/PORTRAIT_MODEL_CARD.md) trains the same way,
+in --out runs/portrait with the portrait-random profile's shapes:
+
+    python -m models.training portrait-data    --clips 2000 --seconds 6
+    python -m models.training portrait-teacher --steps 4000 --batch 64 --lr 1e-3
+    python -m models.training portrait-student --steps 800 --batch 48 --lr 2e-4 --teacher-steps 8
+    python -m models.training portrait-export  --which student
+    python -m models.training portrait-eval
+
 Each stage keeps a checkpoint in --out (default runs/tiny, under the working directory) and continues
 from it when run again; export writes --target (default <out>/tiny.safetensors). The same DiT class,
 sampler, window layout and audio windowing as the engine are used, only smaller.
@@ -26,14 +35,16 @@ from ..profile_reader import read_profile
 from .data import make_dataset
 from .dit_stages import train_distill, train_teacher
 from .export import export
+from .portrait import stages as portrait
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m models.training", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["data", "codec", "decoder", "teacher", "distill", "export"])
-    p.add_argument("--out", type=Path, default=Path("runs") / "tiny", help="the run folder (default runs/tiny)")
-    p.add_argument("--profile", default="tiny-random", help="profile whose shapes are trained")
+    p.add_argument("stage", choices=["data", "codec", "decoder", "teacher", "distill", "export", *portrait.STAGES])
+    p.add_argument("--out", type=Path, default=None, help="the run folder (default runs/tiny, runs/portrait)")
+    p.add_argument("--profile", default=None, help="profile whose shapes are trained (default tiny-random, "
+                                                   "portrait-random)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-4)
@@ -46,13 +57,20 @@ def main(argv=None) -> None:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16: autocast matrix work to bfloat16 (fast on CPUs with AVX-512 BF16 / AMX)")
     p.add_argument("--which", choices=["teacher", "student"], default="student")
+    p.add_argument("--voices", type=int, default=4, help="portrait-eval: held-out voices")
+    p.add_argument("--render", action="store_true", help="portrait-eval: also render and judge the frames")
+    p.add_argument("--json", type=Path, default=None, help="portrait-eval: write the figures here")
     p.add_argument("--target", type=Path, default=None,
                    help="export's weights file (default <out>/tiny.safetensors; the shipped one is "
                         "models/weights/tiny.safetensors in a source checkout)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.manual_seed(args.seed)
-    cfg = read_profile(args.profile)
+    if args.stage in portrait.STAGES:
+        portrait.run(args)
+        return
+    args.out = args.out or Path("runs") / "tiny"
+    cfg = read_profile(args.profile or "tiny-random")
     size = cfg.resolution[0]
     bf16 = args.precision == "bf16"
     if args.stage == "data":

@@ -1,0 +1,162 @@
+"""The portrait motion generator's training stages (`python -m models.training portrait-...`):
+
+- portrait-data: speech + motion clips (motion_data.make_data);
+- portrait-teacher: flow matching of the motion DiT on session-shaped windows (a first window from the
+  reference alone, or the previous frames as clean, slightly noised context), audio dropped 15% of
+  the time for classifier-free guidance;
+- portrait-student: the few-step student (trajectory distillation of the teacher's audio-guided
+  multi-step solves, guidance distilled in); half of its continuation windows get a context the
+  student generated itself (the previous window), as the stream will; windows without audio (the
+  session's idle path) learn the teacher's answer to silence;
+- portrait-export: the DiT + the codec's motion statistics into one weights file;
+- portrait-eval: held-out voices through the product's window loop (evaluate.py).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.checkpoints import save_modules
+from models.profile_reader import read_profile
+from models.profile_config import ProfileConfig
+from models.sampler import GuidancePlan, flow_sigmas, sample
+from models.training.dit_stages import build_dit, sample_sigmas, teacher_solve
+from models.training.loop import autocast, finished_info, optimise, resume, stage_steps
+from models.training.portrait.motion_data import MotionWindows, make_data, motion_stats
+from models.window_input import WindowInput, denoiser
+
+STAGES = ("portrait-data", "portrait-teacher", "portrait-student", "portrait-export", "portrait-eval")
+# the mouth is all of lip sync: its 7 channels count 3 times in the losses
+CHANNEL_WEIGHT = torch.tensor([3.0] * 7 + [1.0] * 8)[None, :, None, None, None]
+SILENCE = -2.0   # the mel encoder's token for digital silence
+
+
+def weighted_mean(error: torch.Tensor) -> torch.Tensor:
+    return (error * CHANNEL_WEIGHT).mean() / CHANNEL_WEIGHT.mean()
+
+
+def null_context(dit, cfg: ProfileConfig):
+    return dit.prepare_context(torch.zeros(1, 1, cfg.dit.text_dim))   # no text encoder
+
+
+def train_teacher(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: float, bf16: bool) -> None:
+    windows = MotionWindows(out, cfg)
+    dit = build_dit(cfg)
+    opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.01)
+    for step, rng, losses in stage_steps(out / "teacher.pt", dit, opt, lr, steps, seed=10_000, desc="portrait teacher"):
+        context = windows.context if rng.random() < 0.8 else 0
+        latents, audio, _, _ = windows.batch(rng, batch, context)
+        known = 1 + context
+        if context:   # slightly noised context, so the model forgives its own errors
+            latents[:, :, 1:known] += torch.rand(batch, 1, 1, 1, 1) * 0.15 * torch.randn_like(latents[:, :, 1:known])
+        drop = torch.from_numpy(rng.random(batch) < 0.15).float()[:, None, None, None]
+        audio = audio * (1 - drop)
+        target = latents[:, :, known:]
+        sigma = sample_sigmas(rng, batch, cfg.sampler.shift)
+        s = sigma[:, None, None, None, None]
+        noise = torch.randn_like(target)
+        window = WindowInput.clean_tokens(latents[:, :, :known], target.shape[2])
+        with autocast(bf16):
+            v = window.integrated(dit(window.hidden((1 - s) * target + s * noise), window.timesteps(sigma),
+                                      null_context(dit, cfg), audio)).float()
+        losses.append(optimise(opt, weighted_mean((v - (noise - target)).pow(2)), dit.parameters()))
+
+
+@torch.no_grad()
+def student_window(student, cfg: ProfileConfig, known: torch.Tensor, audio: torch.Tensor, steps: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """The student's new latents after `known`, sampled as the session samples (no guidance)."""
+    n = cfg.window.new_latents
+    noise = torch.randn((len(known), known.shape[1], n, 1, 1), generator=generator)
+    window = WindowInput.clean_tokens(known, n)
+    ctx = null_context(student, cfg)
+    return sample(denoiser(student, window, audio, lambda row: ctx), noise,
+                  flow_sigmas(steps, cfg.sampler.shift), GuidancePlan())
+
+
+def train_student(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: float, student_steps: int,
+                  teacher_steps: int, audio_cfg: float, bf16: bool) -> None:
+    windows = MotionWindows(out, cfg)
+    teacher = build_dit(cfg)
+    resume(out / "teacher.pt", teacher, None)
+    teacher.eval().requires_grad_(False)
+    student = build_dit(cfg)
+    student.load_state_dict(teacher.state_dict())
+    opt = torch.optim.AdamW(student.parameters(), lr=lr)
+    shift, c, n = cfg.sampler.shift, windows.context, windows.new
+    grid = flow_sigmas(teacher_steps, shift).tolist()
+    student_sigmas = [grid[round(i * teacher_steps / student_steps)] for i in range(student_steps)]
+    extra = {"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg}
+    for step, rng, losses in stage_steps(out / "student.pt", student, opt, lr, steps, seed=20_000,
+                                         desc="portrait student", save_every=50, extra=extra):
+        generated = c == n and rng.random() < 0.5   # the previous window's new frames are the context
+        context = c if generated or rng.random() < 0.8 else 0
+        latents, audio, clips, starts = windows.batch(rng, batch, context, lead=c if generated else 0)
+        known = 1 + context
+        if generated:   # the context is the student's own previous window, from the true one before it
+            prev, prev_audio, _, _ = windows.window(clips, starts - c, c)
+            gen = torch.Generator().manual_seed(step)
+            student.eval()
+            with autocast(bf16):
+                latents[:, :, 1:known] = student_window(student, cfg, prev[:, :, :1 + c], prev_audio, student_steps, gen).float()
+            student.train()
+        drop = torch.from_numpy(rng.random(batch) < 0.15)
+        # the idle path (null audio) must do what the teacher does on silence: shut the mouth
+        teacher_audio = torch.where(drop[:, None, None, None], torch.full_like(audio, SILENCE), audio)
+        teacher_audio[:, 0] = 0
+        audio = audio * (~drop).float()[:, None, None, None]
+        noise = torch.randn_like(latents[:, :, known:])
+        window = WindowInput.clean_tokens(latents[:, :, :known], n)
+        with torch.no_grad(), autocast(bf16):
+            ctx_t = null_context(teacher, cfg).repeat(batch)
+        trajectory = teacher_solve(teacher, window, teacher_audio, noise, teacher_steps, audio_cfg, shift, ctx_t, bf16)
+        x = torch.cat([trajectory[min(trajectory, key=lambda k: abs(k - s))] for s in student_sigmas])
+        sigma = torch.tensor(student_sigmas).repeat_interleave(batch)
+        repeat = (student_steps, 1, 1, 1, 1)
+        window = WindowInput.clean_tokens(latents[:, :, :known].repeat(repeat), n)
+        with autocast(bf16):
+            v = window.integrated(student(window.hidden(x), window.timesteps(sigma), null_context(student, cfg),
+                                          audio.repeat(student_steps, 1, 1, 1))).float()
+        x0 = x - sigma[:, None, None, None, None] * v
+        losses.append(optimise(opt, weighted_mean((x0 - trajectory[0.0].repeat(repeat)).pow(2)), student.parameters()))
+
+
+class MotionStats(nn.Module):
+    """The codec's part of the weights file: the per-channel motion statistics (float32)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("motion_mean", mean.float())
+        self.register_buffer("motion_std", std.float())
+
+
+def export(out: Path, cfg: ProfileConfig, target: Path, which: str) -> None:
+    dit = build_dit(cfg)
+    info = finished_info(out / f"{which}.pt", dit)
+    mean, std = motion_stats(out)
+    # the DiT in float16 (half the file), the statistics float32 (the codec's buffers)
+    save_modules(target, {"dit": dit.half(), "codec": MotionStats(mean, std)}, metadata={"dit": which, **info})
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) from the {which}: {info}")
+
+
+def run(args: argparse.Namespace) -> None:
+    out = args.out or Path("runs") / "portrait"
+    cfg = read_profile(args.profile or "portrait-random")
+    bf16 = args.precision == "bf16"
+    stage = args.stage
+    if stage == "portrait-data":
+        make_data(out, cfg, args.clips, args.seconds, args.seed)
+    elif stage == "portrait-teacher":
+        train_teacher(out, cfg, args.steps, args.batch, args.lr, bf16)
+    elif stage == "portrait-student":
+        train_student(out, cfg, args.steps, args.batch, args.lr, args.student_steps, args.teacher_steps,
+                      args.audio_cfg, bf16)
+    elif stage == "portrait-export":
+        export(out, cfg, args.target or out / "portrait.safetensors", args.which)
+    else:
+        from models.training.portrait.evaluate import main as evaluate
+        evaluate(out, cfg, args)

@@ -1,0 +1,74 @@
+"""The portrait motion generator's training recipe (each stage on a tiny batch, seconds) and the
+shipped weights' lip sync on a held-out voice through the product's window loop."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.audio_features import latent_audio_tokens
+from models.profile_reader import read_profile
+from models.training.__main__ import main as training
+from models.training.portrait.augment import augment, stretch
+from models.training.portrait.dataset import held_out_example
+from models.training.portrait.evaluate import gap_figures, load_weights, motion_gap
+from models.training.portrait.motion_data import encoder_for, make_clip, token_stream
+from models.training.portrait.rollout import generate
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "weights" / "portrait.safetensors"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return read_profile("portrait-random")
+
+
+def test_training_tokens_are_the_sessions_tokens(cfg):
+    audio, _ = make_clip(np.random.default_rng(3), 2.0)
+    encoder = encoder_for(cfg)
+    stream = token_stream(cfg, encoder, audio, 50)
+
+    def read(s0, s1):
+        out = np.zeros(s1 - s0, np.float32)
+        a, b = max(s0, 0), min(s1, len(audio))
+        out[a - s0:b - s0] = audio[a:b]
+        return out
+
+    session = latent_audio_tokens(encoder, read, 10, 12, 1, cfg.audio.behind_tokens, cfg.audio.ahead_tokens)
+    span = session.shape[1]
+    assert torch.equal(session, torch.stack([stream[2 * i:2 * i + span] for i in range(10, 22)]))
+
+
+def test_augmentation_keeps_length_and_moves_the_motion_with_the_speed():
+    rng = np.random.default_rng(0)
+    speech = (0.1 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    for _ in range(5):
+        out = augment(speech, rng)
+        assert out.shape == speech.shape and np.isfinite(out).all() and np.abs(out).max() <= 1
+    audio, motion = stretch(speech, np.zeros((25, 15)), 1.25)
+    assert len(audio) == 12800 and len(motion) == 20
+
+
+def test_every_portrait_stage_runs_on_a_tiny_batch(tmp_path, cfg):
+    run = ["--out", str(tmp_path), "--precision", "fp32"]
+    training(["portrait-data", "--clips", "2", "--seconds", "1.2", *run])
+    assert (tmp_path / "data-000.npz").is_file() and (tmp_path / "stats.npz").is_file()
+    training(["portrait-teacher", "--steps", "2", "--batch", "2", *run])
+    training(["portrait-student", "--steps", "2", "--batch", "2", "--teacher-steps", "2", *run])
+    training(["portrait-export", *run])
+    dit, mean, std = load_weights(tmp_path / "portrait.safetensors", cfg)
+    assert mean.dtype == std.dtype == torch.float32 and mean.shape == std.shape == (15,)
+    motion = generate(dit, cfg, mean, std, np.zeros(16000, np.float32))
+    assert motion.shape == (25, 15) and np.isfinite(motion).all()
+    training(["portrait-teacher", "--steps", "3", "--batch", "2", *run])   # resumes at step 2
+    assert torch.load(tmp_path / "teacher.pt", weights_only=False)["step"] == 3
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped portrait weights")
+def test_the_shipped_weights_move_the_lips_with_a_held_out_voice(cfg):
+    example = held_out_example(1)
+    dit, mean, std = load_weights(SHIPPED, cfg)
+    figures = gap_figures(motion_gap(generate(dit, cfg, mean, std, example.audio)), example.audio)
+    assert figures["correlation"] >= 0.7 and abs(figures["lag_frames"]) <= 1, figures
+    assert figures["gap_p90_speech"] >= 0.05, figures       # open vowels open the mouth
+    assert figures["gap_median_silence"] <= 0.005, figures   # and silence shuts it

@@ -113,3 +113,65 @@ def test_grayscale_photo_stays_gray(photo, mesher):
 def test_bad_motion_is_refused(renderer, bad):
     with pytest.raises(ValueError, match="motion must be"):
         renderer.render(bad)
+
+
+def _exact(renderer, motion):
+    """The frame's warp with every triangle rasterised on the fine grid (no coarse inversion)."""
+    moved, _ = renderer.vertices(motion)
+    map_x, map_y = renderer.flow.exact(moved, (0, 0, renderer.size, renderer.size),
+                                       np.arange(len(renderer.triangles)), renderer.map_step)
+    return cv2.remap(renderer.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize("motion", [dict(jaw_open=1.0, lip_gap=0.5, head_yaw=4),
+                                    dict(blink_right=1.0, blink_left=0.7, head_pitch=-3, brows=0.5),
+                                    dict(mouth_wide=0.8, upper_lip_raise=0.6, head_roll=3, head_x=0.02)])
+def test_fast_warp_matches_the_exact_piecewise_affine_map(renderer, motion):
+    """Smooth parts inverted on the coarse grid, lips and lids rasterised: within a gray level
+    or so of rasterising every triangle at the fine step."""
+    m = vec(**motion)
+    moved, _ = renderer.vertices(m)
+    fine = ["mouth"] + [k for k in ("blink_right", "blink_left") if motion.get(k)]
+    fast = renderer._warp(moved, fine).astype(int)
+    diff = np.abs(fast - _exact(renderer, m)).max(2)
+    assert diff.mean() < 0.15 and np.percentile(diff, 99.9) <= 8
+
+
+def test_a_still_head_remaps_only_what_moves(renderer):
+    frame = renderer.render(vec(jaw_open=0.8))
+    nose_y = int(renderer.basis.rest[topo.NOSE_TIP, 1])
+    assert np.array_equal(frame[:nose_y - 20], renderer.reference[:nose_y - 20])
+
+
+def test_a_photo_with_lips_barely_apart_is_untouched_at_rest(renderer):
+    """Lips as shut as a photo's get neither a drawn seam nor an inside at rest (the photo's own
+    lip line stays), and the inside shows once they part further."""
+    from models.portrait.mouth import LOWER, UPPER, MouthInterior
+    points = renderer.basis.rest.copy()
+    points[LOWER, 1] = points[UPPER, 1] + 1.5      # the landmark model's usual 1-2 px
+    mouth = MouthInterior(renderer.reference, points, renderer.basis.height)
+    frame = renderer.reference.copy()
+    mouth.draw(frame, points, points[UPPER, :2], points[LOWER, :2])
+    assert np.array_equal(frame, renderer.reference)
+    apart = points.copy()
+    apart[LOWER, 1] += 6
+    mouth.draw(frame, apart, points[UPPER, :2], apart[LOWER, :2])
+    assert not np.array_equal(frame, renderer.reference)
+
+
+def test_the_mouth_inside_is_lit_from_above_and_warm(renderer):
+    """Upper teeth bright under the lip, a dark warm cavity below them, darker corners."""
+    m = vec(jaw_open=1.0, lip_gap=0.4)
+    frame = renderer.render(m).astype(float)
+    pts = renderer.basis.displace(m)
+    up, low = pts[topo.UPPER_LIP_INNER_MID], pts[topo.LOWER_LIP_INNER_MID]
+    x, top, bottom = int(up[0]), int(up[1]) + 2, int(low[1]) - 2
+    luma = frame[top:bottom, x] @ [0.299, 0.587, 0.114]
+    third = max(1, len(luma) // 3)
+    assert luma[:third].mean() > luma[third:2 * third].mean() + 40      # teeth above the cavity
+    cavity = frame[top + third:top + 2 * third, x].mean(0)
+    assert cavity[0] > cavity[2]                                          # warm, not gray
+    corner = pts[topo.INNER_CORNERS[0]]
+    near_corner = frame[int(corner[1]) - 1:int(corner[1]) + 2,
+                        int(corner[0]) + 3:int(corner[0]) + 6] @ [0.299, 0.587, 0.114]
+    assert near_corner.mean() < luma[:third].mean()

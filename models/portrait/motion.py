@@ -205,13 +205,20 @@ class MotionBasis:
         return d
 
     # --- per frame ------------------------------------------------------------------------------
-    def displace(self, motion: np.ndarray) -> np.ndarray:
-        """Motion vector (len(CHANNELS),) -> displaced mesh points (N, 2) in image pixels."""
+    def displace(self, motion: np.ndarray, points=None) -> np.ndarray:
+        """Motion vector (len(CHANNELS),) -> displaced mesh points (N, 2) in image pixels; with
+        `points` (indices) only those (and the lips may then cross: no keeping them apart)."""
         m = np.asarray(motion, np.float64)
-        local = self.q + self.closing + np.tensordot(m[:len(LINEAR)], self.fields, 1)
-        local = self._keep_lips_apart(local)
+        if points is None:
+            local = self.q + self.closing + np.tensordot(m[:len(LINEAR)], self.fields, 1)
+            local = self._keep_lips_apart(local)
+            depth = self.rest[:, 2]
+        else:
+            local = (self.q[points] + self.closing[points]
+                     + np.tensordot(m[:len(LINEAR)], self.fields[:, points], 1))
+            depth = self.rest[points, 2]
         xy = local * self.height @ self.rot + self.origin
-        return self.head_transform(m, xy, self.rest[:, 2])
+        return self.head_transform(m, xy, depth)
 
     @staticmethod
     def _keep_lips_apart(local):

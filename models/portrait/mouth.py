@@ -1,10 +1,14 @@
-"""The inside of the mouth, drawn where the lips part: dark cavity, tongue, upper and lower teeth.
+"""The inside of the mouth, painted where the lips part: a shaded cavity, a tongue, and rows of
+upper and lower teeth, in the mouth's own box only.
 
 Colours come from the photo once per avatar: the cavity and tongue from its lip colour, the teeth
-from its own teeth when the reference shows them (else a neutral enamel tone matched to the skin's
-brightness); a grayscale photo gets a grayscale mouth. The upper teeth hang from the skull (they
-follow the head, not the lips), the lower teeth ride on the jaw (they follow `jaw_open` only), so
-raising the upper lip or dropping the lower lip reveals them as it would on a face.
+from its own teeth when the reference shows them (else an enamel tone matched to the skin's
+brightness); a grayscale photo gets a grayscale mouth, and the photo's own grain (its fine noise,
+measured on the cheeks) is laid over the painting so that it does not look pasted. The upper teeth
+hang from under the upper lip as the skull holds them (they follow the head, not the lips), the
+lower teeth ride on the jaw, so raising the upper lip or dropping the jaw reveals them as on a face.
+Light comes from above: the upper lip shades the top of the teeth and the cavity, the cavity and
+teeth darken toward the corners and the back, and the lips' inner edges are soft and rounded.
 """
 from __future__ import annotations
 
@@ -15,18 +19,21 @@ from models.portrait import topology as topo
 
 UPPER = np.array(topo.LIPS_INNER_UPPER)
 LOWER = np.array(topo.LIPS_INNER_LOWER)
-UPPER_TEETH = 0.032     # visible height of the upper incisors, in face heights
+UPPER_TEETH = 0.036     # visible height of the upper central incisors, in face heights
 LOWER_TEETH = 0.016
-INCISOR_EDGES = (-0.55, -0.3, 0.0, 0.3, 0.55)   # places across the arch (-1..1)
+# where one tooth meets the next across half the arch (0 = middle, 1 = the mouth's corner):
+# central and lateral incisors, canine, premolars, molar
+TOOTH_EDGES = np.array([0.0, 0.21, 0.38, 0.53, 0.67, 0.8, 0.92, 1.2])
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_TABLE = 512            # samples across the arch for what depends on the place across it alone
 
 
-def _polygon_mean(image, polygon, hole=None):
+def _polygon_pixels(image, polygon, hole=None):
     mask = np.zeros(image.shape[:2], np.uint8)
     cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 255)
     if hole is not None:
         cv2.fillPoly(mask, [np.round(hole).astype(np.int32)], 0)
-    pixels = image[mask > 0].reshape(-1, 3).astype(np.float32)
-    return pixels
+    return image[mask > 0].reshape(-1, 3).astype(np.float32)
 
 
 def _catmull_rom_weights(n, per_segment=4):
@@ -56,107 +63,190 @@ def inner_polygon(points, smooth=False):
     return np.concatenate([upper, lower[::-1]])
 
 
+def _smoothstep(edge0, edge1, x):
+    span = np.asarray(edge1 - edge0, np.float32)
+    t = np.clip((x - edge0) / np.where(np.abs(span) < 1e-3, 1e-3, span), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _tooth_profile(u):
+    """Per place across the arch (|u| in 0..1): gentle shading that dips where two teeth meet,
+    and the incisal edge's small rounding there."""
+    a = np.abs(u)
+    k = np.clip(np.searchsorted(TOOTH_EDGES, a, side="right") - 1, 0, len(TOOTH_EDGES) - 2)
+    t = (a - TOOTH_EDGES[k]) / (TOOTH_EDGES[k + 1] - TOOTH_EDGES[k])
+    gap = (1 - np.sin(np.pi * np.clip(t, 0, 1))) ** 2     # 1 where teeth meet, 0 mid-tooth
+    return 1 - 0.09 * gap, 1 - 0.16 * gap ** 2
+
+
 class MouthInterior:
     def __init__(self, image: np.ndarray, points: np.ndarray, face_height: float,
-                 softness: float = 0.5):
+                 softness: float = 0.5, grain_scale: float = 1.0, closed=None):
         """image: the reference at output scale; points: its mesh (468, >=2) in the same pixels;
-        softness: blur (pixels) matching the photo's own sharpness at this scale."""
+        softness: blur (pixels) matching the photo's own sharpness at this scale; grain_scale:
+        output pixels per photo pixel (the size of the photo's grain here); closed: the mesh with
+        the all-zero motion when it differs from `points` (the photo's lips apart, moved shut):
+        then the line where they meet is drawn. The lips part (and the inside shows) only where
+        they are further apart than in the all-zero motion."""
         self.face_height = face_height
+        shut = points if closed is None else closed
+        self.rest_gap = np.clip(shut[LOWER, 1] - shut[UPPER, 1], 0, None)
+        self.draw_seam = closed is not None
         self.softness = softness
         outer = np.concatenate([points[list(topo.LIPS_OUTER_UPPER), :2],
                                 points[list(topo.LIPS_OUTER_LOWER[::-1]), :2]])
         inner = inner_polygon(points)
-        lips = _polygon_mean(image, outer, inner)
+        lips = _polygon_pixels(image, outer, inner)
         lip = lips.mean(0) if len(lips) else np.array([170.0, 100, 100])
         r = max(2, int(0.03 * face_height))
-        skin_px = np.concatenate([image[max(0, int(y) - r):int(y) + r, max(0, int(x) - r):int(x) + r]
-                                  .reshape(-1, 3) for x, y in points[list(topo.CHEEKS), :2]]).astype(np.float32)
+        patches = [image[max(0, int(y) - r):int(y) + r, max(0, int(x) - r):int(x) + r]
+                   for x, y in points[list(topo.CHEEKS), :2]]
+        skin_px = np.concatenate([p.reshape(-1, 3) for p in patches]).astype(np.float32)
         skin = skin_px.mean(0) if len(skin_px) else lip
-        luma = float(skin @ [0.299, 0.587, 0.114])
-        teeth = np.array([236.0, 228, 212]) * np.clip(luma / 170.0, 0.75, 1.0) ** 0.5
-        shown = _polygon_mean(image, inner)
+        exposure = float(np.clip(float(skin @ LUMA) / 165.0, 0.55, 1.05))
+        teeth = np.array([238.0, 230, 214]) * exposure
+        shown = _polygon_pixels(image, inner)
         if len(shown) > 20:   # the photo shows teeth: use their colour
-            y = shown @ np.array([0.299, 0.587, 0.114], np.float32)
+            y = shown @ LUMA
             bright = shown[y >= np.percentile(y, 70)]
             if bright.mean() > 0.75 * teeth.mean():
                 teeth = bright.mean(0)
         self.gray = bool(np.ptp(image.reshape(-1, 3)[::97].astype(np.int16), axis=1).max() <= 2)
-        self.cavity = lip * 0.3
-        self.tongue = lip * np.array([0.68, 0.42, 0.42])
-        self.teeth = 0.9 * teeth + 0.1 * skin
+        warm = lip / max(float(lip @ LUMA), 1.0)            # the lips' hue at unit brightness
+        self.cavity = warm * 52 * exposure                   # lit parts of the cavity
+        self.deep = warm * np.array([14.0, 8, 8]) * exposure / warm.clip(0.3)   # the back
+        self.tongue = lip * np.array([0.78, 0.52, 0.52])
+        self.teeth = 0.92 * teeth + 0.08 * skin
         if self.gray:
-            to_gray = lambda c: np.full(3, float(c @ [0.299, 0.587, 0.114]))  # noqa: E731
-            self.cavity, self.tongue, self.teeth = map(to_gray, (self.cavity, self.tongue, self.teeth))
+            to_gray = lambda c: np.full(3, float(c @ LUMA))  # noqa: E731
+            self.cavity, self.deep, self.tongue, self.teeth = map(
+                to_gray, (self.cavity, self.deep, self.tongue, self.teeth))
+        self.cavity, self.deep, self.tongue, self.teeth = (
+            np.asarray(c, np.float32) for c in (self.cavity, self.deep, self.tongue, self.teeth))
+        self.grain = self._grain(image, patches, grain_scale).astype(np.float32)
 
-    def draw(self, frame: np.ndarray, points, neutral, jaw_only) -> None:
+    @staticmethod
+    def _grain(image, patches, scale):
+        """A fixed noise field with the photo's grain: its size (photo pixels) and strength (the
+        fine detail left on the cheeks after a blur at that size)."""
+        sigma = max(0.8, 0.8 * scale)
+        detail = [p.astype(np.float32) @ LUMA for p in patches if min(p.shape[:2]) > 6]
+        strength = float(np.mean([np.std(d - cv2.GaussianBlur(d, (0, 0), sigma))
+                                  for d in detail])) if detail else 0.0
+        h, w = image.shape[:2]
+        small = np.random.default_rng(0).normal(0, 1, (max(2, int(h / scale)), max(2, int(w / scale))))
+        noise = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        noise -= cv2.GaussianBlur(noise, (0, 0), sigma)
+        return noise * (min(strength, 12.0) / (noise.std() + 1e-6))
+
+    def draw(self, frame: np.ndarray, points, upper_teeth, lower_teeth, jaw_open=0.0) -> None:
         """Paint the mouth's inside into `frame` (in place) where the lips `points` part.
 
-        neutral: the mesh with the head pose only (upper teeth); jaw_only: head + jaw (lower teeth).
+        upper_teeth: the inner upper lip's points with the head pose only (where the upper teeth
+        hang); lower_teeth: the inner lower lip's with head + jaw (where the lower teeth stand).
         """
-        gap = points[LOWER, 1] - points[UPPER, 1]
-        if gap.max() < 2.0:   # (nearly) shut: the line where the lips meet hides the seam
-            seam = (points[UPPER, :2] + points[LOWER, :2]) / 2
-            thick = max(1, int(round(0.006 * self.face_height)))
-            h, w = frame.shape[:2]
-            x0, y0 = np.maximum(np.floor(seam.min(0)).astype(int) - thick - 2, 0)
-            x1, y1 = np.ceil(seam.max(0)).astype(int) + thick + 3
-            roi = frame[y0:min(y1, h), x0:min(x1, w)]
-            layer = roi.copy()
-            cv2.polylines(layer, [np.round((seam - [x0, y0]) * 16).astype(np.int32)], False,
-                          (self.cavity * 2.2).tolist(), thick, cv2.LINE_AA, 4)
-            a = 0.75 * (1 - gap.max() / 2.0)
-            cv2.addWeighted(layer, a, roi, 1 - a, 0, dst=roi)
+        gap = points[LOWER, 1] - points[UPPER, 1] - self.rest_gap
+        if gap.max() < 2.0 and self.draw_seam:   # (nearly) shut: the line where they meet
+            self._seam(frame, points, gap)
         if gap.max() < 0.6:
             return
         poly = inner_polygon(points, smooth=True)
         h, w = frame.shape[:2]
-        x0, y0 = np.floor(poly.min(0)).astype(int) - 2
-        x1, y1 = np.ceil(poly.max(0)).astype(int) + 3
+        pad = int(np.ceil(0.012 * self.face_height)) + 2
+        x0, y0 = np.floor(poly.min(0)).astype(int) - pad
+        x1, y1 = np.ceil(poly.max(0)).astype(int) + pad + 1
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if x1 <= x0 or y1 <= y0:
             return
         off = np.array([x0, y0], np.float64)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        fixed = [np.round((poly - off) * 16).astype(np.int32)]
-        cv2.fillPoly(mask, fixed, 255, cv2.LINE_AA, 4)
-        if gap.max() > 3:   # a pixel over the lips' inner edge hides the stretched seam there
-            cv2.polylines(mask, fixed, True, 255, 2, cv2.LINE_AA, 4)
-        inside = cv2.GaussianBlur(self._paint(mask.shape, off, points, neutral, jaw_only), (0, 0),
-                                  self.softness)
-        alpha = mask.astype(np.float32)[:, :, None] / 255.0
+        cv2.fillPoly(mask, [np.round((poly - off) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        cover = mask.astype(np.float32) / 255.0
+        # rounded corners and soft edges: blur in proportion to the opening, then re-threshold a
+        # little outside the edge (it hides the lips' stretched inner seam)
+        soft = float(np.clip(0.22 * gap.max(), 0.6, 0.008 * self.face_height + 0.6))
+        blurred = cv2.GaussianBlur(cover, (0, 0), soft)
+        alpha = _smoothstep(0.18, 0.62, blurred)[:, :, None]
+        inside = self._paint(mask.shape, off, points, upper_teeth, lower_teeth, jaw_open)
+        if self.softness > 0.3:
+            inside = cv2.GaussianBlur(inside, (0, 0), self.softness)
+        inside += self.grain[y0:y1, x0:x1, None]
         roi = frame[y0:y1, x0:x1]
         roi[:] = np.clip(roi * (1 - alpha) + inside * alpha + 0.5, 0, 255).astype(np.uint8)
 
-    def _paint(self, shape, off, points, neutral, jaw_only):
+    def _seam(self, frame, points, gap):
+        seam = (points[UPPER, :2] + points[LOWER, :2]) / 2
+        thick = max(1, int(round(0.006 * self.face_height)))
+        h, w = frame.shape[:2]
+        x0, y0 = np.maximum(np.floor(seam.min(0)).astype(int) - thick - 2, 0)
+        x1, y1 = np.ceil(seam.max(0)).astype(int) + thick + 3
+        roi = frame[y0:min(y1, h), x0:min(x1, w)]
+        layer = roi.copy()
+        cv2.polylines(layer, [np.round((seam - [x0, y0]) * 16).astype(np.int32)], False,
+                      (self.tongue * 0.5).tolist(), thick, cv2.LINE_AA, 4)
+        layer = cv2.GaussianBlur(layer, (0, 0), 0.6 + self.softness)
+        a = 0.5 * (1 - gap.max() / 2.0)
+        cv2.addWeighted(layer, a, roi, 1 - a, 0, dst=roi)
+
+    def _paint(self, shape, off, points, upper_teeth, lower_teeth, jaw_open):
+        """The inside, in mouth coordinates: u across (-1..1 corner to corner), v down (pixels)."""
         fh = self.face_height
-        inside = np.empty(shape + (3,), np.float32)
-        inside[:] = self.cavity
-        centre = (points[UPPER, :2].mean(0) + points[LOWER, :2].mean(0)) / 2 - off
-        width = np.linalg.norm(points[UPPER[-1], :2] - points[UPPER[0], :2])
-        low_mid = points[topo.LOWER_LIP_INNER_MID, 1] - off[1]
-        depth = max(1.0, low_mid - centre[1])
-        cv2.ellipse(inside, (int(centre[0] * 16), int(low_mid * 16)),
-                    (int(width * 0.3 * 16), int(depth * 0.5 * 16)), 0, 180, 360,
-                    self.tongue.tolist(), -1, cv2.LINE_AA, 4)
-        u = np.linspace(-1, 1, 15)
-        arch = np.sqrt(np.clip(1 - (u / 0.88) ** 2, 0, 1))
-        for ref, sign, height in ((neutral[UPPER], 1, UPPER_TEETH), (jaw_only[LOWER], -1, LOWER_TEETH)):
-            xs = np.interp(u, np.linspace(-1, 1, len(ref)), ref[:, 0]) - off[0]
-            ys = np.interp(u, np.linspace(-1, 1, len(ref)), ref[:, 1]) - off[1]
-            edge = ys + sign * height * fh * arch
-            root = ys - sign * 0.02 * fh
-            poly = np.concatenate([np.stack([xs, root], 1), np.stack([xs, edge], 1)[::-1]])
-            cv2.fillPoly(inside, [np.round(poly * 16).astype(np.int32)], self.teeth.tolist(),
-                         cv2.LINE_AA, 4)
-            for e in INCISOR_EDGES if sign > 0 else INCISOR_EDGES[1:-1]:
-                x = float(np.interp(e, u, xs))
-                y_root, y_edge = float(np.interp(e, u, root)), float(np.interp(e, u, edge))
-                cv2.line(inside, (int(x * 16), int(y_root * 16)), (int(x * 16), int(y_edge * 16)),
-                         (self.teeth * 0.86).tolist(), 1, cv2.LINE_AA, 4)
-        # depth shading: darker toward the corners and under the upper lip
-        xx = (np.arange(shape[1]) - centre[0]) / (width / 2 + 1e-6)
-        shade = np.clip(1 - 0.55 * xx ** 2, 0.35, 1)[None, :, None]
-        top = np.interp(np.arange(shape[1]) + off[0], points[UPPER, 0], points[UPPER, 1]) - off[1]
-        below = np.arange(shape[0])[:, None] - top[None, :]
-        shade = shade * (1 - 0.35 * np.exp(-np.clip(below, 0, None) / (0.008 * fh + 0.5)))[:, :, None]
-        return inside * shade
+        left, right = upper_teeth[0], upper_teeth[-1]
+        centre = (left + right) / 2 - off
+        half = max(float(np.linalg.norm(right - left)) / 2, 1.0)
+        ex = (right - left) / (2 * half)
+        ey = np.array([-ex[1], ex[0]])
+        ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+        dx, dy = xs - centre[0], ys - centre[1]
+        u = (dx * ex[0] + dy * ex[1]) / half
+        v = dx * ey[0] + dy * ey[1]
+        # everything that depends on u alone is tabulated once over the arch and looked up
+        table_u = np.linspace(-1.4, 1.4, _TABLE, dtype=np.float32)
+
+        def curve(pts):   # a lip's inner curve (or the teeth's anchor) as v over u
+            q = pts - off - centre
+            qu, qv = q @ ex / half, q @ ey
+            order = np.argsort(qu)
+            return np.interp(table_u, qu[order], qv[order])
+        shade, notch = _tooth_profile(table_u)
+        low_shade = _tooth_profile(table_u * 1.25)[0]
+        table = np.stack([curve(points[UPPER, :2]), curve(points[LOWER, :2]), curve(upper_teeth),
+                          curve(lower_teeth), np.sqrt(np.clip(1 - (table_u / 0.97) ** 2, 0, 1)),
+                          _smoothstep(1.02, 0.68, np.abs(table_u)), shade, notch, low_shade])
+        at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
+        lip_top, lip_bottom, root_up, root_low, arch, side, shade, notch, low_shade = \
+            table.astype(np.float32)[:, at]
+        opening = np.clip(lip_bottom - lip_top, 0, None)
+        # cavity: lit from above through the opening, darkest at the back and in the corners
+        depth = _smoothstep(lip_top, lip_top + 0.8 * opening + 1, v) * (1 - 0.7 * u ** 2)
+        inside = (self.deep + (self.cavity - self.deep) * depth[:, :, None]).astype(np.float32)
+        # tongue: lies behind the lower teeth, its top seen when the jaw opens
+        wide = float(_smoothstep(0.2, 0.8, jaw_open))
+        if wide > 0:
+            top = root_low - (0.012 * fh + 0.4 * opening) * (1 - 0.6 * u ** 2) * wide
+            tongue = _smoothstep(top - 0.8, top + 1.5, v) * _smoothstep(0.95, 0.55, np.abs(u))
+            lit = (0.45 + 0.55 * _smoothstep(top - 0.5, top + 0.04 * fh, v)) * (1 - 0.45 * u ** 2)
+            inside += (self.tongue * lit[:, :, None] - inside) * tongue[:, :, None]
+        # lower teeth: a short row standing on the jaw, in the lower lip's shadow
+        height = LOWER_TEETH * fh * arch * notch
+        edge = root_low - height
+        teeth = (_smoothstep(edge - 0.7, edge + 0.7, v) * _smoothstep(root_low + 0.25 * height + 1,
+                                                                      root_low, v) * side)
+        lit = 0.72 * low_shade ** 2 * (1 - 0.4 * u ** 2) * (0.7 + 0.3 * _smoothstep(edge + height, edge, v))
+        colour = (0.85 * self.teeth + 0.15 * self.tongue) * lit[:, :, None]
+        inside += (colour - inside) * teeth[:, :, None]
+        # below them the lower lip's wet inner side
+        inner_lip = _smoothstep(root_low, root_low + 0.4 * height + 1, v)
+        inside += (self.tongue * 0.55 - inside) * inner_lip[:, :, None]
+        # upper teeth: hang from under the upper lip; the lip shades their top, the incisal edge
+        # is a little translucent
+        length = UPPER_TEETH * fh * arch * notch
+        edge = root_up + length
+        teeth = _smoothstep(edge + 0.7, edge - 0.7, v) * side
+        under_lip = _smoothstep(lip_top - 0.5, lip_top + 0.35 * length + 1, v)
+        lit = (0.78 + 0.22 * under_lip) * shade * (1.04 - 0.3 * u ** 2)
+        colour = self.teeth * lit[:, :, None]
+        translucent = 0.28 * _smoothstep(edge - 0.3 * length - 0.5, edge, v)
+        colour += (self.cavity * 1.5 - colour) * translucent[:, :, None]
+        inside += (colour - inside) * teeth[:, :, None]
+        return inside

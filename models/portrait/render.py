@@ -20,11 +20,14 @@ from scipy.spatial import Delaunay
 
 from models.portrait import topology as topo
 from models.portrait.face_mesh import FaceMesh, as_rgb
+from models.portrait.flow import Flow
 from models.portrait.motion import CHANNELS, INDEX, MotionBasis
-from models.portrait.mouth import MouthInterior, inner_polygon
+from models.portrait.mouth import LOWER, UPPER, MouthInterior, inner_polygon
 
 _HEAD = [INDEX[k] for k in CHANNELS if k.startswith("head_")]
-_RINGS = ((1.25, 1.0, 0.45, 0.5), (1.7, 0.5, 0.15, 0.15))  # scale, head above/below chin, expression
+# scale, head above/below chin, expression: the hair and neck near the face follow it, the outer
+# ring holds still, and so does the crop beyond it (a frame remaps only the box inside)
+_RINGS = ((1.25, 1.0, 0.45, 0.5), (1.7, 0.0, 0.0, 0.0))
 
 
 class PortraitRenderer:
@@ -52,15 +55,24 @@ class PortraitRenderer:
         self.basis = MotionBasis(points)
         self._build_mesh(points, oval)
         self.map_step = map_step
-        n = -(-self.size // map_step)
-        self.gy, self.gx = np.mgrid[0:n, 0:n].astype(np.float32)
-        # map-grid pixel -> source pixel with nothing moved (for pixels no triangle covers)
-        k = map_step / self.scale * self.source_scale
-        off = ((0.5 * map_step - 0.5) / self.scale + self.origin) * self.source_scale
-        self.identity = np.array([k, 0.0, off[0], 0.0, k, off[1]])
-        self.reference = self._remap(self.rest)   # the crop as the photo has it
+        self.flow = Flow(self.rest, self.delaunay, self.size,
+                         (self.scale, self.origin, self.source_scale), map_step)
+        self.rest_source = self.flow.rest_source
+        # where the face folds and stretches (lips, closing lids) a frame rasterises the exact
+        # piecewise-affine map; elsewhere it moves smoothly and the coarse inverted spread is as good
+        lips = np.r_[topo.LIPS_OUTER_UPPER, topo.LIPS_OUTER_LOWER, topo.LIPS_INNER_UPPER,
+                     topo.LIPS_INNER_LOWER]
+        self.regions = {"mouth": np.isin(self.triangles, lips).any(1)}
+        for name in ("blink_right", "blink_left"):
+            lid = np.zeros(len(self.rest), bool)
+            lid[:topo.NUM_POINTS] = np.abs(self.basis.fields[INDEX[name]]).max(1) > 2e-3
+            self.regions[name] = lid[self.triangles].any(1)
+        self.reference = self._warp(self.rest)   # the crop as the photo has it
         self.mouth = MouthInterior(self.reference, self.basis.rest, self.basis.height,
-                                   softness=max(0.5, 0.45 * self.scale / self.source_scale))
+                                   softness=max(0.5, 0.45 * self.scale / self.source_scale),
+                                   grain_scale=self.scale,
+                                   closed=self.basis.displace(np.zeros(len(CHANNELS)))
+                                   if self.basis.closing.any() else None)
         if self.basis.closing.any():
             self._fill_open_mouth()
 
@@ -97,18 +109,18 @@ class PortraitRenderer:
                                            np.stack([np.zeros(6), edge], 1),
                                            np.stack([np.full(6, s - 1.0), edge], 1)]), axis=0)
         self.rest = np.concatenate([points[:, :2], *rings, border])
-        self.triangles = Delaunay(self.rest).simplices
+        self.delaunay = Delaunay(self.rest)
+        self.triangles = self.delaunay.simplices
         self.n_ring = [len(r) for r in rings]
-        # backward map targets: rest positions in source-image pixels
-        self.rest_source = ((self.rest / self.scale) + self.origin) * self.source_scale
 
     def vertices(self, motion: np.ndarray) -> tuple:
         """Moved positions of all triangulation vertices, and the moved mesh for the mouth."""
         m = np.asarray(motion, np.float64)
-        mesh = self.basis.displace(m)
         no_head = m.copy()
         no_head[_HEAD] = 0
-        expression = self.basis.displace(no_head) - self.basis.rest[:, :2]
+        still = self.basis.displace(no_head)          # the expression alone
+        mesh = self.basis.head_transform(m, still, self.basis.rest[:, 2])
+        expression = still - self.basis.rest[:, :2]
         moved = [mesh]
         start = topo.NUM_POINTS
         for count, (head_w, expr_w, oval_idx) in zip(self.n_ring, self.ring_weights):
@@ -120,45 +132,20 @@ class PortraitRenderer:
         moved.append(self.rest[start:])
         return np.concatenate(moved), mesh
 
-    def _flow(self, moved: np.ndarray):
-        """Backward map (output pixel -> source pixel), piecewise affine over the moved triangles."""
-        step = self.map_step
-        dst = (moved + 0.5) / step - 0.5                    # in map-grid pixels
-        p0, p1, p2 = (dst[self.triangles[:, k]] for k in range(3))
-        s0, s1, s2 = (self.rest_source[self.triangles[:, k]] for k in range(3))
-        d1, d2, e1, e2 = p1 - p0, p2 - p0, s1 - s0, s2 - s0
-        det = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
-        ok = np.abs(det) > 1e-6
-        inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-        # J = [e1 e2] @ inverse([d1 d2]); source = J @ p + (s0 - J @ p0)
-        j00 = (e1[:, 0] * d2[:, 1] - e2[:, 0] * d1[:, 1]) * inv_det
-        j01 = (e2[:, 0] * d1[:, 0] - e1[:, 0] * d2[:, 0]) * inv_det
-        j10 = (e1[:, 1] * d2[:, 1] - e2[:, 1] * d1[:, 1]) * inv_det
-        j11 = (e2[:, 1] * d1[:, 0] - e1[:, 1] * d2[:, 0]) * inv_det
-        c0 = s0[:, 0] - j00 * p0[:, 0] - j01 * p0[:, 1]
-        c1 = s0[:, 1] - j10 * p0[:, 0] - j11 * p0[:, 1]
-        coef = np.stack([j00, j01, c0, j10, j11, c1])
-        coef = np.concatenate([coef, self.identity[:, None]], 1).astype(np.float32)
-        ids = np.full(self.gx.shape, len(self.triangles), np.int32)   # identity where unpainted
-        fixed = np.round(np.stack([p0, p1, p2], 1) * 16).astype(np.int32)
-        # smallest first: a triangle squeezed shut (a closing lid, lips meeting over teeth) must
-        # not paint over its healthy neighbours along the shared edges
-        for t in np.flatnonzero(ok)[np.argsort(np.abs(det[ok]))]:
-            cv2.fillConvexPoly(ids, fixed[t], int(t), cv2.LINE_8, 4)
-        a = [np.take(c, ids) for c in coef]
-        map_x = a[0] * self.gx + a[1] * self.gy + a[2]
-        map_y = a[3] * self.gx + a[4] * self.gy + a[5]
-        # upsample exactly: pad by linear extrapolation (odd reflection) so the edge pixels are
-        # interpolated, not clamped, and resize by an exact factor, then crop
-        full = ((len(self.gx) + 2) * step,) * 2
-        return tuple(cv2.resize(np.pad(a, 1, mode="reflect", reflect_type="odd"), full,
-                                interpolation=cv2.INTER_LINEAR)[step:step + self.size,
-                                                                step:step + self.size]
-                     for a in (map_x, map_y))
-
-    def _remap(self, moved: np.ndarray) -> np.ndarray:
-        map_x, map_y = self._flow(moved)
-        return cv2.remap(self.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    def _warp(self, moved: np.ndarray, fine=()) -> np.ndarray:
+        """The photo's pixels moved to `moved`: only the box of the triangles that move is
+        remapped (the rest is the cached reference), exactly where the `fine` regions fold."""
+        if not hasattr(self, "reference"):    # set-up: the whole crop at rest
+            map_x, map_y = self.flow.exact(moved, (0, 0, self.size, self.size),
+                                           np.arange(len(self.triangles)), self.map_step)
+            return cv2.remap(self.source, map_x, map_y, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+        frame = self.reference.copy()
+        box, map_x, map_y = self.flow.maps(moved, [self.regions[name] for name in fine])
+        if box is not None:
+            frame[box[1]:box[3], box[0]:box[2]] = cv2.remap(
+                self.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return frame
 
     def render(self, motion: np.ndarray) -> np.ndarray:
         """One frame: (size, size, 3) uint8 RGB, or the whole photo in `paste` mode."""
@@ -166,12 +153,15 @@ class PortraitRenderer:
         if m.shape != (len(CHANNELS),) or not np.isfinite(m).all():
             raise ValueError(f"motion must be {len(CHANNELS)} finite values ({', '.join(CHANNELS)})")
         moved, mesh = self.vertices(m)
-        frame = self._remap(moved)
+        mouth_moves = self.basis.closing.any() or m[:INDEX["blink_right"]].any()
+        fine = ["mouth"] * bool(mouth_moves) + [k for k in ("blink_right", "blink_left") if m[INDEX[k]]]
+        frame = self._warp(moved, fine)
         head_only = np.zeros_like(m)
         head_only[_HEAD] = m[_HEAD]
         jaw = head_only.copy()
         jaw[INDEX["jaw_open"]] = m[INDEX["jaw_open"]]
-        self.mouth.draw(frame, mesh, self.basis.displace(head_only), self.basis.displace(jaw))
+        self.mouth.draw(frame, mesh, self.basis.displace(head_only, UPPER),
+                        self.basis.displace(jaw, LOWER), m[INDEX["jaw_open"]])
         return self._pasted(frame) if self.paste else frame
 
     def _pasted(self, frame):

@@ -24,19 +24,21 @@ def _peak_memory_mb(device: torch.device) -> dict:
 
 
 def _encode_ms(images: list[np.ndarray]) -> dict:
-    """Per frame, what the call's video track adds: aiortc's own VP8 and H.264 encoders (one stream)."""
+    """Per frame, what the call's video track adds: aiortc's own VP8 and H.264 encoders (one stream),
+    wall and CPU time."""
     import av
     from aiortc.codecs.h264 import H264Encoder
     from aiortc.codecs.vpx import Vp8Encoder
 
     out = {}
     for name, encoder in (("vp8", Vp8Encoder()), ("h264", H264Encoder())):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for i, image in enumerate(images):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = i * 3600, Fraction(1, 90000)
             encoder.encode(frame)
         out[f"encode_{name}_ms_per_frame"] = round(1000 * (time.perf_counter() - started) / len(images), 2)
+        out[f"encode_{name}_cpu_ms_per_frame"] = round(1000 * (time.process_time() - cpu_started) / len(images), 2)
     return out
 
 
@@ -53,7 +55,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         session.step(1, steps)
     if profile.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(profile.device)
-    window_s, frames, idle, forwards, decode_s, images = [], 0, 0, [], [], []
+    window_s, frames, idle, forwards, decode_s, decode_cpu_s, images = [], 0, 0, [], [], [], []
     sync()
     media_frames = int(seconds * profile.fps)
     cpu_started = time.thread_time()  # this thread's CPU time: what the windows cost on a shared machine
@@ -66,6 +68,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         idle += session.last_window.idle
         forwards.append(session.last_window.forwards)
         decode_s.append(session.last_window.decode_s)
+        decode_cpu_s.append(session.last_window.decode_cpu_s)
         images += [f.image for f in out][:max(0, 50 - len(images))]
     compute = sum(window_s)
     cpu = time.thread_time() - cpu_started
@@ -98,6 +101,8 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         # (not in the real-time factor: the call's sender does it) the video encode of one stream
         "motion_ms_per_frame": round(1000 * (compute - sum(decode_s)) / frames, 2),
         "decode_ms_per_frame": round(1000 * sum(decode_s) / frames, 2),
+        "motion_cpu_ms_per_frame": round(1000 * (cpu - sum(decode_cpu_s)) / frames, 2),
+        "decode_cpu_ms_per_frame": round(1000 * sum(decode_cpu_s) / frames, 2),
         **_encode_ms(images),
         "load_s": round(load_s, 2),
         **_peak_memory_mb(profile.device),

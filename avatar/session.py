@@ -57,6 +57,7 @@ class WindowResult:
     forwards: int  # DiT forward passes
     context_latents: int
     decode_s: float = 0.0  # of compute_s, the decoder's (the portrait profile: rendering)
+    decode_cpu_s: float = 0.0  # the same in this thread's CPU time (a shared machine's load left out)
 
 
 class Session:
@@ -261,9 +262,9 @@ class Session:
             if idle:
                 audio = torch.zeros_like(audio)
             latents = self._sample_window(audio, slots, sigmas, plan, k)
-            decode_started = time.perf_counter()
+            decode_started = time.perf_counter(), time.thread_time()
             images = self._decode(latents, audio_new[None])
-            decode_s = time.perf_counter() - decode_started
+            decode_s = (time.perf_counter() - decode_started[0], time.thread_time() - decode_started[1])
             keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
             self._context = keep[:, :, -p.context_latents:] if p.context_latents else None
 
@@ -277,7 +278,7 @@ class Session:
         self.frames_done = f1
         self._discard_old_audio()
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
-                                        forward_count(sigmas, plan), c, decode_s)
+                                        forward_count(sigmas, plan), c, *decode_s)
         return self.last_window
 
     def _decode(self, latents: torch.Tensor, audio: torch.Tensor):

@@ -56,6 +56,8 @@ async def test_a_call_on_the_default_photo_gets_512_frames_every_one_in_order(se
         assert client.ready["profile"] == "portrait-random" and client.ready["avatars"][0] == "astronaut"
         assert client.answer["resolution"] == [512, 512]
         await wait_until(lambda: len(client.received.video) >= 60, timeout=30)
+        (call,) = [c for c in srv.calls.values() if c is not None]
+        await wait_until(lambda: call.worker.stats.windows >= 3, timeout=30)  # the engine makes frames
     finally:
         await client.close()
     assert client.received.video_size == (512, 512)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from avatar.errors import AvatarError, ProfileError
 from avatar.threads import torch_threads
 
 from .avatars import AvatarLibrary, decode_upload
@@ -59,7 +60,11 @@ class AvatarServer:
             self.profile = await asyncio.get_running_loop().run_in_executor(
                 None, load_profile, cfg.profile, cfg.device, cfg.weights, cfg.size)
         cfg = self.config
-        self.avatars.first = "astronaut" if getattr(self.profile, "animates_photo", False) else "drawn"
+        photo = getattr(self.profile, "animates_photo", False)
+        if cfg.output_mode != "crop" and not photo:
+            raise ProfileError(f"--output-mode {cfg.output_mode} needs a profile that animates the photo "
+                               f"(portrait), not {self.profile.name!r}")
+        self.avatars.first = "astronaut" if photo else "drawn"
         self.compute_allowance_s = cfg.compute_allowance_s
         if self.compute_allowance_s is None:
             from .calibrate import compute_allowance
@@ -264,6 +269,9 @@ def serve_main(args) -> int:
             asyncio.run(run_server(config))
     except KeyboardInterrupt:
         pass
+    except AvatarError as exc:  # e.g. the profile's weights are missing
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is taken
         print(f"error: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 2

@@ -95,3 +95,13 @@ async def test_a_photo_without_a_usable_face_is_refused_with_its_reason(server, 
         assert "photo" in error["message"]
         await ws.send(json.dumps({"type": "ping"}))  # the socket stays up for another try
         assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+
+
+def test_serve_refuses_photo_output_for_a_profile_that_draws_its_own_crop():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "streaming.cli", "serve", "--profile", "tiny-random",
+                             "--output-mode", "photo", "--port", "0"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "error: --output-mode photo needs a profile that animates" in result.stderr
+    assert "Traceback" not in result.stderr

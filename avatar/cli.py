@@ -52,13 +52,9 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_render(args) -> int:
-    from tqdm import tqdm
-
-    from models.audio_features import SAMPLES_PER_FRAME
-
     from .audio import load_audio_file
     from .profiles import load_profile
-    from .session import Session, stream_file
+    from .session import Session
     from .video import Mp4Writer
 
     threads = set_torch_threads(args.threads)
@@ -73,20 +69,37 @@ def cmd_render(args) -> int:
         print("note: no face found in the reference image; using a centre crop", file=sys.stderr)
     for note in session.reference.notes:
         print(f"note: {note}", file=sys.stderr)
-    writer = Mp4Writer(args.out, profile.fps, session.reference.image.shape[:2], audio_rate=profile.sample_rate)
-    total_frames = -(-len(audio) // SAMPLES_PER_FRAME)
-    started = time.perf_counter()
-    with tqdm(total=total_frames, unit="frame", desc="render", disable=args.quiet) as bar:
-        for frames in stream_file(session, audio):
-            for frame in frames:
-                writer.write(frame.image, frame.index)
-                bar.update(1)
-    compute = time.perf_counter() - started
-    writer.close(audio)
+    try:
+        writer = Mp4Writer(args.out, profile.fps, session.reference.image.shape[:2], audio_rate=profile.sample_rate)
+        compute = _render_into(writer, session, audio, args.quiet)
+    except OSError as exc:  # av's errors: the file cannot be written, or the RTMP server refused or went away
+        raise AvatarError(f"cannot write {args.out}: {exc}") from None
     media = len(audio) / profile.sample_rate
     print(f"wrote {args.out}: {writer.frames} frames, {media:.2f} s at {profile.fps} fps, "
           f"compute {compute:.2f} s, real-time factor {compute / media:.2f}, torch threads {threads}")
     return 0
+
+
+def _render_into(writer, session, audio, quiet: bool) -> float:
+    """Every frame of the audio with its audio beside it (a live rtmp:// output needs the two
+    interleaved); the compute time."""
+    from tqdm import tqdm
+
+    from models.audio_features import SAMPLES_PER_FRAME
+
+    from .session import stream_file
+
+    started = time.perf_counter()
+    with tqdm(total=-(-len(audio) // SAMPLES_PER_FRAME), unit="frame", desc="render", disable=quiet) as bar:
+        for frames in stream_file(session, audio):
+            for frame in frames:
+                writer.write(frame.image, frame.index)
+                writer.write_audio(audio[writer.audio_samples:(frame.index + 1) * SAMPLES_PER_FRAME])
+                bar.update(1)
+    compute = time.perf_counter() - started
+    writer.write_audio(audio[writer.audio_samples:])
+    writer.close()
+    return compute
 
 
 def cmd_bench(args) -> int:
@@ -126,7 +139,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     render = sub.add_parser("render", help="render a talking-head mp4 from an image and a speech file")
     render.add_argument("--image", required=True)
     render.add_argument("--audio", required=True)
-    render.add_argument("--out", required=True)
+    render.add_argument("--out", required=True, help="an .mp4 file, or an rtmp:// URL to push to (FLV)")
     render.add_argument("--prompt")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -19,7 +19,8 @@ from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
-from .peer import discard_track, release_peer, shorten_audio_prefetch
+from .outputs import MediaOutput, check_caller_rtmp, open_outputs
+from .peer import answer_as_dtls_server, discard_track, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
 from .stats import StatsReporter, network_rtt
 from .tracks import DelayedVoiceTrack, PacedVideoTrack
@@ -52,8 +53,9 @@ class Call:
 
     def __init__(self, call_id: str, profile, config, send: Callable[[dict], Awaitable[None]],
                  vad_model_factory: Callable[[], object], executor=None, compute_allowance_s: float = 0.2,
-                 torch_threads: Callable[[], int] | None = None):
+                 torch_threads: Callable[[], int] | None = None, broadcast: bool = False):
         self.id = call_id
+        self.broadcast = broadcast  # WHIP: the caller only sends; viewers take the tracks (broadcast.py)
         self.profile = profile
         self.config = config
         self.compute_allowance_s = compute_allowance_s
@@ -83,12 +85,14 @@ class Call:
         self.video: PacedVideoTrack | None = None
         self.voice_track: DelayedVoiceTrack | None = None
         self.pc: RTCPeerConnection | None = None
+        self.outputs: list[MediaOutput] = []  # RTMP pushes and the recording (streaming/outputs.py)
 
     # ---- set-up -----------------------------------------------------------------------------
     async def start(self, offer: Offer, image) -> dict:
         from avatar.session import Session
 
         cfg = self.config
+        check_caller_rtmp(cfg, offer.rtmp)
         try:
             session = await self.loop.run_in_executor(
                 None, lambda: Session(self.profile, image, prompt=offer.prompt, seed=cfg.seed,
@@ -121,23 +125,31 @@ class Call:
         # Our transceivers exist before the offer is applied, so it takes their codecs and directions:
         # voice both ways, video out only (a caller's camera is never asked for, nor decoded). No codec
         # preferences: aiortc answers in the caller's order (VP8 or H.264) and sends the first.
-        pc.addTransceiver(self.voice_track, direction="sendrecv")
-        pc.addTransceiver(self.video, direction="sendonly")
+        if self.broadcast:
+            pc.addTransceiver("audio", direction="recvonly")
+        else:
+            pc.addTransceiver(self.voice_track, direction="sendrecv")
+            pc.addTransceiver(self.video, direction="sendonly")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
             raise ProtocolError("bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None
         if cfg.audio_receive_prefetch is not None:
             shorten_audio_prefetch(pc, cfg.audio_receive_prefetch)
+        answer_as_dtls_server(pc)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             raise ProtocolError("bad_sdp", f"no answer could be made for this offer: {type(exc).__name__} {exc}") from None
         self.worker.start()
+        self.outputs = open_outputs(cfg, self.id, offer.rtmp, fps, session.reference.image.shape[:2],
+                                    DelayedVoiceTrack.OUT_RATE, self._from_output)
+        self.video.outputs = self.voice_track.outputs = self.outputs
         self._spawn(self._stats_loop())
         log.info("call=%s event=answered output_delay_s=%.3f", self.id, self.clock.delay_s)
         return {"type": "answer", "sdp": pc.localDescription.sdp, "delay_s": round(self.clock.delay_s, 3),
-                "fps": fps, "resolution": list(session.reference.image.shape[:2])}
+                "fps": fps, "resolution": list(session.reference.image.shape[:2]),
+                "outputs": [output.kind for output in self.outputs]}
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -251,6 +263,17 @@ class Call:
         """Called from the worker thread: hop onto the loop."""
         self.loop.call_soon_threadsafe(self._on_worker_event, event)
 
+    def _from_output(self, kind: str, reason: str) -> None:
+        """An output stopped (called from its thread or the loop; it has logged why): tell the caller."""
+        try:
+            self.loop.call_soon_threadsafe(self._on_output_failed, kind, reason)
+        except RuntimeError:  # the loop has ended (the server stopped): nobody is listening
+            pass
+
+    def _on_output_failed(self, kind: str, reason: str) -> None:
+        if not self.closed.is_set():
+            self._spawn(self._send({"type": "output", "output": kind, "ok": False, "reason": reason}))
+
     def _on_worker_event(self, event: WorkerEvent) -> None:
         if self.closed.is_set():  # sent just before the call closed: nobody is listening
             return
@@ -316,6 +339,9 @@ class Call:
         for track in (self.video, self.voice_track):
             if track is not None:
                 track.stop()
+        # after the tracks: nothing more comes; the files are finalised, the threads end
+        await asyncio.gather(*(self.loop.run_in_executor(None, output.close) for output in self.outputs))
+        self.outputs.clear()
         self.session = self.worker = self.pc = self.video = self.voice_track = None
         self.detector = self.intake = self.frames = self.voice = None
 

@@ -28,6 +28,16 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--ice-server", action="append", metavar="URL",
                        help="STUN/TURN server for the server and its clients, repeatable: stun:HOST[:PORT] or "
                             "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (or AVATAR_ICE_SERVERS)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS/WSS with this certificate (chain); browsers "
+                       "give a page the microphone only on https:// or on localhost")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (if not in --tls-cert's file)")
+    serve.add_argument("--rtmp-url", metavar="URL",
+                       help="push every call's avatar and voice to this RTMP URL (H.264 + AAC in FLV); "
+                            "{call} in it becomes the call id")
+    serve.add_argument("--record", metavar="DIR", help="record every call to DIR/<call id>.mp4")
+    serve.add_argument("--rtmp-allow", action="append", metavar="PREFIX",
+                       help="let callers name their own RTMP URL (offer option 'rtmp') if it starts with PREFIX; "
+                            "repeatable")
     engine_cli.add_model_args(serve)
     engine_cli.add_output_mode_arg(serve)
     serve.set_defaults(func=cmd_serve)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avatar.profiles import DEFAULT_PROFILE
+from avatar.video import is_stream_url
 
 from .ice import ICE_ENV, ice_servers_from
 
@@ -32,11 +33,15 @@ class ServerConfig:
     size: int | None = None  # portrait profiles: the face crop's side (None: the profile's)
     output_mode: str = "crop"  # portrait profiles: "crop" or "photo" (the whole photo, the face pasted back)
     max_sessions: int = 2
+    max_viewers: int = 4  # WHEP viewers of one WHIP session (each one encodes its own stream)
     token: str | None = None  # shared secret; None = open
-    # Origins allowed to open the websocket besides the server's own (http on its bound address, see
-    # streaming/http.py); a request without an Origin header (not a browser) is allowed.
+    # Origins a page may call from besides the server's own (its scheme on its bound address, see
+    # streaming/origins.py); a request without an Origin header (not a browser) is allowed.
     allowed_origins: tuple[str, ...] = ()
     ice_servers: tuple[dict, ...] = ()  # STUN/TURN, as RTCIceServer dicts (streaming/ice.py)
+    # HTTPS/WSS: a PEM certificate (chain) and its key (None: the key is in the certificate's file).
+    tls_cert: str | None = None
+    tls_key: str | None = None
     static_dir: Path = CLIENT_DIR
     avatars_dir: Path | None = None  # extra server-side avatar images (*.png, *.jpg)
     max_upload_bytes: int = 2 * 1024 * 1024
@@ -55,6 +60,12 @@ class ServerConfig:
     # aiortc holds 4 incoming audio packets (80 ms) for reordering before decoding; 1 is enough on a
     # LAN and saves 60 ms of latency. None keeps aiortc's own.
     audio_receive_prefetch: int | None = 1
+    # Outputs (streaming/outputs.py): every call pushed to this RTMP URL ("{call}": the call id) and
+    # recorded into this directory as <call id>.mp4; a caller may name its own RTMP URL in the offer
+    # only if it starts with one of rtmp_allow (the server connects out to it).
+    rtmp_url: str | None = None
+    record_dir: Path | None = None
+    rtmp_allow: tuple[str, ...] = ()
     stamp_frames: bool = False  # paint each frame's index into its pixels (tests and the benchmark)
     seed: int = 0
 
@@ -80,9 +91,21 @@ class ServerConfig:
             avatars_dir=Path(avatars) if avatars else None,
             allowed_origins=tuple(o.strip() for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip()),
             ice_servers=ice_servers_from(getattr(args, "ice_server", None), os.environ.get(ICE_ENV)),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+            rtmp_url=getattr(args, "rtmp_url", None),
+            record_dir=Path(args.record) if getattr(args, "record", None) else None,
+            rtmp_allow=tuple(getattr(args, "rtmp_allow", None) or ()),
         )
+        if cfg.tls_key and not cfg.tls_cert:
+            raise ValueError("--tls-key needs --tls-cert")
         if cfg.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")
         if not 0 <= cfg.port <= 65535:
             raise ValueError(f"--port must be 0-65535, not {cfg.port}")
+        for url in (cfg.rtmp_url, *cfg.rtmp_allow):
+            if url is not None and not is_stream_url(url):
+                raise ValueError(f"an RTMP URL starts rtmp:// or rtmps://, not {url!r}")
+        if cfg.record_dir is not None:
+            cfg.record_dir.mkdir(parents=True, exist_ok=True)  # fails here, not in the first call
         return cfg

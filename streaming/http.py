@@ -1,57 +1,62 @@
-"""Plain HTTP on the websocket port: the demo page and client (static files), /healthz, the avatar
-list; and the gate in front of /ws (token, then origin) that runs before any work is done.
+"""The server's HTTP layer (aiohttp): one application for the demo page and client (static files),
+/healthz, /metrics, the avatar list and the /ws signaling socket, with CORS and the refusals.
 
-A request this server refuses gets a 4xx status and one WARNING log line with a reason code (bytes
-that are not an HTTP request at all, such as a bare TCP connect, one INFO line); only a bug of ours
-gets a 500 and a traceback."""
+Adding routes: a route module is a function `add_routes(app, server)` that registers its handlers
+with `app.router` (any method); `build_app` takes them in order and adds the static files last, so
+no path a module registers is shadowed. A handler reaches the server as `request.app[SERVER]` and
+refuses a request by raising `Refused(status, reason, body)`: the middleware answers it and logs one
+WARNING line with the reason code. It also answers OPTIONS (CORS preflights included) for every path,
+405 with an Allow header for a method a path does not take, adds the CORS headers for the allowed
+origins and refuses a state-changing method (POST, PATCH, DELETE...) from any other origin.
+Only a bug of ours gets a 500 and a traceback."""
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
 import mimetypes
-import socket
-import sys
-from http import HTTPStatus
+import ssl
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from websockets.datastructures import Headers, MultipleValuesError
-from websockets.exceptions import InvalidHandshake, InvalidMessage
-from websockets.http11 import Response
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, HttpProcessingError
 
+from .origins import SAFE_METHODS, cors_headers, origin_ok, preflight_headers, token_ok
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 
 WS_PATH = "/ws"
+SERVER = web.AppKey("server", object)  # the AvatarServer, for route modules
+STATIC = web.AppKey("static", object)  # the static files' catch-all resource, added last
 MAX_SEGMENT_CHARS = 255  # a longer path segment cannot name a file (most file systems' limit)
 CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".html": "text/html; charset=utf-8",
                  ".css": "text/css", ".json": "application/json", ".ts": "text/plain; charset=utf-8",
                  ".png": "image/png", ".svg": "image/svg+xml", ".wav": "audio/wav"}
+RouteModule = Callable[[web.Application, object], None]
+SHUTDOWN_TIMEOUT_S = 1.0
+KEEPALIVE_TIMEOUT_S = 15.0  # an idle keep-alive HTTP connection is closed after this
 
 
 class Refused(Exception):
     """A request refused with a 4xx status; `reason` is the code in the log line."""
 
-    def __init__(self, status: int, reason: str, body: str):
+    def __init__(self, status: int, reason: str, body: str, headers: dict | None = None):
         super().__init__(body)
-        self.status, self.reason, self.body = status, reason, body
+        self.status, self.reason, self.body, self.headers = status, reason, body, headers or {}
 
 
 def response(status: int, body: bytes | str = b"", content_type: str = "text/plain; charset=utf-8",
-             extra: dict | None = None) -> Response:
+             extra: dict | None = None) -> web.Response:
     body = body.encode() if isinstance(body, str) else body
-    headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body)),
-                       "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
-    for key, value in (extra or {}).items():
-        headers[key] = value
-    return Response(status, HTTPStatus(status).phrase, headers, body)
+    headers = {"Content-Type": content_type, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+               **(extra or {})}
+    return web.Response(status=status, body=body, headers=headers)
 
 
-def json_response(data, status: int = 200) -> Response:
+def json_response(data, status: int = 200) -> web.Response:
     return response(status, json.dumps(data), "application/json")
 
 
@@ -60,7 +65,7 @@ def quoted(value, limit: int = 120) -> str:
     return json.dumps(str(value)[:limit])
 
 
-def static_file(root: Path, url_path: str) -> Response:
+def static_file(root: Path, url_path: str) -> web.Response:
     """A file under root, never outside it (no '..', no hidden files)."""
     parts = [p for p in unquote(url_path).split("/") if p]
     if any(p.startswith(".") or "\\" in p or "\x00" in p or len(p) > MAX_SEGMENT_CHARS for p in parts):
@@ -80,129 +85,168 @@ def static_file(root: Path, url_path: str) -> Response:
     return response(200, body, kind)
 
 
-def token_ok(expected: str | None, given: str | None) -> bool:
-    if not expected:
-        return True
-    # Header values hold any byte a client sent (non-ASCII ones as surrogate escapes).
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
+def single_header(request: web.BaseRequest, name: str) -> str | None:
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise Refused(400, "duplicate_header", f"more than one {name} header")
+    return values[0] if values else None
 
 
-def own_origins(host: str, port: int) -> frozenset[str]:
-    """The origins of the pages this server serves itself: http on its bound address and port, by
-    the names that reach that address (`localhost` for loopback; the machine's own name and
-    addresses for a wildcard bind). Never derived from a request's Host header, which a
-    DNS-rebinding page sets to its own name."""
-    names = {host}
-    if host in ("", "0.0.0.0", "::"):
-        names = {"127.0.0.1", "::1", "localhost", socket.gethostname()}
-        try:
-            names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
-        except OSError:
-            pass
-    elif host == "localhost":
-        names |= {"127.0.0.1", "::1"}
-    elif _is_loopback(host):
-        names |= {"localhost"}
-    urls = {f"[{name}]" if ":" in name else name for name in names}
-    origins = {f"http://{name}:{port}" for name in urls}
-    if port == 80:
-        origins |= {f"http://{name}" for name in urls}
-    return frozenset(origins)
+def url_path(request: web.BaseRequest) -> str:
+    return urlsplit(request.raw_path).path
 
 
-def _is_loopback(host: str) -> bool:
+def check_token(request: web.BaseRequest, expected: str | None) -> None:
+    """The shared secret, from `?token=` or `Authorization: Bearer`."""
+    given = (parse_qs(urlsplit(request.raw_path).query).get("token") or [None])[0]
+    auth = single_header(request, "Authorization")
+    if given is None and auth and auth.startswith("Bearer "):
+        given = auth[len("Bearer "):]
+    if not token_ok(expected, given):
+        raise Refused(401, "token", "unauthorized")
+
+
+def check_origin(origin: str | None, allowed: frozenset[str]) -> None:
+    if not origin_ok(origin, allowed):
+        raise Refused(403, "origin", f"origin not allowed: {quoted(origin)}")
+
+
+async def allowed_methods(request: web.Request) -> set[str]:
+    """The methods the request's path takes (OPTIONS always): those of the routes on that path, and
+    GET/HEAD (the static files) only for a path no route module claims."""
+    static, routed = set(), set()
+    for resource in request.app.router.resources():
+        _, methods = await resource.resolve(request)
+        (static if resource is request.app[STATIC] else routed).update(methods)
+    return ((routed or static) - {"*"}) | {"OPTIONS"}
+
+
+async def options(request: web.Request, origin: str | None, server) -> web.Response:
+    allow = ", ".join(sorted(await allowed_methods(request)))
+    if origin is not None and "Access-Control-Request-Method" in request.headers:  # a CORS preflight
+        check_origin(origin, server.origins)
+        return response(204, extra={"Allow": allow, **preflight_headers(origin, allow)})
+    return response(204, extra={"Allow": allow})
+
+
+async def http_error(request: web.Request, exc: web.HTTPException, server) -> web.Response:
+    """aiohttp's own refusals: a method the path does not take (or a CONNECT, whose host:port is no
+    path) gets 405 with Allow and a log line; the others keep their status."""
+    if isinstance(exc, web.HTTPMethodNotAllowed) or (isinstance(exc, web.HTTPNotFound) and
+                                                     request.method not in SAFE_METHODS):
+        log.warning("event=refused reason=method method=%s path=%s", quoted(request.method, 20),
+                    quoted(request.raw_path))
+        server.metrics.refused("method")
+        allow = ", ".join(sorted(await allowed_methods(request)))
+        return response(405, "method not allowed", extra={"Allow": allow})
+    if exc.status >= 500:
+        raise exc
+    return response(exc.status, exc.text or exc.reason,
+                    extra={k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")})
+
+
+@web.middleware
+async def guard(request: web.Request, handler) -> web.StreamResponse:
+    server = request.app[SERVER]
+    origin = None
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def origin_ok(origin: str | None, allowed: frozenset[str] | tuple[str, ...]) -> bool:
-    """No Origin (not a browser), one of the server's own origins, or a configured one."""
-    return origin is None or origin in allowed or "*" in allowed
-
-
-def single_header(headers, name: str) -> str | None:
-    try:
-        return headers.get(name)
-    except MultipleValuesError:
-        raise Refused(400, "duplicate_header", f"more than one {name} header") from None
-
-
-class HttpRoutes:
-    """websockets' process_request hook: answers plain HTTP, or lets the /ws handshake through."""
-
-    def __init__(self, config, avatars, health, metrics):
-        self.config = config
-        self.avatars = avatars
-        self.health = health  # () -> dict
-        self.metrics = metrics  # streaming/metrics.py
-        self.origins: frozenset[str] = frozenset(config.allowed_origins)  # + own_origins once bound
-
-    def bind(self, host: str, port: int) -> None:
-        self.origins = frozenset(self.config.allowed_origins) | own_origins(host, port)
-
-    def __call__(self, connection, request) -> Response | None:
-        try:
-            return self._route(request)
-        except Refused as refusal:
-            log.warning("event=refused reason=%s path=%s", refusal.reason, quoted(request.path))
-            self.metrics.refused(refusal.reason)
-            return response(refusal.status, refusal.body)
-        except Exception:  # our bug: one request fails, the server goes on
-            log.exception("event=request_failed path=%s", quoted(request.path))
-            return response(500, "the server failed on this request; it is logged")
-
-    def _route(self, request) -> Response | None:
-        if any(not value.isascii() for _, value in request.headers.raw_items()):
+        if any(not value.isascii() for _, value in request.raw_headers):
             raise Refused(400, "non_ascii_header", "header values must be ASCII")
-        url = urlsplit(request.path)
-        path = url.path
-        if path == WS_PATH:
-            return self._gate(request, parse_qs(url.query))
-        if path == "/healthz":
-            return json_response(self.health())
-        if path == "/metrics":
-            return response(200, self.metrics.render(), self.metrics.content_type)
-        if path == "/":
-            return response(302, "", extra={"Location": "/demo/"})
-        if path == "/avatars.json":
-            return json_response({"avatars": self.avatars.ids()})
-        if path.startswith("/avatars/") and path.endswith(".png"):
-            try:
-                return response(200, self.avatars.png(path[len("/avatars/"):-4]), "image/png")
-            except ProtocolError:
-                return response(404, "unknown avatar")
-        return static_file(self.config.static_dir, path)
-
-    def _gate(self, request, query: dict) -> None:
-        given = (query.get("token") or [None])[0]
-        auth = single_header(request.headers, "Authorization")
-        if given is None and auth and auth.startswith("Bearer "):
-            given = auth[len("Bearer "):]
-        if not token_ok(self.config.token, given):
-            raise Refused(401, "token", "unauthorized")
-        origin = single_header(request.headers, "Origin")
-        if not origin_ok(origin, self.origins):
-            raise Refused(403, "origin", f"origin not allowed: {quoted(origin)}")
-        return None
+        origin = single_header(request, "Origin")
+        if request.method == "OPTIONS":
+            answer = await options(request, origin, server)
+        else:
+            if request.method not in SAFE_METHODS:
+                check_origin(origin, server.origins)
+            answer = await handler(request)
+    except Refused as refusal:
+        log.warning("event=refused reason=%s method=%s path=%s", refusal.reason, quoted(request.method, 20),
+                    quoted(request.raw_path))
+        server.metrics.refused(refusal.reason)
+        answer = response(refusal.status, refusal.body, extra=refusal.headers)
+    except web.HTTPException as exc:
+        answer = await http_error(request, exc, server)
+    except Exception:  # our bug: one request fails, the server goes on
+        log.exception("event=request_failed method=%s path=%s", quoted(request.method, 20), quoted(request.raw_path))
+        answer = response(500, "the server failed on this request; it is logged")
+    if origin is not None and not answer.prepared and origin_ok(origin, server.origins):
+        for key, value in cors_headers(origin).items():
+            answer.headers.setdefault(key, value)
+    return answer
 
 
-class HandshakeLog(logging.LoggerAdapter):
-    """The logger websockets is given. It logs every failed opening handshake (a bare TCP connect, a
-    port scanner, plain HTTP on /ws) as an ERROR with a traceback; those are the client's doing, so
-    each becomes one line with a reason code: INFO for bytes that are not an HTTP request at all,
-    WARNING for a request refused. Anything else passes through unchanged."""
+# ---- the routes of the page, the client and the server's state ------------------------------------------------
+def add_routes(app: web.Application, server) -> None:
+    async def health(request):
+        return json_response(server.health())
+
+    async def metrics(request):
+        return response(200, server.metrics.render(), server.metrics.content_type)
+
+    async def to_demo(request):
+        return response(302, "", extra={"Location": "/demo/"})
+
+    async def avatar_list(request):
+        return json_response({"avatars": server.avatars.ids()})
+
+    async def avatar_png(request):
+        try:
+            return response(200, server.avatars.png(request.match_info["name"]), "image/png")
+        except ProtocolError:
+            return response(404, "unknown avatar")
+
+    for path, handler in (("/healthz", health), ("/metrics", metrics), ("/", to_demo), ("/avatars.json", avatar_list),
+                          ("/avatars/{name}.png", avatar_png)):
+        app.router.add_get(path, handler)
+
+
+async def static(request: web.Request) -> web.Response:
+    return static_file(request.app[SERVER].config.static_dir, url_path(request))
+
+
+def build_app(server, route_modules: tuple[RouteModule, ...]) -> web.Application:
+    app = web.Application(middlewares=[guard])
+    app[SERVER] = server
+    for add in route_modules:
+        add(app, server)
+    app[STATIC] = app.router.add_get("/{path:.*}", static).resource
+    return app
+
+
+def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def serve(app: web.Application, host: str, port: int, tls_cert: str | None = None,
+                tls_key: str | None = None) -> web.AppRunner:
+    """Serves the app on host:port (HTTPS with a certificate); the runner's cleanup() stops it."""
+    runner = web.AppRunner(app, access_log=None, logger=RequestLog(), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=tls_context(tls_cert, tls_key) if tls_cert else None).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+class RequestLog(logging.LoggerAdapter):
+    """The logger aiohttp's connection handler is given. It logs every request it cannot parse (a
+    port scanner, TLS on the plain port, garbled bytes) as an ERROR with a traceback; those are the
+    client's doing, so each becomes one line with a reason code: INFO for bytes that are not an HTTP
+    request at all, WARNING for a malformed one. Anything else passes through unchanged."""
 
     def __init__(self):
-        super().__init__(logging.getLogger("websockets.server"), {})
+        super().__init__(logging.getLogger("aiohttp.server"), {})
 
     def log(self, level, msg, *args, **kwargs):
-        exc = sys.exc_info()[1]
-        if msg == "opening handshake failed" and isinstance(exc, (InvalidHandshake, EOFError, ConnectionError)):
-            not_http = isinstance(exc, (InvalidMessage, EOFError, ConnectionError))
-            cause = exc.__cause__ or exc
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            not_http = isinstance(exc, (BadHttpMethod, BadStatusLine))
             log.log(logging.INFO if not_http else logging.WARNING, "event=refused reason=%s detail=%s",
-                    "not_http" if not_http else "bad_handshake", quoted(f"{type(cause).__name__}: {cause}"))
+                    "not_http" if not_http else "bad_request", quoted(f"{type(exc).__name__}: {exc.message}"))
             return
         super().log(level, msg, *args, **kwargs)

@@ -10,6 +10,7 @@ import traceback
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import SessionDescription
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,21 @@ def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
             receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
         else:
             log.info("event=prefetch_unchanged reason=\"aiortc internals differ\"")
+
+
+def answer_as_dtls_server(pc: RTCPeerConnection) -> None:
+    """Call after the offer is applied, before the answer is made. aiortc answers an `actpass` offer
+    as DTLS client, and its client offers only ECDSA ciphers: a peer whose certificate is RSA
+    (GStreamer's webrtcbin: simple-whip-client, whipsink) then finds no shared cipher. As DTLS
+    server aiortc picks an ECDSA cipher, which every client offers. An offer that names its own role
+    keeps it."""
+    remote = SessionDescription.parse(pc.remoteDescription.sdp)
+    if any(media.dtls is None or media.dtls.role != "auto" for media in remote.media):
+        return
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None and getattr(dtls, "_role", None) == "auto":
+            dtls._set_role("server")
 
 
 def release_peer(pc: RTCPeerConnection) -> None:

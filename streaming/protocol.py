@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from aiortc import RTCIceCandidate
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from avatar.video import is_stream_url
+
 MAX_SDP_CHARS = 64 * 1024
 MAX_PROMPT_CHARS = 2000
+MAX_URL_CHARS = 2048
 MAX_CANDIDATE_CHARS = 1024
 MAX_MLINE_INDEX = 64
 
@@ -45,6 +48,7 @@ class Offer:
     avatar: str | None = None
     image: str | None = None  # base64 or a data: URL, decoded by the server
     prompt: str | None = None
+    rtmp: str | None = None  # push this call to that RTMP URL too (if the server allows it)
 
 
 @dataclass(frozen=True)
@@ -93,29 +97,45 @@ def _text(msg: dict, key: str, limit: int, required: bool = True) -> str | None:
     return value
 
 
-def check_offer_sdp(sdp: str) -> None:
-    """The offer contract, before any work: one audio section that sends, one video section that
-    receives, each with a mid, ICE credentials and a DTLS fingerprint aiortc can check."""
+# What each kind of offer must do with each medium ("send" or "receive"): the websocket caller's
+# call, a WHIP publisher (its audio is the voice; a video section is allowed and ignored) and a WHEP
+# viewer (video received; an audio section, if any, is the voice).
+CALL_OFFER = {"audio": "send", "video": "receive"}
+WHIP_OFFER = {"audio": "send"}
+WHEP_OFFER = {"video": "receive"}
+_DIRECTIONS = {"send": ("sendrecv", "sendonly", None), "receive": ("sendrecv", "recvonly", None)}
+_HOW = {"send": "send (sendrecv or sendonly, port not 0)", "receive": "receive (recvonly or sendrecv, port not 0)"}
+
+
+def check_offer_sdp(sdp: str, needs: dict[str, str] = CALL_OFFER, others: bool = False) -> None:
+    """The offer contract, before any work: one section of each kind in `needs`, sending or receiving
+    as it says (no other sections unless `others`), each with a mid, ICE credentials and a DTLS
+    fingerprint aiortc can check."""
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser asserts, indexes and int()s its way through the text
         raise ProtocolError("bad_sdp", f"the offer is not valid SDP ({type(exc).__name__})") from None
     kinds = sorted(m.kind for m in parsed.media)
-    if kinds != ["audio", "video"]:
-        raise ProtocolError("bad_sdp", f"the offer must have one audio and one video section, not {kinds}")
+    if not others and kinds != sorted(needs):
+        raise ProtocolError("bad_sdp", f"the offer must have one {' and one '.join(sorted(needs))} section, "
+                                       f"not {kinds}")
+    for kind in needs:
+        if kinds.count(kind) != 1:
+            raise ProtocolError("bad_sdp", f"the offer must have one {kind} section, not {kinds.count(kind)}")
+    mids = [m.rtp.muxId for m in parsed.media]
     for media in parsed.media:
+        if media.kind not in needs:
+            continue
         if not media.rtp.muxId:
             raise ProtocolError("bad_sdp", f"the offer's {media.kind} section has no a=mid")
         if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
             raise ProtocolError("bad_sdp", f"the offer's {media.kind} section has no a=ice-ufrag / a=ice-pwd")
         _check_fingerprints(media)
-    if parsed.media[0].rtp.muxId == parsed.media[1].rtp.muxId:
-        raise ProtocolError("bad_sdp", "the offer's two sections have the same a=mid")
-    audio, video = sorted(parsed.media, key=lambda m: m.kind)
-    if audio.port == 0 or audio.direction not in ("sendrecv", "sendonly", None):
-        raise ProtocolError("bad_sdp", "the offer's audio section must send (sendrecv or sendonly, port not 0)")
-    if video.port == 0 or video.direction not in ("sendrecv", "recvonly", None):
-        raise ProtocolError("bad_sdp", "the offer's video section must receive (recvonly or sendrecv, port not 0)")
+        if mids.count(media.rtp.muxId) > 1:
+            raise ProtocolError("bad_sdp", f"two of the offer's sections have the same a=mid {media.rtp.muxId!r}")
+        way = needs[media.kind]
+        if media.port == 0 or media.direction not in _DIRECTIONS[way]:
+            raise ProtocolError("bad_sdp", f"the offer's {media.kind} section must {_HOW[way]}")
 
 
 def _check_fingerprints(media) -> None:
@@ -138,11 +158,14 @@ def _check_offer(msg: dict) -> Offer:
     if avatar is not None and not isinstance(avatar, str):
         raise ProtocolError("bad_message", "'avatar' must be a string id")
     prompt = _text(msg, "prompt", MAX_PROMPT_CHARS, required=False)
+    rtmp = _text(msg, "rtmp", MAX_URL_CHARS, required=False)
+    if rtmp is not None and not is_stream_url(rtmp):
+        raise ProtocolError("bad_message", "'rtmp' must be an rtmp:// or rtmps:// URL")
     check_offer_sdp(sdp)
-    return Offer(sdp, avatar, image, prompt)
+    return Offer(sdp, avatar, image, prompt, rtmp)
 
 
-def _parse_candidate(line: str) -> RTCIceCandidate:
+def parse_candidate(line: str) -> RTCIceCandidate:
     """'candidate:<foundation> <component> <protocol> <priority> <ip> <port> typ <type> ...'"""
     bits = line.removeprefix("candidate:").split()
     if len(bits) < 8 or bits[6] != "typ" or bits[7] not in _CANDIDATE_TYPES:
@@ -171,7 +194,7 @@ def _check_candidate(msg: dict) -> Candidate:
         raise ProtocolError("bad_message", "'sdpMLineIndex' must be a small non-negative integer")
     if mid is None and index is None:
         raise ProtocolError("bad_message", "a candidate needs 'sdpMid' or 'sdpMLineIndex'")
-    cand = _parse_candidate(line)
+    cand = parse_candidate(line)
     cand.sdpMid, cand.sdpMLineIndex = mid, index
     return Candidate(cand)
 

@@ -1,8 +1,11 @@
-"""The live server: one port for the demo page, the client, /healthz and the /ws signaling endpoint.
+"""The live server: one port (aiohttp, streaming/http.py) for the demo page, the client, /healthz,
+/metrics and the /ws signaling endpoint, over HTTP or, with a certificate, HTTPS.
 
 Per websocket: the token and origin are checked in the HTTP handshake (before any work), then a
 session slot is taken (or the caller is told the server is full), then the caller sends an offer and
 gets an answer; control messages follow. One call's failure is contained to that call.
+
+Other transports add their routes by adding a route module to ROUTE_MODULES (see streaming/http.py).
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ import asyncio
 import itertools
 import json
 import logging
+import ssl
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from websockets.asyncio.server import serve
-from websockets.exceptions import ConnectionClosed
+from aiohttp import web
 
 from avatar.errors import AvatarError, ProfileError
 from avatar.threads import torch_threads
@@ -24,13 +27,18 @@ from avatar.threads import torch_threads
 from .avatars import AvatarLibrary, decode_upload
 from .call import Call
 from .config import ServerConfig
-from .http import HandshakeLog, HttpRoutes, quoted
+from .http import add_routes as add_page_routes
+from .http import WS_PATH, build_app, quoted, serve, tls_context
 from .metrics import ServerMetrics
+from .origins import own_origins
 from .peer import quiet_library_task_failures
 from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, Ping, ProtocolError, SetPrompt,
                        parse_message)
+from .signaling_socket import Closed, SignalingSocket, accept
 from .vad import load_vad_model, single_threaded
 from .watch import watch_caller
+from .whip import WhipEndpoints
+from .whip import add_routes as add_whip_routes
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +53,14 @@ class AvatarServer:
         self.avatars = AvatarLibrary(config.avatars_dir)
         self.calls: dict[str, Call | None] = {}  # a slot is taken from the first message on
         self._ids = itertools.count(1)
-        self._ws_server = None
+        self._runner: web.AppRunner | None = None
+        self._sockets: set[SignalingSocket] = set()
+        # The origins a page may call from: configured ones, then also the server's own once bound.
+        self.origins: frozenset[str] = frozenset(config.allowed_origins)
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad", initializer=single_threaded)
         self.port = config.port
         self.metrics = ServerMetrics(self)
+        self.whip = WhipEndpoints(self)
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
@@ -71,27 +83,29 @@ class AvatarServer:
 
             self.compute_allowance_s = await asyncio.get_running_loop().run_in_executor(
                 None, compute_allowance, self.profile, self.torch_threads(running=1))
-        routes = HttpRoutes(cfg, self.avatars, self.health, self.metrics)
-        self._ws_server = await serve(
-            self._handle, cfg.host, cfg.port, process_request=routes, logger=HandshakeLog(),
-            max_size=cfg.max_message_bytes, ping_interval=None,  # our own keep-alive: watch.py
-            close_timeout=1.0, compression=None, server_header=None)
-        self.port = self._ws_server.sockets[0].getsockname()[1]
-        routes.bind(cfg.host, self.port)
+        self._runner = await serve(build_app(self, ROUTE_MODULES), cfg.host, cfg.port, cfg.tls_cert, cfg.tls_key)
+        self.port = self._runner.addresses[0][1]
+        self.origins = frozenset(cfg.allowed_origins) | own_origins(cfg.host, self.port, self.scheme)
         return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.config.tls_cert else "http"
 
     @property
     def url(self) -> str:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
-        return f"http://{host}:{self.port}/demo/"
+        return f"{self.scheme}://{host}:{self.port}/demo/"
 
     async def stop(self) -> None:
+        await self.whip.close_all("server stopping")
         for call in list(self.calls.values()):
             if call is not None:
                 await call.close("server stopping")
-        if self._ws_server is not None:
-            self._ws_server.close()
-            await self._ws_server.wait_closed()
+        for sock in list(self._sockets):
+            await sock.close(1001, "server stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
         self._vad_pool.shutdown(wait=False)
         self._restore_loop_handler()
 
@@ -101,16 +115,31 @@ class AvatarServer:
             running = sum(call is not None for call in self.calls.values())
         return torch_threads(running)
 
+    def new_call(self, call_id: str, send, broadcast: bool = False) -> Call:
+        return Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
+                    compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads, broadcast=broadcast)
+
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),
                 "max_sessions": self.config.max_sessions}
 
     # ---- one websocket ------------------------------------------------------------------------
-    async def _handle(self, ws) -> None:
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """GET /ws: the gate (streaming/signaling_socket.py), then the signaling."""
+        response, sock = await accept(request, self.config.token, self.origins, self.config.max_message_bytes)
+        if sock is not None:
+            self._sockets.add(sock)
+            try:
+                await self._handle(sock)
+            finally:
+                self._sockets.discard(sock)
+        return response
+
+    async def _handle(self, ws: SignalingSocket) -> None:
         async def send(msg: dict) -> None:
             try:
                 await ws.send(json.dumps(msg))
-            except ConnectionClosed:
+            except Closed:
                 pass
 
         if len(self.calls) >= self.config.max_sessions:
@@ -142,13 +171,13 @@ class AvatarServer:
                                 quoted(exc.message))
                     self.metrics.refused(exc.code)
                     await send(exc.to_message())
-                except ConnectionClosed:
+                except Closed:
                     raise
                 except Exception as exc:  # a bug in one call must not end the server
                     log.exception("call=%s event=message_failed", link.call_id)
                     await send({"type": "error", "code": "internal",
                                 "message": f"the server failed on this message ({type(exc).__name__}); it is logged"})
-        except ConnectionClosed:
+        except Closed:
             pass
         finally:
             watcher.cancel()
@@ -182,8 +211,7 @@ class AvatarServer:
                     image = self._image_from(msg.avatar, msg.image)
                 else:
                     image = self._image_from(link.avatar, link.image)
-                call = Call(link.call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
-                            compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads)
+                call = self.new_call(link.call_id, send)
                 try:
                     answer = await call.start(msg, image)
                 except BaseException:
@@ -235,6 +263,14 @@ class Link:
     candidates_ended: bool = False
 
 
+def add_signaling_routes(app: web.Application, server: AvatarServer) -> None:
+    app.router.add_get(WS_PATH, server.websocket)
+
+
+# Each registers its routes on the server's aiohttp application (streaming/http.py says how).
+ROUTE_MODULES = (add_page_routes, add_signaling_routes, add_whip_routes)
+
+
 async def run_server(config: ServerConfig, ready=None) -> None:
     server = await AvatarServer(config).start()
     for note in getattr(server.profile, "notes", []):
@@ -253,10 +289,16 @@ def serve_main(args) -> int:
     """`avatar serve`: args has .host .port .profile .max_sessions .token .weights .device."""
     try:
         config = ServerConfig.from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: e.g. --record names a directory that cannot be made
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for chatty in ("websockets.server", "aioice", "aiortc"):  # per-request / per-packet INFO lines
+    if config.tls_cert:
+        try:
+            tls_context(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot use --tls-cert/--tls-key: {exc}", file=sys.stderr)
+            return 2
+    for chatty in ("aioice", "aiortc"):  # per-request / per-packet INFO lines
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         import uvloop

@@ -52,6 +52,7 @@ class PacedVideoTrack(MediaStreamTrack):
         self.repeated = 0
         self.skipped = 0  # frames never sent because the track was paused past them
         self.first_index: int | None = None
+        self.outputs: list = []  # streaming.outputs.MediaOutput: each gets every frame sent, with its index
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
@@ -72,6 +73,8 @@ class PacedVideoTrack(MediaStreamTrack):
         else:
             self._last = frame.image
         image = self._last if self.decorate is None else self.decorate(self._last, index)
+        for output in self.outputs:
+            output.video(image, index)
         out = av.VideoFrame.from_ndarray(image, format="rgb24")
         out.pts = index * self._ticks
         out.time_base = Fraction(1, VIDEO_CLOCK_RATE)
@@ -106,6 +109,7 @@ class DelayedVoiceTrack(MediaStreamTrack):
         self._samples = int(round(clock.sample_rate * AUDIO_PTIME))  # per frame, timeline rate
         self._next: int | None = None
         self.sent = 0
+        self.outputs: list = []  # streaming.outputs.MediaOutput: each gets the voice sent, at OUT_RATE
 
     def _upsample(self, position: int) -> np.ndarray:
         n, f, k = self._samples, self._factor, self.TAPS
@@ -127,7 +131,10 @@ class DelayedVoiceTrack(MediaStreamTrack):
         await _sleep_until(self.clock.sample_due(position))
         pcm = self._upsample(position)
         self.voice.discard_before(position + n - self.TAPS)
-        samples = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
+        pcm = np.clip(pcm, -1.0, 1.0)
+        for output in self.outputs:
+            output.audio(pcm, position * self._factor)
+        samples = (pcm * 32767.0).astype(np.int16)
         out = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
         out.sample_rate = self.OUT_RATE
         out.pts = position * self._factor

@@ -1,6 +1,6 @@
 """Each signaling socket's watcher: frees the caller's slot once the caller is gone without saying so.
 
-The server's own keep-alive (websockets' built-in one is off) pings the socket; the watcher also sees
+The server's own keep-alive (streaming/signaling_socket.py) pings the socket; the watcher also sees
 the call end and the signaling deadline pass. A closed or reset socket ends the message loop instead.
 """
 
@@ -10,9 +10,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from websockets.exceptions import ConnectionClosed
-
 from .config import ServerConfig
+from .signaling_socket import Closed, SignalingSocket
 
 if TYPE_CHECKING:
     from .server import Link
@@ -24,7 +23,7 @@ WATCH_POLL_S = 0.1  # how often a socket's watcher looks at its call and deadlin
 PONG_GRACE_S = 0.1
 
 
-async def watch_caller(ws, link: "Link", send, cfg: ServerConfig,
+async def watch_caller(ws: SignalingSocket, link: "Link", send, cfg: ServerConfig,
                        release: Callable[["Link", str], Awaitable[None]]) -> None:
     """Frees the slot as soon as the caller is gone: its call ended (hang-up, ICE or DTLS failure),
     its websocket stopped answering pings, or it has no connected call by the signaling deadline.
@@ -50,14 +49,14 @@ async def watch_caller(ws, link: "Link", send, cfg: ServerConfig,
             await asyncio.wait([pings], timeout=WATCH_POLL_S)
         if pings.result():
             await asyncio.shield(release(link, "no answer to pings"))
-            ws.transport.abort()
+            ws.abort()
     except asyncio.CancelledError:
         pass
     finally:
         pings.cancel()
 
 
-async def unanswered_ping(ws, cfg: ServerConfig) -> bool:
+async def unanswered_ping(ws: SignalingSocket, cfg: ServerConfig) -> bool:
     """True once a ping goes unanswered for ping_timeout_s; False if the socket closes first.
     After a timeout the pong gets a short grace: if our own loop stalled past the timeout, a pong
     already received is read only after the timer has fired."""
@@ -65,7 +64,7 @@ async def unanswered_ping(ws, cfg: ServerConfig) -> bool:
         await asyncio.sleep(cfg.ping_interval_s)
         try:
             pong = await ws.ping()
-        except ConnectionClosed:
+        except Closed:
             return False
         for timeout in (cfg.ping_timeout_s, PONG_GRACE_S):
             done, _ = await asyncio.wait([pong], timeout=timeout)

@@ -50,14 +50,15 @@ def wav_speech_starts(path: Path) -> tuple[list[float], float]:
 class Chromium:
     """A headless Chromium with a fake microphone, and one page to talk to over CDP."""
 
-    def __init__(self, profile_dir: Path, wav: Path):
+    def __init__(self, profile_dir: Path, wav: Path, extra_args: tuple[str, ...] = (),
+                 disable_features: tuple[str, ...] = ()):
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--no-first-run", "--disable-component-update", "--disable-sync", "--mute-audio",
              "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
              f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required",
-             "--disable-features=Translate,MediaRouter", f"--user-data-dir={profile_dir}",
-             "--remote-debugging-port=0", "about:blank"],
+             f"--disable-features={','.join(('Translate', 'MediaRouter') + disable_features)}",
+             f"--user-data-dir={profile_dir}", "--remote-debugging-port=0", *extra_args, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.port_file = profile_dir / "DevToolsActivePort"
         self.ws = None
@@ -206,3 +207,56 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, sp
     finally:
         await browser.close()
         await server.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+async def test_the_microphone_needs_https_from_another_machine(tmp_path, tiny_profile, speech_hello, turn_server):
+    """The page under a name that is not this machine's (as a LAN caller opens it): over plain HTTP
+    the browser gives it no microphone and the demo says so; served with --tls-cert it is a secure
+    context and the call runs."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=avatar.test", "-addext", "subjectAltName=DNS:avatar.test", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    plain_port, tls_port = free_port(), free_port()
+    plain = await AvatarServer(ServerConfig(port=plain_port, allowed_origins=(f"http://avatar.test:{plain_port}",)),
+                               tiny_profile).start()
+    secure = await AvatarServer(ServerConfig(port=tls_port, tls_cert=str(cert), tls_key=str(key),
+                                             allowed_origins=(f"https://avatar.test:{tls_port}",),
+                                             ice_servers=(parse_ice_server(turn_server),)), tiny_profile).start()
+    browser = Chromium(tmp_path / "profile", fake_mic_wav(tmp_path / "mic.wav", speech_hello), (
+        "--host-resolver-rules=MAP avatar.test 127.0.0.1", "--ignore-certificate-errors"))
+    try:
+        await browser.open_page()
+        await browser.command("Page.navigate", url=f"http://avatar.test:{plain_port}/demo/?autostart=1")
+        deadline = time.monotonic() + 20
+        while not await browser.evaluate("!!(window.demo && window.demo.error)"):
+            assert time.monotonic() < deadline, "the page did not say why it has no microphone"
+            await asyncio.sleep(0.2)
+        assert await browser.evaluate("window.isSecureContext") is False
+        assert await browser.evaluate("window.demo.error.code") == "insecure"
+
+        await browser.command("Page.navigate", url=f"https://avatar.test:{tls_port}/demo/?autostart=1&avatar=drawn")
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            state = json.loads(await browser.evaluate(
+                "JSON.stringify({secure: window.isSecureContext, error: window.demo && window.demo.error, "
+                "types: window.demo ? window.demo.events.map((e) => e.type) : []})") or "{}")
+            assert not state.get("error"), state
+            if state["types"].count("stats") >= 2:
+                break
+            await asyncio.sleep(0.5)
+        assert state["secure"] is True and state["types"].count("stats") >= 2, state
+        assert len(secure.calls) == 1 and not plain.calls
+    finally:
+        await browser.close()
+        await plain.stop()
+        await secure.stop()

@@ -18,7 +18,8 @@ from streaming.avatars import AvatarLibrary, decode_upload
 from streaming.buffers import FrameBuffer
 from streaming.clock import MediaClock
 from streaming.contrib.stamp import read_index, stamp_index
-from streaming.http import origin_ok, own_origins, static_file, token_ok
+from streaming.http import static_file
+from streaming.origins import origin_ok, own_origins, token_ok
 from streaming.intake import AudioIntake
 from benchmarks.fuzz_cases import CANDIDATE, OFFER_SDP, image_bytes, png_with_size
 from streaming.protocol import Candidate, Interrupt, Offer, ProtocolError, SetPrompt, parse_message
@@ -110,6 +111,8 @@ def test_frame_stamp_survives_vp8():
     ('{"type": "candidate", "candidate": "x", "sdpMLineIndex": -1}', "bad_message"),
     ('{"type": "avatar"}', "bad_message"),
     ('{"type": "prompt", "text": ' + '"' + "x" * 3000 + '"}', "bad_message"),
+    ('{"type": "offer", "sdp": "m=audio m=video", "rtmp": "http://example.com/live"}', "bad_message"),
+    ('{"type": "offer", "sdp": "m=audio m=video", "rtmp": 5}', "bad_message"),
     ("[" * 100000, "bad_message"),
 ])
 def test_malformed_messages_are_refused_with_a_code(raw, code):
@@ -121,6 +124,8 @@ def test_malformed_messages_are_refused_with_a_code(raw, code):
 def test_good_messages_parse():
     offer = parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "avatar": "drawn", "prompt": "hi"}))
     assert offer == Offer(OFFER_SDP, avatar="drawn", prompt="hi")
+    pushed = parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "rtmp": "rtmp://example.com/live/key"}))
+    assert pushed.rtmp == "rtmp://example.com/live/key"
     assert parse_message('{"type": "candidate", "candidate": ""}') == Candidate(None)
     trickled = parse_message(json.dumps({"type": "candidate", "candidate": CANDIDATE, "sdpMid": "0"})).candidate
     assert (trickled.ip, trickled.port, trickled.type, trickled.sdpMid) == ("127.0.0.1", 9, "host", "0")
@@ -223,17 +228,17 @@ def test_static_files_stay_inside_the_root(tmp_path):
     (root / "demo" / "index.html").write_text("<p>hi</p>")
     (tmp_path / "secret.txt").write_text("no")
     ok = static_file(root, "/demo/")
-    assert ok.status_code == 200 and ok.body == b"<p>hi</p>" and ok.headers["Content-Type"].startswith("text/html")
+    assert ok.status == 200 and ok.body == b"<p>hi</p>" and ok.headers["Content-Type"].startswith("text/html")
     for path in ("/../secret.txt", "/demo/%2e%2e/%2e%2e/secret.txt", "/.git/config", "/nothing.js", "/demo/\x00",
                  "/demo/" + "a" * 256, "/" + "b" * 5000 + "/x"):
-        assert static_file(root, path).status_code == 404
+        assert static_file(root, path).status == 404
 
 
 def test_token_and_origin_checks():
     assert token_ok(None, None) and token_ok("", "anything")
     assert token_ok("s3cret", "s3cret")
     assert not token_ok("s3cret", None) and not token_ok("s3cret", "s3creT")
-    assert not token_ok("s3cret", "s3cr\udcff")  # a non-ASCII header byte, as websockets hands it over
+    assert not token_ok("s3cret", "s3cr\udcff")  # a non-ASCII header byte, as a surrogate escape
     own = own_origins("127.0.0.1", 8080)
     assert own == {"http://127.0.0.1:8080", "http://localhost:8080"}
     assert origin_ok(None, own)  # not a browser

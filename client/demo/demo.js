@@ -69,8 +69,9 @@ function speaking(on) {
 async function start() {
   if (!window.isSecureContext || !navigator.mediaDevices) {
     demo.error = { code: 'insecure', message: 'no microphone on a page that is not secure' };
-    log('The browser lets only secure pages use the microphone: open this page over https://, or on the '
-      + 'machine that runs the server (http://localhost or 127.0.0.1).');
+    log('The browser lets only secure pages use the microphone: open this page over https:// (start the '
+      + 'server with --tls-cert and --tls-key), or on the machine that runs the server (http://localhost or '
+      + '127.0.0.1).');
     return;
   }
   $('start').disabled = true;

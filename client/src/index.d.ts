@@ -14,6 +14,8 @@ export interface ConnectOptions {
   token?: string;
   /** STUN/TURN servers for this call; default: those the server names in its "ready" message. */
   iceServers?: RTCIceServer[];
+  /** Also push the call (avatar + voice, H.264 + AAC) to this rtmp:// URL; the server must allow it (--rtmp-allow). */
+  rtmp?: string;
 }
 
 export interface VadEventDetail {
@@ -75,6 +77,8 @@ export interface AnswerMessage {
   fps: number;
   /** [height, width] of the avatar's video, in pixels. */
   resolution: [number, number];
+  /** Where the call goes besides this peer: 'rtmp' (a push), 'record' (an mp4 on the server). */
+  outputs: Array<'rtmp' | 'record'>;
 }
 
 export declare class AvatarError extends Error {
@@ -99,6 +103,8 @@ export interface AvatarCallEvents {
   avatar: { frame: number };
   /** 'catch-up': fell behind and jumped over skipped_frames; 'late_frames': many repeats since the last stats. */
   degraded: { reason: 'catch-up' | 'late_frames'; behind_s: number; skipped_frames?: number; repeated_share?: number };
+  /** An output (an RTMP push, the recording) stopped; the call goes on without it. */
+  output: { output: 'rtmp' | 'record'; ok: false; reason: string };
   error: AvatarError;
   close: { reason: string };
 }

@@ -118,6 +118,7 @@ export class AvatarCall extends EventTarget {
       case 'interrupted': this._emit('interrupted', msg); break;
       case 'avatar': if (msg.frame !== undefined) this._emit('avatar', { frame: msg.frame }); break;
       case 'degraded': this._emit('degraded', msg); break;
+      case 'output': this._emit('output', msg); break;
       case 'error': {
         const err = new AvatarError(msg.code, msg.message, msg.reason);
         this._emit('error', err);
@@ -184,11 +185,12 @@ function openSocket(url) {
 /**
  * Start a call.
  * @param {object} options  { url, audio: MediaStream | 'mic', video: HTMLVideoElement, image?, avatar?, prompt?, token?,
- *                           iceServers? (default: the STUN/TURN servers the server names in "ready") }
+ *                           iceServers? (default: the STUN/TURN servers the server names in "ready"),
+ *                           rtmp? (an rtmp:// URL the server also pushes the call to, if it allows that URL) }
  * @returns {Promise<AvatarCall>} resolved once the server has answered.
  */
 export async function connect(options = {}) {
-  const { url, audio = 'mic', video, image, avatar, prompt, token, iceServers } = options;
+  const { url, audio = 'mic', video, image, avatar, prompt, token, iceServers, rtmp } = options;
   if (!video || typeof video !== 'object' || !('srcObject' in video)) {
     throw new AvatarError('bad_option', 'connect() needs a video element: { video: HTMLVideoElement }');
   }
@@ -255,6 +257,7 @@ export async function connect(options = {}) {
     if (imageData) offer.image = imageData;
     else if (avatar) offer.avatar = avatar;
     if (prompt) offer.prompt = prompt;
+    if (rtmp) offer.rtmp = rtmp;
     call._send(offer);
     offered = true;
     candidates.forEach((message) => call._send(message));

@@ -55,7 +55,7 @@ test("'ready' reaches a listener added after the server's message", async () => 
 test('server messages become events with the documented names', async () => {
   const call = new AvatarCall(recordingSocket(), null, {});
   const events = [];
-  for (const type of ['speechstart', 'speechend', 'interrupted', 'avatar', 'degraded', 'error']) {
+  for (const type of ['speechstart', 'speechend', 'interrupted', 'avatar', 'degraded', 'output', 'error']) {
     call.on(type, (detail) => events.push([type, detail]));
   }
   await call._receive({ type: 'vad', event: 'speechstart', t: 1.5, input_t: 1.0, frame: 37, shows_in_s: 0.7 });
@@ -65,15 +65,17 @@ test('server messages become events with the documented names', async () => {
   await call._receive({ type: 'avatar', ok: true }); // the acknowledgement before the switch: no event
   await call._receive({ type: 'avatar', ok: true, frame: 80 });
   await call._receive({ type: 'degraded', reason: 'late', behind_s: 0.4 });
+  await call._receive({ type: 'output', output: 'rtmp', ok: false, reason: 'BrokenPipeError' });
   await call._receive({ type: 'error', code: 'bad_image', message: 'not an image' });
-  assert.deepEqual(events.slice(0, 5), [
+  assert.deepEqual(events.slice(0, 6), [
     ['speechstart', { t: 1.5, inputT: 1.0, frame: 37, showsInS: 0.7 }],
     ['speechend', { t: 2.5, inputT: 2.0, frame: 62, showsInS: 0.7, playedTo: 2.25, playedToInputT: 1.75, cut: true }],
     ['interrupted', { type: 'interrupted', t: 2.25, input_t: 1.75, cut: true }],
     ['avatar', { frame: 80 }],
     ['degraded', { type: 'degraded', reason: 'late', behind_s: 0.4 }],
+    ['output', { type: 'output', output: 'rtmp', ok: false, reason: 'BrokenPipeError' }],
   ]);
-  const [type, err] = events[5];
+  const [type, err] = events[6];
   assert.equal(type, 'error');
   assert.ok(err instanceof AvatarError);
   assert.equal(err.code, 'bad_image');

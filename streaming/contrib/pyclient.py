@@ -100,6 +100,14 @@ class CallClient:
         default: all that aiortc has (VP8 first)."""
         self = cls()
         self.read_stamps = read_stamps
+        try:
+            await self._open(ws_url, pcm, rate, offer_extra, origin, timeout, loop, video_codecs)
+        except BaseException:  # refused (an error message, a timeout): leave no socket or peer open
+            await self.close()
+            raise
+        return self
+
+    async def _open(self, ws_url, pcm, rate, offer_extra, origin, timeout, loop, video_codecs) -> None:
         self.ws = await connect(ws_url, origin=origin, max_size=None, open_timeout=timeout, close_timeout=1.0)
         self._tasks.append(asyncio.ensure_future(self._read_messages()))
         self.ready = await self.wait_for("ready", timeout)  # a full server says so here (RuntimeError)
@@ -116,7 +124,6 @@ class CallClient:
         await self.ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp, **(offer_extra or {})}))
         self.answer = await self.wait_for("answer", timeout)
         await pc.setRemoteDescription(RTCSessionDescription(self.answer["sdp"], "answer"))
-        return self
 
     async def _read_messages(self) -> None:
         try:

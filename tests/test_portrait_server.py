@@ -58,11 +58,14 @@ async def test_a_call_on_the_default_photo_gets_512_frames_every_one_in_order(se
         await wait_until(lambda: len(client.received.video) >= 60, timeout=30)
         (call,) = [c for c in srv.calls.values() if c is not None]
         await wait_until(lambda: call.worker.stats.windows >= 3, timeout=30)  # the engine makes frames
+        paused_over = call.video.skipped  # frames the track jumped over when this process was paused
     finally:
         await client.close()
     assert client.received.video_size == (512, 512)
-    pts = [p for _, p, _ in client.received.video]
-    assert set(np.diff(pts).tolist()) == {3600}  # contiguous timestamps
+    pts = np.array([p for _, p, _ in client.received.video])
+    steps = np.diff(pts) // 3600
+    assert (np.diff(pts) % 3600 == 0).all() and (steps >= 1).all()  # contiguous timestamps, but for
+    assert (steps - 1).sum() <= paused_over  # the jumps of a paused (overloaded) process, each counted
     stamps = [i for _, _, i in client.received.video]
     offsets = [s - (p - pts[0]) // 3600 for s, p in zip(stamps, pts) if s is not None]
     assert offsets.count(max(set(offsets), key=offsets.count)) >= 0.95 * len(stamps)

@@ -106,11 +106,13 @@ class MouthInterior:
         exposure = float(np.clip(float(skin @ LUMA) / 165.0, 0.55, 1.05))
         teeth = np.array([238.0, 230, 214]) * exposure
         shown = _polygon_pixels(image, inner)
-        if len(shown) > 20:   # the photo shows teeth: use their colour
+        if len(shown) > 20:   # the photo shows teeth (brighter and less red than its lips): use them
             y = shown @ LUMA
-            bright = shown[y >= np.percentile(y, 70)]
-            if bright.mean() > 0.75 * teeth.mean():
-                teeth = bright.mean(0)
+            bright = shown[y >= np.percentile(y, 70)].mean(0)
+            chroma = lambda c: float(np.ptp(c))  # noqa: E731
+            if (bright.mean() > 0.75 * teeth.mean() and float(bright @ LUMA) > 1.1 * float(lip @ LUMA)
+                    and chroma(bright) <= 0.6 * chroma(lip) + 4):
+                teeth = bright
         self.gray = bool(np.ptp(image.reshape(-1, 3)[::97].astype(np.int16), axis=1).max() <= 2)
         warm = lip / max(float(lip @ LUMA), 1.0)            # the lips' hue at unit brightness
         self.cavity = warm * 52 * exposure                   # lit parts of the cavity
@@ -210,43 +212,57 @@ class MouthInterior:
             return np.interp(table_u, qu[order], qv[order])
         shade, notch = _tooth_profile(table_u)
         low_shade = _tooth_profile(table_u * 1.25)[0]
+        u2, arch = table_u ** 2, np.sqrt(np.clip(1 - (table_u / 0.97) ** 2, 0, 1))
+        side = _smoothstep(1.02, 0.68, np.abs(table_u))     # the back teeth fade into shadow
         table = np.stack([curve(points[UPPER, :2]), curve(points[LOWER, :2]), curve(upper_teeth),
-                          curve(lower_teeth), np.sqrt(np.clip(1 - (table_u / 0.97) ** 2, 0, 1)),
-                          _smoothstep(1.02, 0.68, np.abs(table_u)), shade, notch, low_shade])
+                          curve(lower_teeth), 1 - 0.7 * u2, 1 - 0.6 * u2,
+                          _smoothstep(0.95, 0.55, np.abs(table_u)),
+                          1 - 0.45 * u2, LOWER_TEETH * fh * arch * notch,
+                          0.72 * low_shade ** 2 * (1 - 0.4 * u2), UPPER_TEETH * fh * arch * notch,
+                          shade * (1.04 - 0.3 * u2), side])
         at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
-        lip_top, lip_bottom, root_up, root_low, arch, side, shade, notch, low_shade = \
-            table.astype(np.float32)[:, at]
+        (lip_top, lip_bottom, root_up, root_low, back, tongue_arch, tongue_side, tongue_light,
+         low_height, low_light, length, up_light, side) = table.astype(np.float32)[:, at]
         opening = np.clip(lip_bottom - lip_top, 0, None)
-        # cavity: lit from above through the opening, darkest at the back and in the corners
-        depth = _smoothstep(lip_top, lip_top + 0.8 * opening + 1, v) * (1 - 0.7 * u ** 2)
-        inside = (self.deep + (self.cavity - self.deep) * depth[:, :, None]).astype(np.float32)
+        # layers painted back to front, each as a weight on a fixed colour (deep, cavity, tongue,
+        # teeth), so only scalar maps are computed per pixel
+        depth = _smoothstep(lip_top, lip_top + 0.8 * opening + 1, v) * back
+        w_deep, w_cavity = 1 - depth, depth
+        w_tongue = np.zeros_like(v)
+        w_teeth = np.zeros_like(v)
+
+        def over(alpha):
+            for w in (w_deep, w_cavity, w_tongue, w_teeth):
+                w *= 1 - alpha
+        # cavity: lit from above through the opening, darkest at the back and in the corners;
         # tongue: lies behind the lower teeth, its top seen when the jaw opens
         wide = float(_smoothstep(0.2, 0.8, jaw_open))
         if wide > 0:
-            top = root_low - (0.012 * fh + 0.4 * opening) * (1 - 0.6 * u ** 2) * wide
-            tongue = _smoothstep(top - 0.8, top + 1.5, v) * _smoothstep(0.95, 0.55, np.abs(u))
-            lit = (0.45 + 0.55 * _smoothstep(top - 0.5, top + 0.04 * fh, v)) * (1 - 0.45 * u ** 2)
-            inside += (self.tongue * lit[:, :, None] - inside) * tongue[:, :, None]
+            top = root_low - (0.012 * fh + 0.4 * opening) * tongue_arch * wide
+            alpha = _smoothstep(top - 0.8, top + 1.5, v) * tongue_side
+            over(alpha)
+            w_tongue += alpha * (0.45 + 0.55 * _smoothstep(top - 0.5, top + 0.04 * fh, v)) * tongue_light
         # lower teeth: a short row standing on the jaw, in the lower lip's shadow
-        height = LOWER_TEETH * fh * arch * notch
-        edge = root_low - height
-        teeth = (_smoothstep(edge - 0.7, edge + 0.7, v) * _smoothstep(root_low + 0.25 * height + 1,
-                                                                      root_low, v) * side)
-        lit = 0.72 * low_shade ** 2 * (1 - 0.4 * u ** 2) * (0.7 + 0.3 * _smoothstep(edge + height, edge, v))
-        colour = (0.85 * self.teeth + 0.15 * self.tongue) * lit[:, :, None]
-        inside += (colour - inside) * teeth[:, :, None]
+        edge = root_low - low_height
+        alpha = (_smoothstep(edge - 0.7, edge + 0.7, v)
+                 * _smoothstep(root_low + 0.25 * low_height + 1, root_low, v) * side)
+        over(alpha)
+        lit = alpha * low_light * (0.7 + 0.3 * _smoothstep(edge + low_height, edge, v))
+        w_teeth += 0.85 * lit
+        w_tongue += 0.15 * lit
         # below them the lower lip's wet inner side
-        inner_lip = _smoothstep(root_low, root_low + 0.4 * height + 1, v)
-        inside += (self.tongue * 0.55 - inside) * inner_lip[:, :, None]
+        alpha = _smoothstep(root_low, root_low + 0.4 * low_height + 1, v)
+        over(alpha)
+        w_tongue += 0.55 * alpha
         # upper teeth: hang from under the upper lip; the lip shades their top, the incisal edge
         # is a little translucent
-        length = UPPER_TEETH * fh * arch * notch
         edge = root_up + length
-        teeth = _smoothstep(edge + 0.7, edge - 0.7, v) * side
+        alpha = _smoothstep(edge + 0.7, edge - 0.7, v) * side
+        over(alpha)
         under_lip = _smoothstep(lip_top - 0.5, lip_top + 0.35 * length + 1, v)
-        lit = (0.78 + 0.22 * under_lip) * shade * (1.04 - 0.3 * u ** 2)
-        colour = self.teeth * lit[:, :, None]
         translucent = 0.28 * _smoothstep(edge - 0.3 * length - 0.5, edge, v)
-        colour += (self.cavity * 1.5 - colour) * translucent[:, :, None]
-        inside += (colour - inside) * teeth[:, :, None]
+        w_teeth += alpha * (0.78 + 0.22 * under_lip) * up_light * (1 - translucent)
+        w_cavity += alpha * 1.5 * translucent
+        weights = np.stack([w_deep, w_cavity, w_tongue, w_teeth], -1)
+        inside = weights @ np.stack([self.deep, self.cavity, self.tongue, self.teeth])
         return inside

@@ -2,12 +2,13 @@
 
 Per avatar: a square crop around the face (`crop_scale` face heights), the mesh in output pixels,
 and a triangulation of the mesh plus two rings around the face oval (hair, ears, neck) and points on
-the crop's border. Per frame: the mesh moves (`MotionBasis`), the rings follow the head rigidly
-(the neck and the outer ring less), the border stays, so the background is held and nothing tears
+the crop's border. Per frame: the mesh moves (`MotionBasis`), the inner ring follows the head
+(the neck less), the outer ring and the border stay, so the background is held and nothing tears
 at the face's edge. Each triangle's affine map from its moved place back to its rest place gives
-the backward flow, rasterised at 1/`map_step` resolution (the flow is piecewise affine and
-continuous, so a bilinear upsample is exact up to rounding) and applied with one `cv2.remap` of the
-photo. Then the mouth's inside is painted where the lips part (`mouth.MouthInterior`).
+the backward flow (`flow.Flow`: exact where lips and lids fold, a coarse inverted spread where the
+face moves smoothly), applied with one `cv2.remap` of the photo over the box that moves; the rest
+of the crop is the cached reference. Then the mouth's inside is painted where the lips part
+(`mouth.MouthInterior`).
 
 `paste=True` renders the crop at the photo's own scale and returns the whole photo with it pasted
 back (the crop's border does not move, so there is no seam).

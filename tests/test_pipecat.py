@@ -131,13 +131,20 @@ async def run(profile, face, allowance: float, script):
         started.set()
 
     async def drive():
-        await asyncio.wait_for(started.wait(), 120)
-        await script(task, avatar, sink, reports)
+        try:
+            await asyncio.wait_for(started.wait(), 120)
+            await script(task, avatar, sink, reports)
+        except BaseException:  # a failed check ends the pipeline too, so the test fails rather than hangs
+            await task.cancel()
+            raise
         await task.queue_frame(EndFrame())
 
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(task)
-    await asyncio.wait_for(asyncio.gather(runner.run(), drive()), 240)
+    results = await asyncio.wait_for(asyncio.gather(runner.run(), drive(), return_exceptions=True), 240)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     assert avatar.worker is None  # its generation thread ended with the pipeline
     assert not [t for t in threading.enumerate() if t.name == f"gen-{avatar.name}"]
     return tap, sink, reports, avatar

@@ -5,8 +5,10 @@
 
 Without --image: scikit-image's public-domain astronaut photo (smiling, teeth showing), as is
 (`color`), as an old grayscale print (`gray`), turned 30 degrees in yaw by the renderer's own head
-rotation (`turned`: not a real three-quarter photo, none ships in a package here; the landmark
-model reads it as ~19 degrees), or turned 12 degrees in the picture plane (`rolled`). Several
+rotation (`turned`: not a real photo; the landmark model reads it as ~19 degrees), or turned 12
+degrees in the picture plane (`rolled`). Real photos turned 18-21 degrees: `tests/test_images/`
+`obama2.jpg` and `biden.jpg` in the face_recognition 1.3.0 sdist (`pip download --no-deps
+--no-binary :all: face_recognition==1.3.0`, then untar it; not a dependency of ours). Several
 variants, comma-separated, go to one sub-folder each. Takes `dataset.held_out_example(voice)` (a
 held-out voice, two held-out sentences, a pause), renders its motion, and writes preview.mp4 (with
 the voice), strip.png (16 frames), mouth.png (the mouth of the same frames, enlarged) and

@@ -146,7 +146,7 @@ class Viewer(Resource):
         pc.on("connectionstatechange", self._on_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            answer_as_dtls_server(pc)
+            answer_as_dtls_server(pc, offer_sdp)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises assorted errors on SDP it cannot use
             raise Refused(400, "bad_sdp", f"the offer could not be used: {type(exc).__name__} {exc}") from None

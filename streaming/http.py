@@ -3,7 +3,8 @@
 
 Adding routes: a route module is a function `add_routes(app, server)` that registers its handlers
 with `app.router` (any method); `build_app` takes them in order and adds the static files last, so
-no path a module registers is shadowed. A handler reaches the server as `request.app[SERVER]` and
+no path a module registers is shadowed. A handler reaches the server as `request.app[SERVER]`,
+checks the shared secret with `check_token(request, server.config.token)` (Bearer or ?token=) and
 refuses a request by raising `Refused(status, reason, body)`: the middleware answers it and logs one
 WARNING line with the reason code. It also answers OPTIONS (CORS preflights included) for every path,
 405 with an Allow header for a method a path does not take, adds the CORS headers for the allowed

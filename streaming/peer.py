@@ -29,13 +29,14 @@ def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
             log.info("event=prefetch_unchanged reason=\"aiortc internals differ\"")
 
 
-def answer_as_dtls_server(pc: RTCPeerConnection) -> None:
+def answer_as_dtls_server(pc: RTCPeerConnection, offer_sdp: str) -> None:
     """Call after the offer is applied, before the answer is made. aiortc answers an `actpass` offer
     as DTLS client, and its client offers only ECDSA ciphers: a peer whose certificate is RSA
     (GStreamer's webrtcbin: simple-whip-client, whipsink) then finds no shared cipher. As DTLS
     server aiortc picks an ECDSA cipher, which every client offers. An offer that names its own role
-    keeps it."""
-    remote = SessionDescription.parse(pc.remoteDescription.sdp)
+    keeps it. (The offer's own text is read: pc.remoteDescription re-serializes the offer, and raises
+    on addresses it parsed but cannot write back.)"""
+    remote = SessionDescription.parse(offer_sdp)
     if any(media.dtls is None or media.dtls.role != "auto" for media in remote.media):
         return
     for transceiver in pc.getTransceivers():

@@ -62,7 +62,7 @@ class SignalingSocket:
                 elif msg.type is WSMsgType.PONG:
                     waiter = self._pongs.pop(bytes(msg.data), None)
                     if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+                        waiter.set_result(True)
                 else:  # close, closing, closed, error (a message too large, invalid UTF-8: aiohttp has closed it)
                     break
         except (ConnectionError, RuntimeError):  # written to or read from a socket already gone
@@ -71,7 +71,7 @@ class SignalingSocket:
             self._inbox.put_nowait(_END)
             for waiter in self._pongs.values():
                 if not waiter.done():
-                    waiter.set_exception(Closed())
+                    waiter.set_result(False)
             self._pongs.clear()
 
     def __aiter__(self):
@@ -97,11 +97,11 @@ class SignalingSocket:
             raise Closed from exc
 
     async def ping(self) -> asyncio.Future:
-        """Sends a ping; the future is done when its pong comes back (with Closed if the socket closes)."""
-        payload = os.urandom(4)
-        waiter = self._pongs[payload] = asyncio.get_running_loop().create_future()
+        """Sends a ping; the future is done when its pong comes back (True) or the socket closes (False)."""
         if self._reader.done():
             raise Closed
+        payload = os.urandom(4)
+        waiter = self._pongs[payload] = asyncio.get_running_loop().create_future()
         try:
             await self._ws.ping(payload)
         except (ConnectionError, RuntimeError) as exc:

@@ -72,5 +72,5 @@ async def unanswered_ping(ws: SignalingSocket, cfg: ServerConfig) -> bool:
                 break
         else:
             return True
-        if pong.exception() is not None:  # the socket closed
+        if not pong.result():  # the socket closed
             return False

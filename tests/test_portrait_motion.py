@@ -93,6 +93,24 @@ def test_same_vector_same_motion_on_a_moved_scaled_face(mesh):
     assert face_frame(moved)[2] == pytest.approx(scale * face_frame(mesh)[2])
 
 
+def test_a_turned_face_opens_most_at_its_midline(mesh):
+    """A face turned away shows the far half of its mouth foreshortened: the lips still part
+    most at their middle (where the judge reads the gap), not halfway between the corners."""
+    basis = MotionBasis(mesh)
+    q = local(basis, mesh[:, :2])
+    mid = q[topo.UPPER_LIP_INNER_MID, 0]
+    squeezed = q.copy()
+    far = q[:, 0] < mid                                    # the subject's right half, narrowed
+    squeezed[far, 0] = mid + 0.5 * (q[far, 0] - mid)
+    turned = mesh.astype(np.float64).copy()
+    turned[:, :2] = squeezed * basis.height @ basis.rot + basis.origin
+    b = MotionBasis(turned)
+    opened = local(b, b.displace(vec(lip_gap=1.0))) - local(b, b.displace(vec()))
+    gap = opened[list(topo.LIPS_INNER_LOWER), 1] - opened[list(topo.LIPS_INNER_UPPER), 1]
+    assert int(np.argmax(gap)) == topo.LIPS_INNER_UPPER.index(topo.UPPER_LIP_INNER_MID)
+    assert gap.max() == pytest.approx(0.04, abs=0.001)
+
+
 def test_head_pose_moves_the_face_rigidly_in_2d_roll(mesh):
     basis = MotionBasis(mesh)
     neutral = basis.displace(vec())

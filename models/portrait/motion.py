@@ -73,9 +73,14 @@ class MotionBasis:
     def _mouth(self, q):
         inner = np.r_[topo.LIPS_INNER_UPPER + topo.LIPS_INNER_LOWER]
         centre = q[inner].mean(0)
-        half = np.linalg.norm(q[topo.MOUTH_CORNERS[1]] - q[topo.MOUTH_CORNERS[0]]) / 2
-        u = (q[:, 0] - centre[0]) / half             # -1..1 across the mouth
+        # -1..1 across the mouth from its midline, each half on its own: on a turned face the far
+        # half is foreshortened, and the lips still open most at their middle
+        mid = q[topo.UPPER_LIP_INNER_MID, 0]
+        right, left = (q[c, 0] for c in topo.MOUTH_CORNERS)
+        half = np.where(q[:, 0] < mid, max(mid - right, 1e-3), max(left - mid, 1e-3))
+        u = (q[:, 0] - mid) / half
         taper = _smooth(1 - np.abs(u))                 # 1 at the middle, 0 at the corners
+        centre = np.array([mid, centre[1]])
         return centre, half, u, taper
 
     def _jaw_weight(self, q):

@@ -200,14 +200,20 @@ class MouthInterior:
         ey = np.array([-ex[1], ex[0]])
         ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
         dx, dy = xs - centre[0], ys - centre[1]
-        u = (dx * ex[0] + dy * ex[1]) / half
+        # u from the teeth's midline, each half on its own: a turned face's far half is narrower
+        mid = float((upper_teeth[len(upper_teeth) // 2] - off - centre) @ ex) / half
+        mid = float(np.clip(mid, -0.6, 0.6))
+
+        def across(x):
+            return (x - mid) / np.where(x < mid, 1 + mid, 1 - mid)
+        u = across((dx * ex[0] + dy * ex[1]) / half).astype(np.float32)
         v = dx * ey[0] + dy * ey[1]
         # everything that depends on u alone is tabulated once over the arch and looked up
         table_u = np.linspace(-1.4, 1.4, _TABLE, dtype=np.float32)
 
         def curve(pts):   # a lip's inner curve (or the teeth's anchor) as v over u
             q = pts - off - centre
-            qu, qv = q @ ex / half, q @ ey
+            qu, qv = across(q @ ex / half), q @ ey
             order = np.argsort(qu)
             return np.interp(table_u, qu[order], qv[order])
         shade, notch = _tooth_profile(table_u)

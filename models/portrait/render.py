@@ -46,9 +46,11 @@ class PortraitRenderer:
         if paste:
             self.origin = np.round(self.origin)
         self.source, self.source_scale = self.photo, 1.0
-        if self.scale < 1:  # the face is larger than needed: shrink the photo once, not per frame
-            self.source_scale = self.scale
-            self.source = cv2.resize(self.photo, None, fx=self.scale, fy=self.scale,
+        if self.scale < 0.5:  # the face is larger than needed: shrink the photo once, not per
+            # frame, to twice the output's scale (a moving frame samples it between its pixels:
+            # at the output's own scale that blurs a sharp photo to half its detail)
+            self.source_scale = 2 * self.scale
+            self.source = cv2.resize(self.photo, None, fx=self.source_scale, fy=self.source_scale,
                                      interpolation=cv2.INTER_AREA)
         points = mesh.points.astype(np.float64).copy()
         points[:, :2] = (points[:, :2] - self.origin) * self.scale
@@ -81,13 +83,18 @@ class PortraitRenderer:
         """The photo shows teeth or an open mouth: paint that opening over with the lips' own
         colours (inpainting) in the source, so lips closed over it never show slivers of teeth."""
         poly = inner_polygon(self.rest_source[:topo.NUM_POINTS])
-        x0, y0 = np.floor(poly.min(0)).astype(int) - 6
-        x1, y1 = np.ceil(poly.max(0)).astype(int) + 7
+        x0, y0 = np.floor(poly.min(0)).astype(int) - 12
+        x1, y1 = np.ceil(poly.max(0)).astype(int) + 13
         h, w = self.source.shape[:2]
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(mask, [np.round((poly - [x0, y0]) * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
-        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+        # the mesh's inner upper lip runs below the photo's lip edge (the shadow under the lip):
+        # cover a strip above it (and past the corners), or that shadow fills the opening and stays
+        # between the closed lips
+        r = max(1, int(round(0.012 * self.basis.height / self.scale * self.source_scale)))
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1),
+                                                          (r, 0)))
         self.source = self.source.copy()
         roi = np.ascontiguousarray(self.source[y0:y1, x0:x1])
         self.source[y0:y1, x0:x1] = cv2.inpaint(roi, mask, 3, cv2.INPAINT_TELEA)

@@ -45,9 +45,8 @@ class Data:
         return torch.from_numpy(frames).permute(*range(frames.ndim - 3), -1, -3, -2).float() / 127.5 - 1
 
 
-def clip_audio_tokens(cfg: ProfileConfig, encoder: MelEncoder, pcm: np.ndarray, first: int, count: int) -> torch.Tensor:
-    """(count, K, D) audio tokens of a clip's latent frames [first, first + count), as the session
-    cuts them (silence outside the clip)."""
+def clip_reader(pcm: np.ndarray):
+    """read(s0, s1) -> samples [s0, s1) of a clip, silence outside it (as the session's timeline)."""
     def read(s0, s1):
         out = np.zeros(s1 - s0, np.float32)
         a, b = max(s0, 0), min(s1, len(pcm))
@@ -55,7 +54,13 @@ def clip_audio_tokens(cfg: ProfileConfig, encoder: MelEncoder, pcm: np.ndarray, 
             out[a - s0:b - s0] = pcm[a:b]
         return out
 
-    return latent_audio_tokens(encoder, read, first, count, FRAMES_PER_LATENT, cfg.audio.behind_tokens,
+    return read
+
+
+def clip_audio_tokens(cfg: ProfileConfig, encoder: MelEncoder, pcm: np.ndarray, first: int, count: int) -> torch.Tensor:
+    """(count, K, D) audio tokens of a clip's latent frames [first, first + count), as the session
+    cuts them (silence outside the clip)."""
+    return latent_audio_tokens(encoder, clip_reader(pcm), first, count, FRAMES_PER_LATENT, cfg.audio.behind_tokens,
                                cfg.audio.ahead_tokens)
 
 

@@ -78,21 +78,30 @@ def teacher_solve(teacher: AudioWanTransformer, window: WindowInput, audio: torc
     return trajectory
 
 
-def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig, student_steps: int,
-                  teacher_steps: int, audio_cfg: float, bf16: bool = True) -> None:
-    """Trajectory distillation: the student, run with `student_steps` Euler steps, must land where
-    the teacher's `teacher_steps`-step guided ODE lands, from the same noise (guidance distilled in)."""
-    windows = Windows(out, cfg, bf16)
+def teacher_and_student(out: Path, cfg: ProfileConfig, lr: float):
+    """The trained teacher (frozen), a student starting as its copy, and the student's optimiser."""
     teacher = build_dit(cfg)
     resume(out / "teacher.pt", teacher, None)
     teacher.eval().requires_grad_(False)
     student = build_dit(cfg)
     student.load_state_dict(teacher.state_dict())
-    opt = torch.optim.AdamW(student.parameters(), lr=lr)
-    shift = cfg.sampler.shift
-    # the student's own schedule, aligned with the teacher's grid so the teacher's states are on it
+    return teacher, student, torch.optim.AdamW(student.parameters(), lr=lr)
+
+
+def student_schedule(teacher_steps: int, student_steps: int, shift: float) -> list[float]:
+    """The student's own sigmas, aligned with the teacher's grid so the teacher's states are on it."""
     grid = flow_sigmas(teacher_steps, shift).tolist()
-    student_sigmas = [grid[round(i * teacher_steps / student_steps)] for i in range(student_steps)]
+    return [grid[round(i * teacher_steps / student_steps)] for i in range(student_steps)]
+
+
+def train_distill(out: Path, steps: int, batch: int, lr: float, cfg: ProfileConfig, student_steps: int,
+                  teacher_steps: int, audio_cfg: float, bf16: bool = True) -> None:
+    """Trajectory distillation: the student, run with `student_steps` Euler steps, must land where
+    the teacher's `teacher_steps`-step guided ODE lands, from the same noise (guidance distilled in)."""
+    windows = Windows(out, cfg, bf16)
+    teacher, student, opt = teacher_and_student(out, cfg, lr)
+    shift = cfg.sampler.shift
+    student_sigmas = student_schedule(teacher_steps, student_steps, shift)
     with torch.no_grad(), autocast(bf16):
         ctx_t = teacher.prepare_context(torch.zeros(1, 1, cfg.dit.text_dim))
     extra = {"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg}

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.checkpoints import load_exact, read_tensors, split_prefix
 from models.portrait.motion import INDEX

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.audio_features import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, MelEncoder
+from models.audio_features import FPS, SAMPLES_PER_FRAME, MelEncoder
 from models.profile_config import ProfileConfig
+from models.training.data import clip_reader
 from models.training.portrait.augment import augment, stretch
 from models.training.portrait.dataset import training_example
 
@@ -35,11 +36,7 @@ def token_stream(cfg: ProfileConfig, encoder: MelEncoder, pcm: np.ndarray, frame
     (silence outside the clip)."""
     tpf = encoder.tokens_per_frame
     j0, j1 = -cfg.audio.behind_tokens, tpf * frames + cfg.audio.ahead_tokens
-    s0, s1 = encoder.token_span(j0, j1)
-    padded = np.zeros(s1 - s0, np.float32)
-    a, b = max(s0, 0), min(s1, len(pcm))
-    padded[a - s0:b - s0] = pcm[a:b]
-    return encoder.encode(padded, j1 - j0)
+    return encoder.encode(clip_reader(pcm)(*encoder.token_span(j0, j1)), j1 - j0)
 
 
 def make_clip(rng: np.random.Generator, seconds: float, augment_p: float = 0.8) -> tuple[np.ndarray, np.ndarray]:

@@ -2,9 +2,8 @@
 portrait stream's latents: [reference | the previous window's last frames, clean | new frames], the
 profile's sampler, steps and guidance plan, the idle path (null audio, `idle_steps`, no audio
 guidance) when the window and its look-ahead hold no speech by the session's energy gate, and the
-session's per-window noise seeds. Training and evaluation live below `avatar`, so they cannot run a
-Session; tests/test_portrait_training.py checks that this loop and the Session agree once the
-engine loads the portrait profile.
+session's per-window noise seeds. Training and evaluation live below `avatar` (imports run
+avatar -> models), so they cannot run a Session itself.
 """
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, MelEncoder, lo
 from models.echomimic_inputs import window_audio
 from models.profile_config import ProfileConfig
 from models.sampler import GuidancePlan, flow_sigmas, sample
+from models.training.data import clip_reader
 from models.window_input import WindowInput, denoiser
 
 SPEECH_DBFS = -45.0   # avatar.session.SPEECH_DBFS: the session's gate when no VAD marks speech
@@ -43,13 +43,7 @@ def generate(dit, cfg: ProfileConfig, mean: torch.Tensor, std: torch.Tensor, aud
     ref = (-mean / std).reshape(1, -1, 1, 1, 1)
     null = dit.prepare_context(torch.zeros(1, 1, cfg.dit.text_dim))
 
-    def read(s0, s1):
-        out = np.zeros(s1 - s0, np.float32)
-        a, b = max(s0, 0), min(s1, len(audio))
-        if b > a:
-            out[a - s0:b - s0] = audio[a:b]
-        return out
-
+    read = clip_reader(audio)
     context, made = None, []
     for k in range(math.ceil(frames / n)):
         idle = not speech_frames(audio, k * n, (k + 1) * n + lookahead).any()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -24,8 +23,9 @@ from models.checkpoints import save_modules
 from models.profile_reader import read_profile
 from models.profile_config import ProfileConfig
 from models.sampler import GuidancePlan, flow_sigmas, sample
-from models.training.dit_stages import build_dit, sample_sigmas, teacher_solve
-from models.training.loop import autocast, finished_info, optimise, resume, stage_steps
+from models.training.dit_stages import (build_dit, sample_sigmas, student_schedule, teacher_and_student,
+                                        teacher_solve)
+from models.training.loop import autocast, finished_info, optimise, stage_steps
 from models.training.portrait.motion_data import MotionWindows, make_data, motion_stats
 from models.window_input import WindowInput, denoiser
 
@@ -81,15 +81,9 @@ def student_window(student, cfg: ProfileConfig, known: torch.Tensor, audio: torc
 def train_student(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: float, student_steps: int,
                   teacher_steps: int, audio_cfg: float, bf16: bool) -> None:
     windows = MotionWindows(out, cfg)
-    teacher = build_dit(cfg)
-    resume(out / "teacher.pt", teacher, None)
-    teacher.eval().requires_grad_(False)
-    student = build_dit(cfg)
-    student.load_state_dict(teacher.state_dict())
-    opt = torch.optim.AdamW(student.parameters(), lr=lr)
+    teacher, student, opt = teacher_and_student(out, cfg, lr)
     shift, c, n = cfg.sampler.shift, windows.context, windows.new
-    grid = flow_sigmas(teacher_steps, shift).tolist()
-    student_sigmas = [grid[round(i * teacher_steps / student_steps)] for i in range(student_steps)]
+    student_sigmas = student_schedule(teacher_steps, student_steps, shift)
     extra = {"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg}
     for step, rng, losses in stage_steps(out / "student.pt", student, opt, lr, steps, seed=20_000,
                                          desc="portrait student", save_every=50, extra=extra):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import time
+from fractions import Fraction
 
 import numpy as np
 import torch
 
 from .profiles import load_profile
-from .samples import babble, drawn_face
+from .samples import babble, sample_reference
 from .session import Session
 
 
@@ -21,20 +23,39 @@ def _peak_memory_mb(device: torch.device) -> dict:
     return out
 
 
+def _encode_ms(images: list[np.ndarray]) -> dict:
+    """Per frame, what the call's video track adds: aiortc's own VP8 and H.264 encoders (one stream),
+    wall and CPU time."""
+    import av
+    from aiortc.codecs.h264 import H264Encoder
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    out = {}
+    for name, encoder in (("vp8", Vp8Encoder()), ("h264", H264Encoder())):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i * 3600, Fraction(1, 90000)
+            encoder.encode(frame)
+        out[f"encode_{name}_ms_per_frame"] = round(1000 * (time.perf_counter() - started) / len(images), 2)
+        out[f"encode_{name}_cpu_ms_per_frame"] = round(1000 * (time.process_time() - cpu_started) / len(images), 2)
+    return out
+
+
 def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=None, steps: int | None = None,
-              warmup_windows: int = 1, conditioning: str | None = None) -> dict:
+              warmup_windows: int = 1, conditioning: str | None = None, size: int | None = None) -> dict:
     started = time.perf_counter()
-    profile = load_profile(profile_name, device, weights).with_conditioning(conditioning)
+    profile = load_profile(profile_name, device, weights, size).with_conditioning(conditioning)
     load_s = time.perf_counter() - started
     audio = babble(seconds + 1.0 + profile.frames_per_window / profile.fps * warmup_windows, profile.sample_rate)
-    session = Session(profile, drawn_face(), seed=0)
+    session = Session(profile, sample_reference(profile), seed=0)
     session.push_audio(audio, profile.sample_rate)
     sync = torch.cuda.synchronize if profile.device.type == "cuda" else (lambda: None)
     for _ in range(warmup_windows):
         session.step(1, steps)
     if profile.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(profile.device)
-    window_s, frames, idle, forwards = [], 0, 0, []
+    window_s, frames, idle, forwards, decode_s, decode_cpu_s, images = [], 0, 0, [], [], [], []
     sync()
     cpu_started = time.process_time()  # CPU seconds, all threads: unlike the wall clock, the machine's load hardly changes it
     media_frames = int(seconds * profile.fps)
@@ -46,6 +67,9 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         frames += len(out)
         idle += session.last_window.idle
         forwards.append(session.last_window.forwards)
+        decode_s.append(session.last_window.decode_s)
+        decode_cpu_s.append(session.last_window.decode_cpu_s)
+        images += [f.image for f in out][:max(0, 50 - len(images))]
     cpu = time.process_time() - cpu_started
     compute = sum(window_s)
     media = frames / profile.fps
@@ -67,10 +91,18 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         "real_time_factor": round(compute / media, 4),
         "cpu_s_per_window": round(cpu / len(window_s), 4),
         "cpu_cores_needed": round(cpu / media, 3),  # CPU seconds per media second: cores one stream keeps busy
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "fps": round(frames / compute, 2),
         "window_latency_p50_s": round(float(np.percentile(window_s, 50)), 4),
         "window_latency_p95_s": round(float(np.percentile(window_s, 95)), 4),
         "algorithmic_latency_s": round(session.window_latency_s, 3),
+        # the split of a frame's cost: the DiT's motion/latents, the decoder (portrait: the renderer), and
+        # (not in the real-time factor: the call's sender does it) the video encode of one stream
+        "motion_ms_per_frame": round(1000 * (compute - sum(decode_s)) / frames, 2),
+        "decode_ms_per_frame": round(1000 * sum(decode_s) / frames, 2),
+        "motion_cpu_ms_per_frame": round(1000 * (cpu - sum(decode_cpu_s)) / frames, 2),
+        "decode_cpu_ms_per_frame": round(1000 * sum(decode_cpu_s) / frames, 2),
+        **_encode_ms(images),
         "load_s": round(load_s, 2),
         **_peak_memory_mb(profile.device),
     }

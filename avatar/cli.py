@@ -13,17 +13,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import AvatarError
+from .photo import OUTPUT_MODES
 from .logs import setup_logging
-from .profiles import profile_names
+from .profiles import DEFAULT_PROFILE, profile_names
 from .threads import set_torch_threads
 
 log = logging.getLogger("avatar")
 
 
 def add_model_args(p: argparse.ArgumentParser, default_device: str = "cpu") -> None:
-    p.add_argument("--profile", default="tiny", help=f"one of: {', '.join(profile_names())} (default tiny)")
-    p.add_argument("--weights", help="weights directory (1.3B profiles) or file (tiny); see README.md")
+    p.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help=f"one of: {', '.join(profile_names())} (default {DEFAULT_PROFILE})")
+    p.add_argument("--weights", help="weights directory (1.3B profiles) or file (tiny, portrait); see README.md")
     p.add_argument("--device", default=default_device, help="cpu, cuda or auto")
+    p.add_argument("--size", type=int, help="portrait profiles: the face crop's side in pixels (default: the profile's, 512)")
+
+
+def add_output_mode_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-mode", choices=OUTPUT_MODES, default="crop",
+                   help="portrait profiles: the face crop (default), or the whole photo with the face pasted back")
 
 
 def _add_conditioning_arg(p: argparse.ArgumentParser) -> None:
@@ -53,14 +61,16 @@ def cmd_render(args) -> int:
     audio = load_audio_file(args.audio)
     if len(audio) == 0:
         raise AvatarError(f"{args.audio} holds no audio samples")
-    profile = load_profile(args.profile, args.device, args.weights).with_conditioning(args.conditioning)
+    profile = load_profile(args.profile, args.device, args.weights, args.size).with_conditioning(args.conditioning)
     for note in profile.notes:
         print(f"note: {note}", file=sys.stderr)
-    session = Session(profile, args.image, prompt=args.prompt, seed=args.seed)
+    session = Session(profile, args.image, prompt=args.prompt, seed=args.seed, output_mode=args.output_mode)
     if not session.reference.face_found:
         print("note: no face found in the reference image; using a centre crop", file=sys.stderr)
+    for note in session.reference.notes:
+        print(f"note: {note}", file=sys.stderr)
     try:
-        writer = Mp4Writer(args.out, profile.fps, profile.resolution, audio_rate=profile.sample_rate)
+        writer = Mp4Writer(args.out, profile.fps, session.reference.image.shape[:2], audio_rate=profile.sample_rate)
         compute = _render_into(writer, session, audio, args.quiet)
     except OSError as exc:  # av's errors: the file cannot be written, or the RTMP server refused or went away
         raise AvatarError(f"cannot write {args.out}: {exc}") from None
@@ -97,7 +107,7 @@ def cmd_bench(args) -> int:
 
     set_torch_threads(args.threads)
     return _report(run_bench(args.profile, args.seconds, args.device, args.weights, steps=args.steps,
-                             conditioning=args.conditioning), args.json)
+                             conditioning=args.conditioning, size=args.size), args.json)
 
 
 def _report(result: dict, json_path: str | None) -> int:
@@ -115,7 +125,7 @@ def cmd_eval(args) -> int:
 
     set_torch_threads(args.threads)
     return _report(evaluate(args.profile, args.weights, args.steps, args.minutes, args.device, args.seed,
-                            args.audio_guidance), args.json)
+                            args.audio_guidance, args.size), args.json)
 
 
 def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
@@ -133,6 +143,7 @@ def build_parser(more_commands: Callable[[argparse._SubParsersAction], None] | N
     render.add_argument("--prompt")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_mode_arg(render)
     _add_conditioning_arg(render)
     add_model_args(render)
     _add_threads_arg(render)

@@ -13,6 +13,15 @@ class ImageTooLarge(ImageError):
     """The image is larger (bytes or pixels) than is accepted."""
 
 
+class FaceError(ImageError):
+    """The photo has no face the portrait profile can animate (none, a profile view, too small);
+    `reason` is face_mesh's short code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 class AudioError(AvatarError, ValueError):
     """The audio cannot be used (unknown sample format, bad rate, unreadable file)."""
 

@@ -17,7 +17,7 @@ from models.audio_features import SAMPLE_RATE
 from models.sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas, forward_count
 from models.training import faces, metrics, speech
 
-from .profiles import Profile, load_profile
+from .profiles import DEFAULT_PROFILE, Profile, load_profile
 from .session import Session, stream_file
 
 HELD_OUT_IDENTITY_SEED = 424_242  # training identities come from other seeds
@@ -55,11 +55,13 @@ def with_sampler(profile: Profile, steps: int | None = None, audio_guidance: flo
     return replace(profile, config=replace(profile.config, sampler=sampler))
 
 
-def evaluate(profile_name: str = "tiny", weights=None, steps: int | None = None, minutes: float = 10.0,
-             device: str = "cpu", seed: int = 0, audio_guidance: float | None = None) -> dict:
+def evaluate(profile_name: str = DEFAULT_PROFILE, weights=None, steps: int | None = None, minutes: float = 10.0,
+             device: str = "cpu", seed: int = 0, audio_guidance: float | None = None, size: int | None = None) -> dict:
     """`steps` and `audio_guidance` override the profile's sampler, e.g. to run the teacher the way
     it is distilled: many steps with audio classifier-free guidance at every step."""
-    profile = with_sampler(load_profile(profile_name, device, weights), steps, audio_guidance)
+    profile = with_sampler(load_profile(profile_name, device, weights, size), steps, audio_guidance)
+    if profile.animates_photo:
+        return _evaluate_photo(profile, minutes, seed)
     size = profile.resolution[0]
     identity = faces.sample_identity(np.random.default_rng(HELD_OUT_IDENTITY_SEED))
     reference = faces.render_reference(identity, size)
@@ -122,3 +124,63 @@ def _drift(profile, reference: np.ndarray, minutes: float, seed: int) -> dict:
         "colour_delta_e_last_minute": round(float(col[last].mean()), 3),
         "colour_change": round(float(col[last].mean() / max(col[first].mean(), 1e-6) - 1), 4),
     }
+
+
+def _evaluate_photo(profile: Profile, minutes: float, seed: int) -> dict:
+    """A photo profile on the sample photo, judged by the landmark model run on its output frames
+    (models/training/portrait/judge.py): lip sync, visible motion, identity and sharpness, and head
+    position and identity in minute 1 against the last minute of a long stream."""
+    from models.training.portrait.judge import Judge
+
+    from .samples import sample_photo
+
+    photo, judge, audio = sample_photo(), Judge(), held_out_speech()
+    session = Session(profile, photo, seed=seed)
+    frames: list[np.ndarray] = []
+    compute = _stream(session, audio, lambda out: frames.extend(f.image for f in out))
+    judged = judge.evaluate(frames, session.reference.image, audio, profile.fps)
+    sync = judged["lip_sync"]
+    result = {
+        "profile": profile.name, "steps": profile.steps, "photo": "astronaut (avatar/data)",
+        "held_out_seconds": round(len(audio) / SAMPLE_RATE, 1),
+        "real_time_factor": round(compute / (len(audio) / SAMPLE_RATE), 3),
+        "lip_sync_correlation": round(float(sync["correlation"]), 3), "lip_sync_lag_frames": sync["lag_frames"],
+        "lip_gap_p90": round(judged["lip_gap_p90"], 4), "lip_gap_p10": round(judged["lip_gap_p10"], 4),
+        "identity_ssim_mean": round(judged["identity_ssim_mean"], 4),
+        "identity_ssim_min": round(judged["identity_ssim_min"], 4),
+        "sharpness_ratio": round(judged["sharpness_ratio"], 3), "frames_without_face": judged["frames_without_face"],
+    }
+    if minutes > 0:
+        result.update(_photo_drift(profile, photo, judge, minutes, seed))
+    return result
+
+
+def _photo_drift(profile: Profile, photo: np.ndarray, judge, minutes: float, seed: int, every: int = 10) -> dict:
+    """Every `every`-th frame of minute 1 and of the last minute, judged: face centre (in face
+    heights) and identity SSIM."""
+    from models.portrait import topology as topo
+
+    session = Session(profile, photo, seed=seed)
+    total = int(minutes * 60 * profile.fps)
+    span = min(60 * profile.fps, total // 2)  # a minute, or half of a shorter stream
+    kept: dict[str, list[np.ndarray]] = {"first": [], "last": []}
+
+    def keep(out):
+        for f in out:
+            if f.index % every == 0 and (f.index < span or f.index >= total - span):
+                kept["first" if f.index < span else "last"].append(f.image)
+
+    _stream(session, held_out_speech(minutes * 60), keep)
+    figures = {}
+    for part, images in kept.items():
+        judged = judge.evaluate(images, session.reference.image)
+        meshes, _ = judge.track(images)
+        centres = [(m[:, :2].mean(0), np.linalg.norm(m[topo.CHIN, :2] - m[topo.FOREHEAD_TOP, :2]))
+                   for m in meshes if m is not None]
+        figures[part] = (np.mean([c for c, _ in centres], axis=0), np.mean([h for _, h in centres]),
+                         judged["identity_ssim_mean"])
+    (c1, h1, s1), (c2, _, s2) = figures["first"], figures["last"]
+    return {"stream_minutes": round(minutes, 2),
+            "head_shift_face_heights": round(float(np.linalg.norm(c2 - c1) / h1), 4),
+            "identity_ssim_minute_1": round(float(s1), 4), "identity_ssim_last_minute": round(float(s2), 4),
+            "identity_change": round(float(s2 / s1 - 1), 4)}

@@ -29,16 +29,21 @@ class Reference:
     face_found: bool
     source_size: tuple[int, int]  # (width, height) of the input
     face_box: tuple[float, float, float, float] | None = None  # (x1, y1, x2, y2) in `image` pixels
+    # A photo codec's fit of the whole photo (avatar/photo.py): its streams' decoder state; None otherwise.
+    fit: object = None
+    notes: tuple[str, ...] = ()  # fallbacks taken on the way (e.g. an RGBA photo composited over white)
 
 
-def decode_image(source: str | Path | bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Any PIL-readable image (path or bytes) or an RGB uint8 array -> HxWx3 uint8 RGB."""
+def decode_image(source: str | Path | bytes | np.ndarray, max_pixels: int = MAX_PIXELS,
+                 keep_alpha: bool = False) -> np.ndarray:
+    """Any PIL-readable image (path or bytes) or an RGB uint8 array -> HxWx3 uint8 RGB (`keep_alpha`:
+    HxWx4 RGBA when the image has an alpha channel, for a caller that composites it itself)."""
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] not in (3, 4):
             raise ImageError(f"an image array must be HxWx3 (or 4) uint8, got {source.dtype} {source.shape}")
         if source.shape[0] * source.shape[1] > max_pixels:
             raise ImageTooLarge(f"image is {source.shape[1]}x{source.shape[0]}; at most {max_pixels} pixels are accepted")
-        return np.ascontiguousarray(source[:, :, :3])
+        return np.ascontiguousarray(source if keep_alpha else source[:, :, :3])
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -58,8 +63,9 @@ def decode_image(source: str | Path | bytes | np.ndarray, max_pixels: int = MAX_
         raise ImageTooLarge(f"image is {width}x{height}; at most {max_pixels} pixels are accepted")
     if width < 16 or height < 16:
         raise ImageError(f"image is {width}x{height}; it must be at least 16x16")
+    alpha = keep_alpha and (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info)
     try:
-        return np.asarray(img.convert("RGB"))
+        return np.asarray(img.convert("RGBA" if alpha else "RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"image could not be decoded: {exc}") from exc
 

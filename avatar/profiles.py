@@ -15,7 +15,7 @@ import torch
 from models.audio_features import FPS, SAMPLE_RATE, MelEncoder, lookahead_seconds
 from models.checkpoints import CheckpointError, cast_keeping_fp32, load_exact, read_tensors, split_prefix
 from models.dit import AudioWanTransformer
-from models.interfaces import AudioEncoder, Codec
+from models.interfaces import AudioEncoder, Codec, PhotoCodec
 from models.profile_config import ProfileConfig, ProfileConfigError
 from models.profile_reader import profile_names, read_profile
 from models.sampler import GuidancePlan
@@ -65,6 +65,11 @@ class Profile:
     @property
     def resolution(self) -> tuple[int, int]:
         return self.config.resolution
+
+    @property
+    def animates_photo(self) -> bool:
+        """The codec moves the user's whole photo (portrait): it needs a real face, and can paste back."""
+        return isinstance(self.codec, PhotoCodec)
 
     @property
     def new_latents(self) -> int:
@@ -160,15 +165,16 @@ def _weights_dir(cfg: ProfileConfig) -> Path:
     return path
 
 
-def _load_tiny(cfg: ProfileConfig, device: torch.device) -> tuple:
+def _load_small(codec_class, cfg: ProfileConfig, device: torch.device) -> tuple:
+    """The project's own small profiles (tiny, portrait): DiT + codec from one weight file, mel audio."""
     dit = AudioWanTransformer(**cfg.dit.kwargs())
-    codec = TinyCodec.from_config(cfg)
+    codec = codec_class.from_config(cfg)
     if not cfg.random_weights:
         if cfg.weights is None:
             raise ProfileError(f"profile {cfg.name!r} has trained weights but names no `weights` file")
         path = WEIGHTS_DIR / cfg.weights  # a relative name is a file in models/weights/
         try:
-            state = read_tensors(path, f"the {cfg.name} profile's DiT and decoder")
+            state = read_tensors(path, f"the {cfg.name} profile's DiT and {cfg.codec.kind} codec")
             load_exact(dit, split_prefix(state, "dit"), str(path))
             load_exact(codec, split_prefix(state, "codec"), str(path))
         except CheckpointError as exc:
@@ -181,6 +187,16 @@ def _load_tiny(cfg: ProfileConfig, device: torch.device) -> tuple:
     return dit, codec, encoder, no_text, lambda image: None
 
 
+def _load_tiny(cfg: ProfileConfig, device: torch.device) -> tuple:
+    return _load_small(TinyCodec, cfg, device)
+
+
+def _load_portrait(cfg: ProfileConfig, device: torch.device) -> tuple:
+    from models.portrait.codec import MotionCodec  # cv2, scipy and the face mesh: only this profile
+
+    return _load_small(MotionCodec, cfg, device)
+
+
 def _load_wan(cfg: ProfileConfig, device: torch.device) -> tuple:
     root = None if cfg.random_weights else _weights_dir(cfg)
     from models import wan_components  # heavy (transformers); only the 1.3B profiles need it
@@ -191,16 +207,25 @@ def _load_wan(cfg: ProfileConfig, device: torch.device) -> tuple:
         raise WeightsError(str(exc)) from exc
 
 
-_LOADERS = {"tiny": _load_tiny, "wan-vae": _load_wan}
+_LOADERS = {"tiny": _load_tiny, "wan-vae": _load_wan, "portrait": _load_portrait}
+DEFAULT_PROFILE = "portrait"
 
 
-def load_profile(name: str = "tiny", device: str | torch.device | None = "cpu",
-                 weights: str | Path | None = None) -> Profile:
+def load_profile(name: str = DEFAULT_PROFILE, device: str | torch.device | None = "cpu",
+                 weights: str | Path | None = None, size: int | None = None) -> Profile:
     """Build the models of a profile and load their weights (nothing is downloaded). `weights` (a file
-    for tiny, a directory for the 1.3B profiles) overrides the profile's, in a copy of its config."""
+    for tiny and portrait, a directory for the 1.3B profiles) overrides the profile's, in a copy of its
+    config; so does `size`, the output's side in pixels, for a profile that renders at any size (portrait)."""
     cfg = read_profile_config(name)
     if weights is not None:
         cfg = replace(cfg, weights=str(Path(weights).absolute()))
+    if size is not None:
+        if cfg.codec.kind != "portrait":
+            raise ProfileError(f"profile {name!r} makes frames of one size only ({cfg.resolution[1]}x"
+                               f"{cfg.resolution[0]}); --size is for the portrait profiles")
+        if not 64 <= size <= 2048 or size % 2:
+            raise ProfileError(f"--size must be an even number of pixels, 64-2048, not {size}")
+        cfg = replace(cfg, resolution=(int(size), int(size)))
     device = _resolve_device(device)
     dtype = cfg.torch_dtype(device)
     started = time.perf_counter()

@@ -1,7 +1,9 @@
-"""The built-in sample face and test audio: made in code, so the server, the benchmarks and the tests
-need no files."""
+"""The built-in sample faces and test audio: made in code (one photo is shipped as a file), so the
+server, the benchmarks and the tests need nothing else."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,3 +34,21 @@ def drawn_face(size: int = 256) -> np.ndarray:
         cv2.circle(img, (c + dx * size // 10, c - size // 12), size // 30, (40, 30, 30), -1, cv2.LINE_AA)
     cv2.ellipse(img, (c, c + size // 7), (size // 12, size // 40), 0, 0, 360, (150, 60, 60), -1, cv2.LINE_AA)
     return img
+
+
+SAMPLE_PHOTO = Path(__file__).resolve().parent / "data" / "astronaut.jpg"
+
+
+def sample_photo() -> np.ndarray:
+    """A real photograph (NASA's portrait of the astronaut Eileen Collins, public domain, as scikit-image
+    ships it): the server's built-in avatar "astronaut", and the portrait profile's benchmark image."""
+    from PIL import Image
+
+    with Image.open(SAMPLE_PHOTO) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def sample_reference(profile) -> np.ndarray:
+    """The benchmarks' and the start-up calibration's face for `profile`: the photo for a profile that
+    animates photos (a drawn face has no face for its landmark model), else the drawn face."""
+    return sample_photo() if getattr(profile, "animates_photo", False) else drawn_face()

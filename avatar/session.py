@@ -20,12 +20,13 @@ import torch
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_token_window
 from models.dit import CrossContext
 from models.echomimic_inputs import face_token_mask, window_audio
+from models.interfaces import PhotoCodec
 from models.sampler import GuidancePlan, dropped, flow_sigmas, forward_count, sample
 from models.window_input import WindowInput, denoiser
 
 from .audio import AudioTimeline, Resampler
 from .errors import ProfileError
-from .image import prepare_reference
+from .photo import open_reference
 from .profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class WindowResult:
     compute_s: float
     forwards: int  # DiT forward passes
     context_latents: int
+    decode_s: float = 0.0  # of compute_s, the decoder's (the portrait profile: rendering)
+    decode_cpu_s: float = 0.0  # the same in this thread's CPU time (a shared machine's load left out)
 
 
 class Session:
@@ -67,10 +70,11 @@ class Session:
     needs. Not thread-safe: one thread drives a session.
     """
 
-    def __init__(self, profile: Profile, image, prompt: str | None = None, seed: int = 0):
+    def __init__(self, profile: Profile, image, prompt: str | None = None, seed: int = 0,
+                 output_mode: str = "crop"):
         self.profile = profile
         self.seed = int(seed)
-        self.reference = prepare_reference(image, profile.resolution)
+        self.reference = open_reference(profile, image, output_mode)
         self.timeline = AudioTimeline()
         self._resampler = Resampler(profile.sample_rate)
         self._speech_marks: list[tuple[int, int, bool]] = []  # (s0, s1, speech) from a VAD
@@ -85,7 +89,8 @@ class Session:
         with torch.inference_mode():
             ref = torch.from_numpy(self.reference.image).to(dev, dtype).permute(2, 0, 1)[None] / 127.5 - 1
             self._ref_latent = profile.codec.encode_reference(ref)  # (1, C, 1, h, w)
-            self._decoder_state = profile.codec.start_stream(self._ref_latent, ref)
+            fit = self.reference.fit  # a photo codec's state, made once per avatar
+            self._decoder_state = profile.codec.start_stream(self._ref_latent, ref) if fit is None else fit
             self._grey = None  # inpaint: the known channels of the latents to generate
             if profile.conditioning == "inpaint":
                 if not hasattr(profile.codec, "grey_latents"):
@@ -264,17 +269,19 @@ class Session:
             keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
             self._context = keep[:, :, -p.context_latents:] if p.context_latents else None
             out, fpl = [], p.codec.frames_per_latent
+            decode_started = time.perf_counter(), time.thread_time()
             for i in range(n):  # latent by latent: `deliver` gets the first frames before the last are decoded
                 made = self._decode_latent(latents[:, :, i:i + 1], audio_new[None, i:i + 1], f0 + i * fpl,
                                            speech[i * fpl:], k)
                 out += made
                 if deliver is not None and made:
                     deliver(made)
+            decode_s = (time.perf_counter() - decode_started[0], time.thread_time() - decode_started[1])
         self.window_index += 1
         self.frames_done = f1
         self._discard_old_audio()
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
-                                        forward_count(sigmas, plan), c)
+                                        forward_count(sigmas, plan), c, *decode_s)
         return self.last_window
 
     def _decode_latent(self, latent: torch.Tensor, audio: torch.Tensor, first: int, speech: np.ndarray,
@@ -283,9 +290,12 @@ class Session:
         stream), continuing the decoder; the tiny decoder hears the latent's audio (the real tokens,
         also in idle windows)."""
         p = self.profile
-        frames, self._decoder_state = p.codec.decode(latent, self._decoder_state, audio)
-        images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        images = images.permute(0, 2, 3, 1).cpu().numpy()
+        if isinstance(p.codec, PhotoCodec):  # its state never changes; its frames are pixels already
+            images = p.codec.decode_images(latent, self._decoder_state)
+        else:
+            frames, self._decoder_state = p.codec.decode(latent, self._decoder_state, audio)
+            images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            images = images.permute(0, 2, 3, 1).cpu().numpy()
         count = len(images) if self._end_frame is None else max(0, min(len(images), self._end_frame - first))
         return [Frame(first + j, (first + j) / p.fps, images[j], bool(speech[j]), window) for j in range(count)]
 

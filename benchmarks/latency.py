@@ -4,7 +4,7 @@ A Python caller (a real aiortc peer, in this process) speaks a phrase several ti
 onset it measures, on one clock, the time from the onset leaving the caller to the arrival at the
 caller of the first frame generated for it, and splits that into the budget's terms:
 
-    python benchmarks/latency.py [--profile tiny] [--phrases 5] [--allowance 0.2] [--json out.json]
+    python benchmarks/latency.py [--profile portrait] [--phrases 5] [--allowance 0.2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import platform
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from avatar.audio import load_audio_file  # noqa: E402
+from avatar.profiles import DEFAULT_PROFILE  # noqa: E402
 from streaming.config import ServerConfig  # noqa: E402
 from streaming.contrib.pyclient import CallClient  # noqa: E402
 from streaming.server import AvatarServer  # noqa: E402
@@ -124,7 +126,8 @@ async def run(args) -> dict:
         await client.close()
         await server.stop()
     return {"profile": profile.name, "random_weights": profile.random_weights,
-            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load_average": [round(v, 2) for v in os.getloadavg()],
             "output_delay_s": round(call.clock.delay_s, 3), "window_s": stats["latency"]["window_s"],
             "lookahead_s": stats["latency"]["lookahead_s"], "onsets": rows, "server_stats": stats}
 
@@ -151,7 +154,7 @@ def report(result: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--phrases", type=int, default=5)
     parser.add_argument("--allowance", type=float, default=None,

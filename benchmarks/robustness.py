@@ -1,10 +1,11 @@
-"""Robustness of the live server, measured from outside: a real `avatar serve --profile tiny`
+"""Robustness of the live server, measured from outside: a real `avatar serve --profile PROFILE`
 subprocess and real aiortc callers (streaming.contrib.pyclient) over loopback.
 
     python benchmarks/robustness.py pause [--pauses 0.3 1 3]       # SIGSTOP the server mid-call
     python benchmarks/robustness.py churn [--calls 100]            # set-ups and tear-downs, every hang-up style
     python benchmarks/robustness.py soak [--minutes 30] [--callers 2]
-    common: [--server-tree DIR] (run the server from another checkout, e.g. an older commit's worktree)
+    common: [--profile NAME] (default: the default profile; `tiny` for a checkout older than portrait)
+            [--server-tree DIR] (run the server from another checkout, e.g. an older commit's worktree)
             [--json out.json]
 
 Each prints its figures with the machine's load (`uptime`): figures taken on a loaded machine say
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from avatar.audio import load_audio_file  # noqa: E402
+from avatar.profiles import DEFAULT_PROFILE  # noqa: E402
 from streaming.contrib.pyclient import CallClient  # noqa: E402
 
 from soak_figures import av_offset, cpu_budget, engine_counts  # noqa: E402  (benchmarks/)
@@ -68,16 +70,16 @@ class Probe(CallClient):
 
 
 class Server:
-    """`avatar serve --profile tiny` in a subprocess, from this checkout or another."""
+    """`avatar serve --profile NAME` in a subprocess, from this checkout or another."""
 
-    def __init__(self, tree: Path, max_sessions: int = 2):
+    def __init__(self, tree: Path, max_sessions: int = 2, profile: str = DEFAULT_PROFILE):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         module = "streaming.cli" if (tree / "streaming" / "cli.py").exists() else "avatar.cli"
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
         self.log = open(f"/tmp/robustness-server-{self.port}.log", "w")
-        self.cmd = [sys.executable, "-m", module, "serve", "--profile", "tiny", "--port", str(self.port),
+        self.cmd = [sys.executable, "-m", module, "serve", "--profile", profile, "--port", str(self.port),
                     "--max-sessions", str(max_sessions)]
         self.proc = subprocess.Popen(self.cmd, cwd=tree, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -286,9 +288,10 @@ async def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--callers", type=int, default=2)
     parser.add_argument("--server-tree", type=Path, default=ROOT)
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--json")
     args = parser.parse_args()
-    server = await Server(args.server_tree.resolve()).ready()
+    server = await Server(args.server_tree.resolve(), profile=args.profile).ready()
     print(f"server: {' '.join(server.cmd)} (tree {args.server_tree}), load {load()}", flush=True)
     try:
         if args.harness == "pause":

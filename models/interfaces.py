@@ -41,6 +41,23 @@ class Codec(Protocol):
 
 
 @runtime_checkable
+class PhotoCodec(Codec, Protocol):
+    """A codec that moves the pixels of the user's whole photo (the portrait profile's). A session fits
+    it once per avatar on the photo as given (not the reference tensor), and the fit is the decoder
+    state its streams start from; `paste` asks for frames of the whole photo instead of the face crop."""
+
+    def fit_photo(self, photo: np.ndarray, paste: bool = False) -> tuple[Any, list[str]]:
+        """HxW, HxWx3 or HxWx4 uint8 -> (the decoder state of this photo's streams, notes on the
+        fallbacks taken, e.g. an RGBA photo composited over white). A photo it cannot use raises a
+        ValueError whose `reason` names why (no face, a profile view, ...)."""
+        ...
+
+    def decode_images(self, latents: torch.Tensor, state: Any) -> list[np.ndarray]:
+        """`decode`'s frames as HxWx3 uint8 RGB, without the round trip through [-1, 1]."""
+        ...
+
+
+@runtime_checkable
 class AudioEncoder(Protocol):
     """16 kHz mono -> `tokens_per_frame` tokens of `feature_dim` per video frame (640 samples).
 

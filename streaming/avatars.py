@@ -26,11 +26,20 @@ def _drawn(size: int = 256) -> np.ndarray:
     return drawn_face(size)
 
 
-class AvatarLibrary:
-    """Built-in avatars plus the images found in an optional directory (file stem = id)."""
+def _photo() -> np.ndarray:
+    from avatar.samples import sample_photo
 
-    def __init__(self, directory: Path | None = None):
-        self._builtin = {"drawn": _drawn}
+    return sample_photo()
+
+
+class AvatarLibrary:
+    """Built-in avatars plus the images found in an optional directory (file stem = id). `first` is the
+    one listed first, which the demo page picks and a call without a chosen face gets: a real photo
+    for a profile that animates photos, the drawn face for the others."""
+
+    def __init__(self, directory: Path | None = None, first: str = "drawn"):
+        self._builtin = {"drawn": _drawn, "astronaut": _photo}
+        self.first = first
         self._files: dict[str, Path] = {}
         if directory is not None:
             if not Path(directory).is_dir():
@@ -40,7 +49,8 @@ class AvatarLibrary:
                     self._files[path.stem] = path
 
     def ids(self) -> list[str]:
-        return list(self._builtin) + [i for i in self._files if i not in self._builtin]
+        others = list(self._builtin) + [i for i in self._files if i not in self._builtin]
+        return [self.first] + [i for i in others if i != self.first]
 
     def image(self, avatar_id: str):
         """An image source the engine accepts (array or path); ProtocolError for an unknown id."""

@@ -16,10 +16,10 @@ CEILING_S = 1.0  # a busier machine than that degrades (fewer steps, idle path) 
 
 def measure_window_compute(profile, windows: int = 5) -> float:
     """Median seconds for one speech window at the profile's full steps (the first, a warm-up, not counted)."""
-    from avatar.samples import babble, drawn_face
+    from avatar.samples import babble, sample_reference
     from avatar.session import Session
 
-    session = Session(profile, drawn_face(), seed=0)
+    session = Session(profile, sample_reference(profile), seed=0)
     seconds = (windows + 1) * session.window_latency_s + 1.0
     session.push_audio(babble(seconds, profile.sample_rate), profile.sample_rate, speech=True)
     times = []

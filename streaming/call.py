@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from avatar.audio import AudioTimeline
-from avatar.errors import AvatarError
+from avatar.errors import AvatarError, ImageTooLarge
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 from .buffers import FrameBuffer
@@ -31,6 +31,13 @@ from .worker import GenerationWorker
 log = logging.getLogger(__name__)
 
 STARVED_POLL_S = 0.1  # how often a silent input is checked (and filled with silence)
+
+
+def image_refused(exc: AvatarError) -> ProtocolError:
+    """An image the engine refused, as the caller's error: `image_too_large` or `bad_image`, with the
+    face model's reason (no_face, profile, tiny_face, ...) for a photo without a usable face."""
+    code = "image_too_large" if isinstance(exc, ImageTooLarge) else "bad_image"
+    return ProtocolError(code, str(exc), getattr(exc, "reason", None))
 
 
 class Call:
@@ -90,10 +97,11 @@ class Call:
         check_caller_rtmp(cfg, offer.rtmp)
         try:
             session = await self.loop.run_in_executor(
-                None, lambda: Session(self.profile, image, prompt=offer.prompt, seed=cfg.seed))
+                None, lambda: Session(self.profile, image, prompt=offer.prompt, seed=cfg.seed,
+                                      output_mode=cfg.output_mode))
             vad_model = await self.loop.run_in_executor(None, self._vad_model_factory)
         except AvatarError as exc:
-            raise ProtocolError("bad_image", str(exc)) from None
+            raise image_refused(exc) from None
         self.session = session
         self.prompt = offer.prompt
         fps = self.profile.fps
@@ -139,13 +147,13 @@ class Call:
         except Exception as exc:
             raise ProtocolError("bad_sdp", f"no answer could be made for this offer: {type(exc).__name__} {exc}") from None
         self.worker.start()
-        self.outputs = open_outputs(cfg, self.id, offer.rtmp, fps, self.profile.resolution,
+        self.outputs = open_outputs(cfg, self.id, offer.rtmp, fps, session.reference.image.shape[:2],
                                     DelayedVoiceTrack.OUT_RATE, self._from_output)
         self.video.outputs = self.voice_track.outputs = self.outputs
         self._spawn(self._stats_loop())
         log.info("call=%s event=answered output_delay_s=%.3f", self.id, self.clock.delay_s)
         return {"type": "answer", "sdp": pc.localDescription.sdp, "delay_s": round(self.clock.delay_s, 3),
-                "fps": fps, "resolution": list(self.profile.resolution),
+                "fps": fps, "resolution": list(session.reference.image.shape[:2]),
                 "outputs": [output.kind for output in self.outputs]}
 
     def _spawn(self, coro) -> None:
@@ -264,9 +272,10 @@ class Call:
 
         try:
             session = await self.loop.run_in_executor(
-                None, lambda: Session(self.profile, image, prompt=self.prompt, seed=self.config.seed))
+                None, lambda: Session(self.profile, image, prompt=self.prompt, seed=self.config.seed,
+                                      output_mode=self.config.output_mode))
         except AvatarError as exc:
-            raise ProtocolError("bad_image", str(exc)) from None
+            raise image_refused(exc) from None
         self._live_worker().swap_session(session)
 
     def _from_worker(self, event: WorkerEvent) -> None:

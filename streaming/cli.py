@@ -39,6 +39,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                        help="let callers name their own RTMP URL (offer option 'rtmp') if it starts with PREFIX; "
                             "repeatable")
     engine_cli.add_model_args(serve)
+    engine_cli.add_output_mode_arg(serve)
     serve.set_defaults(func=cmd_serve)
 
 

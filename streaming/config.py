@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from avatar.profiles import DEFAULT_PROFILE
 from avatar.video import is_stream_url
 
 from .ice import ICE_ENV, ice_servers_from
@@ -26,9 +27,11 @@ MESSAGE_SIZE_FACTOR = 4
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    profile: str = "tiny"
+    profile: str = DEFAULT_PROFILE
     device: str = "cpu"
     weights: str | None = None
+    size: int | None = None  # portrait profiles: the face crop's side (None: the profile's)
+    output_mode: str = "crop"  # portrait profiles: "crop" or "photo" (the whole photo, the face pasted back)
     max_sessions: int = 2
     max_viewers: int = 4  # WHEP viewers of one WHIP session (each one encodes its own stream)
     token: str | None = None  # shared secret; None = open
@@ -78,9 +81,11 @@ class ServerConfig:
         cfg = cls(
             host=getattr(args, "host", "127.0.0.1"),
             port=int(getattr(args, "port", 8080)),
-            profile=getattr(args, "profile", "tiny"),
+            profile=getattr(args, "profile", DEFAULT_PROFILE),
             device=getattr(args, "device", "cpu") or "cpu",
             weights=getattr(args, "weights", None),
+            size=getattr(args, "size", None),
+            output_mode=getattr(args, "output_mode", "crop"),
             max_sessions=int(getattr(args, "max_sessions", 2)),
             token=token,
             avatars_dir=Path(avatars) if avatars else None,

@@ -30,13 +30,15 @@ _CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 
 
 class ProtocolError(ValueError):
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, reason: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason  # a finer code within `code`, e.g. why a photo has no usable face
 
     def to_message(self) -> dict:
-        return {"type": "error", "code": self.code, "message": self.message}
+        msg = {"type": "error", "code": self.code, "message": self.message}
+        return msg if self.reason is None else msg | {"reason": self.reason}
 
 
 # ---- the messages a caller sends ------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from avatar.errors import AvatarError, ProfileError
 from avatar.threads import generation_cores, torch_threads
 
 from .avatars import AvatarLibrary, decode_upload
@@ -69,8 +70,13 @@ class AvatarServer:
 
             cfg = self.config
             self.profile = await asyncio.get_running_loop().run_in_executor(
-                None, load_profile, cfg.profile, cfg.device, cfg.weights)
+                None, load_profile, cfg.profile, cfg.device, cfg.weights, cfg.size)
         cfg = self.config
+        photo = getattr(self.profile, "animates_photo", False)
+        if cfg.output_mode != "crop" and not photo:
+            raise ProfileError(f"--output-mode {cfg.output_mode} needs a profile that animates the photo "
+                               f"(portrait), not {self.profile.name!r}")
+        self.avatars.first = "astronaut" if photo else "drawn"
         self.compute_allowance_s = cfg.compute_allowance_s
         if self.compute_allowance_s is None:
             from .calibrate import compute_allowance
@@ -248,7 +254,7 @@ class AvatarServer:
     def _image_from(self, avatar_id, upload):
         if upload is not None:
             return decode_upload(upload, self.config.max_upload_bytes, self.config.max_image_side)
-        return self.avatars.image(avatar_id or "drawn")
+        return self.avatars.image(avatar_id or self.avatars.first)
 
 
 @dataclass
@@ -256,7 +262,7 @@ class Link:
     """One websocket's signaling state: the face chosen before the offer, then the call."""
 
     call_id: str
-    avatar: str | None = "drawn"
+    avatar: str | None = None  # None: the library's first
     image: str | None = None  # an upload chosen before the offer
     call: Call | None = None
     candidates_ended: bool = False
@@ -310,6 +316,9 @@ def serve_main(args) -> int:
             asyncio.run(run_server(config))
     except KeyboardInterrupt:
         pass
+    except AvatarError as exc:  # e.g. the profile's weights are missing
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is taken
         print(f"error: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 2

@@ -95,7 +95,7 @@ class WhipEndpoints:
         sdp = await self._body(request, SDP)
         try:
             check_offer_sdp(sdp, WHIP_OFFER, others=True)
-            image = self.server.avatars.image(request.query.get("avatar") or "drawn")
+            image = self.server.avatars.image(request.query.get("avatar") or self.server.avatars.first)
         except ProtocolError as exc:
             raise Refused(400, exc.code, exc.message) from None
         prompt = request.query.get("prompt")

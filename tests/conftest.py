@@ -17,6 +17,21 @@ def tiny_profile():
 
 
 @pytest.fixture(scope="session")
+def portrait_profile():
+    from avatar.profiles import load_profile
+
+    return load_profile("portrait-random", "cpu")
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """A real photograph: NASA's astronaut portrait (public domain), as scikit-image ships it."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
 def face_image():
     return drawn_face(256)
 

@@ -152,7 +152,7 @@ async def test_the_websocket_gate_and_protocol_are_unchanged(server):
     async with connect(f"ws://127.0.0.1:{srv.port}/ws", origin=APP_ORIGIN,
                        additional_headers={"Authorization": "Bearer s3cret"}) as ws:
         ready = json.loads(await ws.recv())
-        assert ready["type"] == "ready" and ready["avatars"] == ["drawn"]
+        assert ready["type"] == "ready" and ready["avatars"] == ["drawn", "astronaut"]
         await ws.send('{"type": "ping"}')
         assert json.loads(await ws.recv()) == {"type": "pong"}
 

@@ -5,7 +5,8 @@ import inspect
 import pytest
 
 from models.audio_features import MelEncoder
-from models.interfaces import AudioEncoder, Codec
+from models.interfaces import AudioEncoder, Codec, PhotoCodec
+from models.portrait.codec import MotionCodec
 from models.tiny_codec import TinyCodec
 from models.wan_audio import Wav2Vec2Encoder
 from models.wan_vae import WanVaeCodec, random_vae
@@ -20,7 +21,8 @@ def contract_methods(protocol) -> list[str]:
 
 
 @pytest.mark.parametrize("protocol, implementation", [
-    (Codec, TinyCodec), (Codec, WanVaeCodec), (AudioEncoder, MelEncoder), (AudioEncoder, Wav2Vec2Encoder)])
+    (Codec, TinyCodec), (Codec, WanVaeCodec), (Codec, MotionCodec), (PhotoCodec, MotionCodec),
+    (AudioEncoder, MelEncoder), (AudioEncoder, Wav2Vec2Encoder)])
 def test_each_implementation_takes_the_contracts_arguments(protocol, implementation):
     names = contract_methods(protocol)
     assert len(names) >= 2
@@ -31,6 +33,10 @@ def test_each_implementation_takes_the_contracts_arguments(protocol, implementat
 def test_both_codecs_are_codecs():
     assert isinstance(TinyCodec(), Codec)
     assert isinstance(WanVaeCodec(random_vae(dict(base_dim=8, dim_mult=[1, 2, 2, 2], num_res_blocks=1))), Codec)
+
+
+def test_only_the_portrait_codec_takes_the_whole_photo():
+    assert isinstance(MotionCodec(), PhotoCodec) and not isinstance(TinyCodec(), PhotoCodec)
 
 
 def test_the_mel_encoder_is_an_audio_encoder():

@@ -14,7 +14,8 @@ from models.profile_config import DitConfig, ProfileConfig, ProfileConfigError
 from models.profile_reader import PROFILE_DIR, read_profile
 from models.sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm
 
-SHIPPED = {"tiny", "tiny-random", "echomimic-v3", "echomimic-v3-fast", "echomimic-v3-random", "portrait-random"}
+SHIPPED = {"portrait", "portrait-random", "tiny", "tiny-random", "echomimic-v3", "echomimic-v3-fast",
+           "echomimic-v3-random"}
 
 
 @pytest.fixture

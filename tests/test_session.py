@@ -13,10 +13,18 @@ def render_offline(profile, image, audio, seed=0):
     return s.step(max_windows=None) + s.finish()
 
 
-def test_streaming_in_20ms_pieces_equals_rendering_at_once(tiny_profile, face_image, speech_like):
+@pytest.fixture(params=["tiny", "portrait"])
+def engine(request, tiny_profile, face_image, portrait_profile, photo):
+    """The exactness tests hold for both kinds of codec: tiny's latent decoder and portrait's renderer
+    (a real photo, 512x512 frames)."""
+    return (tiny_profile, face_image) if request.param == "tiny" else (portrait_profile, photo)
+
+
+def test_streaming_in_20ms_pieces_equals_rendering_at_once(engine, speech_like):
+    profile, image = engine
     audio = speech_like(2.5)
-    offline = render_offline(tiny_profile, face_image, audio)
-    s = Session(tiny_profile, face_image, seed=0)
+    offline = render_offline(profile, image, audio)
+    s = Session(profile, image, seed=0)
     streamed = []
     for start in range(0, len(audio), 320):
         s.push_audio(audio[start:start + 320], SR)
@@ -27,15 +35,17 @@ def test_streaming_in_20ms_pieces_equals_rendering_at_once(tiny_profile, face_im
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
 
 
-def test_every_frame_exactly_once_with_contiguous_timestamps(tiny_profile, face_image, speech_like):
+def test_every_frame_exactly_once_with_contiguous_timestamps(engine, speech_like):
+    profile, image = engine
     audio = np.concatenate([speech_like(1.2), np.zeros(SR, np.float32), speech_like(1.3, seed=1)])
-    frames = render_offline(tiny_profile, face_image, audio)
+    frames = render_offline(profile, image, audio)
     expected = -(-len(audio) // 640)
     assert [f.index for f in frames] == list(range(expected))
     assert np.allclose(np.diff([f.pts for f in frames]), 1 / 25)
     assert frames[0].pts == 0
     windows = [f.window for f in frames]
-    assert windows == sorted(windows) and len(set(windows)) == -(-expected // tiny_profile.frames_per_window)
+    assert windows == sorted(windows) and len(set(windows)) == -(-expected // profile.frames_per_window)
+    assert {f.image.shape for f in frames} == {profile.resolution + (3,)}
     speech = np.array([f.speech for f in frames])
     assert speech[:25].any() and not speech[40:50].any() and speech[-20:].any()
 

@@ -213,7 +213,7 @@ def test_avatar_library(tmp_path):
     (tmp_path / "alice.png").write_bytes(_png(80, 80))
     (tmp_path / ".hidden.png").write_bytes(_png(80, 80))
     lib = AvatarLibrary(tmp_path)
-    assert lib.ids() == ["drawn", "alice"]
+    assert lib.ids() == ["drawn", "astronaut", "alice"]
     assert lib.image("alice") == tmp_path / "alice.png"
     assert lib.image("drawn").shape[2] == 3
     assert lib.png("drawn")[:4] == b"\x89PNG"

@@ -88,7 +88,7 @@ async def test_http_routes(server):
     assert status == 200 and b"export async function connect" in body
     assert headers["Content-Type"] == "text/javascript"
     status, _, body = await http_get(srv, "/avatars.json")
-    assert json.loads(body) == {"avatars": ["drawn"]}
+    assert json.loads(body) == {"avatars": ["drawn", "astronaut"]}
     status, headers, body = await http_get(srv, "/avatars/drawn.png")
     assert status == 200 and body[:4] == b"\x89PNG"
     assert (await http_get(srv, "/avatars/nobody.png"))[0] == 404
@@ -109,7 +109,7 @@ async def test_wrong_token_or_origin_gets_nothing_but_a_refusal(server):
     assert json.loads((await http_get(srv, "/healthz"))[2])["sessions"] == 0  # no slot was taken
     async with connect(ws_url(srv, "s3cret"), origin=f"http://127.0.0.1:{srv.port}") as ws:
         ready = await next_message(ws, "ready")
-        assert ready["profile"] == "tiny-random" and ready["avatars"] == ["drawn"]
+        assert ready["profile"] == "tiny-random" and ready["avatars"] == ["drawn", "astronaut"]
 
 
 async def test_malformed_signaling_gets_errors_and_never_a_crash(server, speech):

@@ -83,7 +83,9 @@ export interface AnswerMessage {
 
 export declare class AvatarError extends Error {
   code: string;
-  constructor(code: string, message: string);
+  /** A finer code within `code` when the server gives one: for a photo without a usable face, why (no_face, profile, tiny_face). */
+  reason?: string;
+  constructor(code: string, message: string, reason?: string);
 }
 
 export interface AvatarCallEvents {

@@ -8,10 +8,11 @@ const ANSWER_TIMEOUT_MS = 20000;
 const WS_OPEN = 1; // WebSocket.OPEN (not a global in every runtime)
 
 export class AvatarError extends Error {
-  constructor(code, message) {
+  constructor(code, message, reason) {
     super(message);
     this.name = 'AvatarError';
     this.code = code;
+    if (reason !== undefined) this.reason = reason;
   }
 }
 
@@ -119,7 +120,7 @@ export class AvatarCall extends EventTarget {
       case 'degraded': this._emit('degraded', msg); break;
       case 'output': this._emit('output', msg); break;
       case 'error': {
-        const err = new AvatarError(msg.code, msg.message);
+        const err = new AvatarError(msg.code, msg.message, msg.reason);
         this._emit('error', err);
         if (!this.answer) this._settle.reject(err);
         break;

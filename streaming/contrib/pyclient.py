@@ -75,6 +75,7 @@ class Received:
     messages: list = field(default_factory=list)  # (arrival, dict)
     video: list = field(default_factory=list)  # (arrival, pts, stamped index or None)
     audio: list = field(default_factory=list)  # (arrival, pts, float32 mono samples, sample rate)
+    video_size: tuple[int, int] | None = None  # (width, height) of the last video frame
 
     def of_type(self, kind: str) -> list[dict]:
         return [m for _, m in self.messages if m.get("type") == kind]
@@ -158,6 +159,7 @@ class CallClient:
             if track.kind == "video":
                 index = read_index(frame.to_ndarray(format="rgb24")) if self.read_stamps else None
                 self.received.video.append((now, frame.pts, index))
+                self.received.video_size = (frame.width, frame.height)
             else:
                 pcm = frame.to_ndarray().astype(np.float32) / 32768.0
                 mono = pcm.reshape(-1, len(frame.layout.channels)).mean(axis=1) if pcm.ndim else pcm

@@ -1,0 +1,98 @@
+"""The portrait profile's codec: normalised motion vectors in, the photo's own pixels moved out.
+
+A latent frame is one video frame's motion vector (`motion.CHANNELS`, 15 values), normalised per
+channel with the training data's `motion_mean` / `motion_std`, laid out (B, 15, T, 1, 1) so the
+DiT sees a 1x1 "image" per frame. Decoding renders each vector with the avatar's
+`PortraitRenderer`, which is the whole per-stream state: it is built once per avatar from the
+user's whole photo (`fit_photo`) and never changed by a frame, so any number of streams share it.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.portrait.face_mesh import FaceMesher, as_rgb
+from models.portrait.motion import CHANNELS
+from models.portrait.render import PortraitRenderer
+
+# What the renderer is given at most, per channel (in CHANNELS order; units in motion.py): far past
+# natural speech (the targets' head sway is a few degrees), but a sample from an untrained or
+# misled DiT can never push the mouth out of the picture.
+_LINEAR_RANGE = {"blink_right": (0.0, 1.0), "blink_left": (0.0, 1.0), "brows": (-1.0, 1.0)}
+MOTION_RANGE = np.array([_LINEAR_RANGE.get(name, (-1.0, 1.5)) if not name.startswith("head_") else
+                         (-0.1, 0.1) if name in ("head_x", "head_y") else (-15.0, 15.0) for name in CHANNELS])
+
+
+class MotionCodec(nn.Module):
+    """A `models.interfaces.PhotoCodec`: motion latents <-> motion vectors, rendered on a photo."""
+
+    frames_per_latent = 1
+    latent_channels = len(CHANNELS)
+
+    def __init__(self, size: int = 512):
+        super().__init__()
+        self.size = int(size)
+        self.spatial_factor = self.size  # one latent "pixel" per frame
+        self.register_buffer("motion_mean", torch.zeros(len(CHANNELS)))
+        self.register_buffer("motion_std", torch.ones(len(CHANNELS)))
+        self._mesher: FaceMesher | None = None  # loaded on the first photo
+        self._mesher_lock = threading.Lock()  # one LiteRT interpreter set, used by one thread at a time
+
+    @classmethod
+    def from_config(cls, cfg) -> "MotionCodec":
+        return cls(cfg.resolution[0])
+
+    # ---- motion <-> latents --------------------------------------------------------------------
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.motion_mean.float(), self.motion_std.float()
+
+    def encode(self, motion: torch.Tensor) -> torch.Tensor:
+        """(B, T, 15) motion vectors -> normalised latents (B, 15, T, 1, 1)."""
+        mean, std = self._stats()
+        return ((motion.float() - mean) / std).transpose(1, 2)[..., None, None]
+
+    def motion(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, 15, T, 1, 1) -> motion vectors (B, T, 15), float32."""
+        mean, std = self._stats()
+        return latents.float()[..., 0, 0].transpose(1, 2) * std + mean
+
+    # ---- the Codec contract --------------------------------------------------------------------
+    def encode_reference(self, image: torch.Tensor) -> torch.Tensor:
+        """The photo itself is the all-zero motion (its mouth closed): (B, 15, 1, 1, 1)."""
+        return self.encode(torch.zeros(len(image), 1, len(CHANNELS), device=image.device))
+
+    def start_stream(self, reference_latent: torch.Tensor, reference_image: torch.Tensor) -> PortraitRenderer:
+        """A renderer fitted on the reference tensor alone (a session gives a photo codec the whole
+        photo instead, through `fit_photo`, which also allows the paste-back output)."""
+        pixels = ((reference_image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return self.fit_photo(pixels.permute(1, 2, 0).cpu().numpy())[0]
+
+    def decode(self, latents: torch.Tensor, state: PortraitRenderer,
+               audio: torch.Tensor) -> tuple[torch.Tensor, PortraitRenderer]:
+        """(1, 15, T, 1, 1) -> frames (1, T, 3, H, W) in [-1, 1] (float32), the renderer unchanged.
+        The audio is not used: the motion already follows it."""
+        images = torch.from_numpy(np.stack(self.decode_images(latents, state)))
+        return (images.permute(0, 3, 1, 2).float() / 127.5 - 1)[None], state
+
+    def decode_images(self, latents: torch.Tensor, state: PortraitRenderer) -> list[np.ndarray]:
+        """(1, 15, T, 1, 1) -> T frames, HxWx3 uint8 RGB, as `decode` makes them without the round
+        trip through [-1, 1] (which costs as much as rendering a frame): what a session shows."""
+        if len(latents) != 1:
+            raise ValueError("the portrait codec renders one stream at a time (batch 1)")
+        motion = np.clip(self.motion(latents)[0].cpu().numpy().astype(np.float64), *MOTION_RANGE.T)
+        return [state.render(m) for m in motion]
+
+    # ---- the whole photo, once per avatar --------------------------------------------------------
+    def fit_photo(self, photo: np.ndarray, paste: bool = False) -> tuple[PortraitRenderer, list[str]]:
+        """HxW, HxWx3 or HxWx4 uint8 -> (the avatar's renderer, notes on fallbacks taken). Raises
+        `face_mesh.FaceMeshError` (with a `reason`) for a photo it cannot animate."""
+        notes: list[str] = []
+        rgb = as_rgb(photo, notes)
+        with self._mesher_lock:
+            if self._mesher is None:
+                self._mesher = FaceMesher()
+            mesh = self._mesher.fit(rgb)
+        return PortraitRenderer(rgb, mesh, size=self.size, paste=paste), notes + list(mesh.notes)

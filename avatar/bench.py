@@ -36,6 +36,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         torch.cuda.reset_peak_memory_stats(profile.device)
     window_s, frames, idle, forwards = [], 0, 0, []
     sync()
+    cpu_started = time.process_time()  # CPU seconds, all threads: unlike the wall clock, the machine's load hardly changes it
     media_frames = int(seconds * profile.fps)
     while frames < media_frames and session.windows_ready():
         t0 = time.perf_counter()
@@ -45,6 +46,7 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         frames += len(out)
         idle += session.last_window.idle
         forwards.append(session.last_window.forwards)
+    cpu = time.process_time() - cpu_started
     compute = sum(window_s)
     media = frames / profile.fps
     return {
@@ -63,6 +65,8 @@ def run_bench(profile_name: str, seconds: float, device: str = "cpu", weights=No
         "media_s": round(media, 3),
         "compute_s": round(compute, 3),
         "real_time_factor": round(compute / media, 4),
+        "cpu_s_per_window": round(cpu / len(window_s), 4),
+        "cpu_cores_needed": round(cpu / media, 3),  # CPU seconds per media second: cores one stream keeps busy
         "fps": round(frames / compute, 2),
         "window_latency_p50_s": round(float(np.percentile(window_s, 50)), 4),
         "window_latency_p95_s": round(float(np.percentile(window_s, 95)), 4),

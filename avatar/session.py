@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,11 +199,14 @@ class Session:
             frames += self.run_window(steps).frames
         return frames
 
-    def run_window(self, steps: int | None = None) -> WindowResult:
-        """Make the next window (blocking); it must be ready. `steps` < the profile's degrades."""
+    def run_window(self, steps: int | None = None,
+                   deliver: Callable[[list[Frame]], None] | None = None) -> WindowResult:
+        """Make the next window (blocking); it must be ready. `steps` < the profile's degrades.
+        `deliver` is handed each latent frame's video frames as soon as they are decoded (a live
+        stream shows the first ones while the rest are made); the result has them all."""
         if self.windows_ready() < 1:
             raise RuntimeError("run_window: the next window's audio is not all in yet")
-        return self._run_window(steps)
+        return self._run_window(steps, deliver)
 
     def skip(self, windows: int) -> None:
         """Pass over the next `windows` windows without making them (a live stream that fell behind
@@ -233,7 +236,8 @@ class Session:
         rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2, axis=1) + 1e-12)
         return 20 * np.log10(rms) > SPEECH_DBFS
 
-    def _run_window(self, steps: int | None = None) -> WindowResult:
+    def _run_window(self, steps: int | None = None,
+                    deliver: Callable[[list[Frame]], None] | None = None) -> WindowResult:
         p = self.profile
         started = time.perf_counter()
         k, n = self.window_index, p.new_latents
@@ -257,25 +261,33 @@ class Session:
             if idle:
                 audio = torch.zeros_like(audio)
             latents = self._sample_window(audio, slots, sigmas, plan, k)
-            # the tiny decoder hears the new latents' audio (the real tokens, also in idle windows)
-            frames, self._decoder_state = p.codec.decode(latents, self._decoder_state, audio_new[None])
             keep = torch.cat([ctx, latents], dim=2) if ctx is not None else latents
             self._context = keep[:, :, -p.context_latents:] if p.context_latents else None
-            images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            images = images.permute(0, 2, 3, 1).cpu().numpy()
-
-        out = []
-        for i in range(self.frames_per_window):
-            index = f0 + i
-            if self._end_frame is not None and index >= self._end_frame:
-                break
-            out.append(Frame(index, index / p.fps, images[i], bool(speech[i]), k))
+            out, fpl = [], p.codec.frames_per_latent
+            for i in range(n):  # latent by latent: `deliver` gets the first frames before the last are decoded
+                made = self._decode_latent(latents[:, :, i:i + 1], audio_new[None, i:i + 1], f0 + i * fpl,
+                                           speech[i * fpl:], k)
+                out += made
+                if deliver is not None and made:
+                    deliver(made)
         self.window_index += 1
         self.frames_done = f1
         self._discard_old_audio()
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
                                         forward_count(sigmas, plan), c)
         return self.last_window
+
+    def _decode_latent(self, latent: torch.Tensor, audio: torch.Tensor, first: int, speech: np.ndarray,
+                       window: int) -> list[Frame]:
+        """One latent frame -> its video frames from index `first` (none past the end of a finished
+        stream), continuing the decoder; the tiny decoder hears the latent's audio (the real tokens,
+        also in idle windows)."""
+        p = self.profile
+        frames, self._decoder_state = p.codec.decode(latent, self._decoder_state, audio)
+        images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        images = images.permute(0, 2, 3, 1).cpu().numpy()
+        count = len(images) if self._end_frame is None else max(0, min(len(images), self._end_frame - first))
+        return [Frame(first + j, (first + j) / p.fps, images[j], bool(speech[j]), window) for j in range(count)]
 
     def _sample_window(self, audio: torch.Tensor, slots: torch.Tensor | None, sigmas: torch.Tensor,
                        plan: GuidancePlan, k: int) -> torch.Tensor:

@@ -12,6 +12,18 @@ def torch_threads(streams: int = 1) -> int:
     return max(1, ((os.cpu_count() or 1) - 1) // max(streams, 1))
 
 
+UTILISATION = 0.8  # of the cores, planned for live calls: the rest absorbs bursts (and whatever else runs)
+MEDIA_CORES_PER_STREAM = 0.2  # a call's media path besides generation: codecs, RTP, VAD, event loop
+
+
+def generation_cores(streams: int = 1) -> float:
+    """Cores each of `streams` live generation streams may use so that all of them, with their media
+    paths, keep real time: UTILISATION of the cores less the media paths, shared. (On 2 cores: 1.4
+    for one call, 0.6 each for two; the tiny profile needs ~0.77 at full steps, ~0.57 at one step.)"""
+    streams = max(streams, 1)
+    return max((os.cpu_count() or 1) * UTILISATION - MEDIA_CORES_PER_STREAM * streams, 0.1) / streams
+
+
 def set_torch_threads(requested: int | None) -> int:
     """For one offline stream (render, bench, eval): `--threads` if given, else OMP_NUM_THREADS if set
     (torch has already read it), else torch_threads(). Returns the count in use."""

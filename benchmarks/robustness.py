@@ -8,7 +8,10 @@ subprocess and real aiortc callers (streaming.contrib.pyclient) over loopback.
             [--json out.json]
 
 Each prints its figures with the machine's load (`uptime`): figures taken on a loaded machine say
-more about the machine than about the server, and the output says so.
+more about the machine than about the server, and the output says so. The soak also prints per
+caller the share of windows made with fewer steps, and the CPU budget of a call (CPU seconds per
+media second: server, generation, the rest of the server, the harness's caller), which the load
+hardly changes.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from avatar.audio import load_audio_file  # noqa: E402
 from streaming.contrib.pyclient import CallClient  # noqa: E402
+
+from soak_figures import av_offset, cpu_budget, engine_counts  # noqa: E402  (benchmarks/)
 
 RATE = 16000
 SILENT_RMS = 0.003  # returned voice quieter than this is silence (the phrase's quiet parts are ~0.01)
@@ -89,6 +94,11 @@ class Server:
     def sessions(self) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
             return json.loads(r.read())["sessions"]
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def memory(self) -> tuple[float, int]:
         """(RSS in MB, threads) of the server process."""
@@ -231,48 +241,39 @@ async def run_churn(server: Server, calls: int) -> dict:
 
 
 # ---- (e) soak ----------------------------------------------------------------------------------
-def av_offset(client: Probe, t0: float, t1: float) -> float | None:
-    """Median (arrival - pts time) of the video minus that of the voice: constant while in sync."""
-    v = [a - p / 90000 for a, p, _ in client.received.video if t0 <= a < t1]
-    s = [a - p / 48000 for a, p, _ in client.received.audio if t0 <= a < t1]
-    return round(float(np.median(v) - np.median(s)), 4) if v and s else None
-
-
-def engine_counts(client: Probe, t0: float, t1: float) -> tuple[int, int]:
-    stats = [m for a, m in client.received.messages if m.get("type") == "stats" and t0 <= a < t1]
-    if len(stats) < 2:
-        return 0, 0
-    return (stats[-1]["frames_sent"] - stats[0]["frames_sent"],
-            stats[-1]["frames_repeated"] - stats[0]["frames_repeated"])
-
-
 async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float = 15.0) -> dict:
     clients = [await open_probe(server) for _ in range(callers)]
     start = time.monotonic()
     await asyncio.sleep(warmup_s)
     memory = [server.memory()]  # (RSS, threads) every 10 s after the warm-up
+    cpu_then = server.cpu_s(), time.process_time()
     try:
         while time.monotonic() - start < warmup_s + minutes * 60 and all(c.ws.close_code is None for c in clients):
             await asyncio.sleep(10)
             memory.append(server.memory())
     finally:
         end = time.monotonic()
+        cpu_used = server.cpu_s() - cpu_then[0], time.process_time() - cpu_then[1]
         alive = [c.ws.close_code is None for c in clients]
         for c in clients:
             await c.close()
     t0 = start + warmup_s
-    results = []
+    results, counts = [], []
     for c, up in zip(clients, alive):
-        sent, repeated = engine_counts(c, t0, end)
+        counts.append(engine_counts(c, t0, end))
+        sent, repeated, windows = counts[-1]["sent"], counts[-1]["repeated"], counts[-1]["windows"]
         frames = sum(t0 <= a < end for a, _, _ in c.received.video)
         results.append({
             "fps": round(frames / (end - t0), 2),
             "repeated_pct": round(100 * repeated / sent, 2) if sent else None,
+            "fewer_steps_pct": round(100 * counts[-1]["fewer_steps"] / windows, 1) if windows else None,
             "av_offset_first_min_s": av_offset(c, t0, t0 + 60),
             "av_offset_last_min_s": av_offset(c, end - 60, end),
-            "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"]),
+            "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"
+                              and m.get("reason") == "catch-up"]),
             "call_alive": up})
     return {"minutes": round((end - t0) / 60, 2), "callers": results,
+            **cpu_budget(*cpu_used, counts, end - t0),
             "rss_mb_start_end": [round(memory[0][0], 1), round(memory[-1][0], 1)],
             "threads_start_end": [memory[0][1], memory[-1][1]], "load": load()}
 

@@ -88,7 +88,7 @@ async def drop_once(srv, kind: str, pcm) -> float:
             # dropped: when the server's peer connection gives up (ICE or DTLS failed), or at the
             # signaling deadline, whichever comes first
             dropped = await _until(lambda: time.monotonic() >= deadline or (c := _server_call(srv, busy)) is None
-                                   or c.pc.connectionState in ("failed", "closed"))
+                                   or c.pc is None or c.pc.connectionState in ("failed", "closed"))
             freed = await _until(lambda: len(srv.calls) <= len(busy))
         finally:
             await pc.close()

@@ -139,16 +139,28 @@ class TinyDecoder(nn.Module):
         audio tokens (B, K, D) -> 4 frames (B, 4, 3, H, W) in [-1, 1] and the new memory."""
         x, new_memory = self.upsample(z, memory, reference)
         x = x + self.fuse(torch.cat([x, reference[0]], dim=1))
-        x = x + self.continuation(torch.cat([x, last_frame.to(x.dtype)], dim=1))
-        base = self.head(x).unflatten(1, (FRAMES_PER_LATENT, 3))
+        # Every full-scale tensor that enters a concatenation is dense channels-last: one that is not
+        # (a frame sliced out of a stack, a tanh of such a slice) makes the concatenation fall back to
+        # NCHW, which the next convolution then copies back (a quarter of the decoder's time). Same values.
+        previous = last_frame.to(x.dtype).contiguous(memory_format=torch.channels_last)
+        x = x + self.continuation(torch.cat([x, previous], dim=1))
+        base = _frames_apart(self.head(x))
+        squashed = torch.tanh(base)
         heard = self.hearing(audio.flatten(1).to(x.dtype)).unflatten(1, (FRAMES_PER_LATENT, -1))[..., None, None]
-        frames, previous = [], last_frame.to(x.dtype)
+        frames = []
         for j in range(FRAMES_PER_LATENT):
             position = self.frame_position[j] + heard[:, j]
-            step = self.chain(torch.cat([x + position, previous, torch.tanh(base[:, j])], dim=1))
-            previous = torch.tanh(base[:, j] + step)
+            step = self.chain(torch.cat([x + position, previous, squashed[j]], dim=1))
+            previous = torch.tanh(base[j] + step)
             frames.append(previous)
         return torch.stack(frames, dim=1), new_memory
+
+
+def _frames_apart(heads: torch.Tensor) -> torch.Tensor:
+    """(B, 4 * 3, H, W) channels-last -> (4, B, 3, H, W), each frame dense channels-last."""
+    b, _, h, w = heads.shape
+    pixels = heads.permute(0, 2, 3, 1).reshape(b, h, w, FRAMES_PER_LATENT, 3)
+    return pixels.permute(3, 0, 1, 2, 4).contiguous().permute(0, 1, 4, 2, 3)
 
 
 class TinyCodec(nn.Module):

@@ -46,13 +46,15 @@ class Call:
 
     def __init__(self, call_id: str, profile, config, send: Callable[[dict], Awaitable[None]],
                  vad_model_factory: Callable[[], object], executor=None, compute_allowance_s: float = 0.2,
-                 torch_threads: Callable[[], int] | None = None, broadcast: bool = False):
+                 torch_threads: Callable[[], int] | None = None,
+                 generation_cores: Callable[[], float] | None = None, broadcast: bool = False):
         self.id = call_id
         self.broadcast = broadcast  # WHIP: the caller only sends; viewers take the tracks (broadcast.py)
         self.profile = profile
         self.config = config
         self.compute_allowance_s = compute_allowance_s
         self._torch_threads = torch_threads  # asked before each window
+        self._generation_cores = generation_cores  # likewise
         self._send = send  # never raises
         self._vad_model_factory = vad_model_factory
         self._executor = executor  # runs the VAD off the loop (None: the default pool)
@@ -102,7 +104,7 @@ class Call:
         self.detector = SpeechDetector(vad_model)
         self.intake = AudioIntake(self.clock)
         self.worker = GenerationWorker(session, self.clock, self.frames, self._from_worker, name=f"gen-{self.id}",
-                                       threads=self._torch_threads)
+                                       threads=self._torch_threads, cores=self._generation_cores)
         decorate = None
         if cfg.stamp_frames:
             from .contrib.stamp import stamp_index  # a test aid, not part of the transport
@@ -174,23 +176,29 @@ class Call:
     async def _intake_loop(self, track) -> None:
         # No exception passes through this frame (asyncio.wait, task.exception()): one that did would
         # tie the frame, and so the call, into a reference cycle that outlives the call.
+        # The track exists once the offer is applied; the clock starts with the media path, so a call
+        # that never connects makes no window (of silence) before the signaling deadline ends it.
+        if not await self._connects():
+            return
         self.clock.start()
         receiving: asyncio.Task | None = None
-        while not self.closed.is_set():
-            if receiving is None and track.readyState != "live":  # no more input
-                if not await self._closes_within(STARVED_POLL_S):
-                    await self._take_audio(self.intake.fill_silence())  # keeps the face idling
-                continue
-            receiving = receiving or asyncio.ensure_future(track.recv())
-            done, _ = await asyncio.wait({receiving}, timeout=STARVED_POLL_S)
-            if not done:  # starved: silence keeps the timeline on the clock
-                await self._take_audio(self.intake.fill_silence())
-                continue
-            finished, receiving = receiving, None
-            if not finished.cancelled() and finished.exception() is None:  # else the track ended
-                await self._take_audio(self.intake.push(finished.result()))
-        if receiving is not None:
-            receiving.cancel()
+        try:
+            while not self.closed.is_set():
+                if receiving is None and track.readyState != "live":  # no more input
+                    if not await self._closes_within(STARVED_POLL_S):
+                        await self._take_audio(self.intake.fill_silence())  # keeps the face idling
+                    continue
+                receiving = receiving or asyncio.ensure_future(track.recv())
+                done, _ = await asyncio.wait({receiving}, timeout=STARVED_POLL_S)
+                if not done:  # starved: silence keeps the timeline on the clock
+                    await self._take_audio(self.intake.fill_silence())
+                    continue
+                finished, receiving = receiving, None
+                if not finished.cancelled() and finished.exception() is None:  # else the track ended
+                    await self._take_audio(self.intake.push(finished.result()))
+        finally:  # also when _close cancels this loop: no recv() left pending on the track
+            if receiving is not None:
+                receiving.cancel()
 
     async def _take_audio(self, pcm) -> None:
         if not len(pcm):
@@ -219,6 +227,14 @@ class Call:
                     "cut": cut}
         self.vad_events.append(msg)
         self._spawn(self._send(msg))
+
+    async def _connects(self) -> bool:
+        """Wait until the media path is up (True) or the call ends first (False)."""
+        waiting = {asyncio.ensure_future(self.connected.wait()), asyncio.ensure_future(self.closed.wait())}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiting:
+            task.cancel()
+        return self.connected.is_set() and not self.closed.is_set()
 
     async def _closes_within(self, seconds: float) -> bool:
         """Sleep, but wake when the call closes: the call's loops end by themselves rather than by

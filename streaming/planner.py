@@ -5,6 +5,18 @@ minus now) and how many windows have their audio. Once a whole window is past du
 over every window whose frames would all be shown late, to the window holding the frame due when
 the work is done. A
 window that would finish late at full steps runs with fewer steps, when fewer steps are faster.
+
+The estimates are wall-clock times, but the one for the kind of window not being made now (full
+steps while on one step, and back) follows the windows that are: its CPU time, which the machine's
+load hardly changes, times how much longer than their CPU time windows take on the wall now. So a
+call that shares its cores (two calls on two cores) stays on one step while that lasts, instead of
+trying full steps every few windows and showing each of those late; once the load goes, the
+estimate of full steps falls with it and they come back.
+
+Full steps must also fit the call's share of the machine (`cores`, from avatar.threads): a window's
+CPU time at full steps over the window's length is the cores the call needs to keep up. Two calls on
+two cores cannot both have that (then they would fall behind together, whatever the slack says), so
+each runs one step while they share the machine.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from dataclasses import dataclass
 
 SMOOTHING = 0.3  # weight of the newest compute time in the moving estimates
 FULL_STEPS_MARGIN = 1.1  # full steps only when the slack exceeds their estimate by this factor
+CPU_RELAX = 0.995  # per window on fewer steps for want of cores: full steps' CPU estimate eases toward one step's
 
 
 @dataclass(frozen=True)
@@ -30,12 +43,18 @@ class StepPlanner:
         self.window_s = window_s
         self.est_full: float | None = None
         self.est_fast: float | None = None
+        self.cpu_full: float | None = None  # CPU seconds of a window at full steps, at one step
+        self.cpu_fast: float | None = None
 
     def _cheapest(self) -> float:
         known = [e for e in (self.est_full, self.est_fast) if e is not None]
         return min(known) if known else 0.0
 
-    def plan(self, slack_s: float, ready: int) -> WindowPlan:
+    def over_budget(self, cores: float | None) -> bool:
+        """Full steps need more of a core than the call's share (None: no share set)."""
+        return cores is not None and self.cpu_full is not None and self.cpu_full > cores * self.window_s
+
+    def plan(self, slack_s: float, ready: int, cores: float | None = None) -> WindowPlan:
         skip = 0
         if slack_s <= -self.window_s:  # the whole window is already past due: jump (not on an estimate alone)
             # over every window whose last frame is due before the cheapest run of it could end
@@ -43,23 +62,40 @@ class StepPlanner:
             skip = max(0, min(behind, ready - 1))  # never past the audio that is in
         slack_s += skip * self.window_s
         steps = None
-        if (self.est_full is not None and slack_s < FULL_STEPS_MARGIN * self.est_full and self.full_steps > 1
-                and (self.est_fast is None or self.est_fast < self.est_full)):
+        late = self.est_full is not None and slack_s < FULL_STEPS_MARGIN * self.est_full
+        if ((late or self.over_budget(cores)) and self.full_steps > 1
+                and (self.est_fast is None or self.est_full is None or self.est_fast < self.est_full)):
             steps = 1
         return WindowPlan(skip, steps)
 
-    def observe(self, steps: int | None, idle: bool, compute_s: float) -> None:
-        """A window ran with the planned `steps`; idle windows take their own (cheap) path and tell nothing."""
+    def observe(self, steps: int | None, idle: bool, compute_s: float, cpu_s: float | None = None) -> None:
+        """A window ran with the planned `steps` in `compute_s` (wall) and `cpu_s` (its thread's CPU
+        time, if known); idle windows take their own (cheap) path and tell nothing."""
         if idle:
             return
-        if steps is None:
+        full = steps is None
+        if full:
             self.est_full = _smooth(self.est_full, compute_s)
         else:
             self.est_fast = _smooth(self.est_fast, compute_s)
-            # Full steps are not being measured now: let their estimate relax, so they are tried again
-            # (one slow outlier must not keep the stream on fewer steps for good).
-            if self.est_full is not None:
-                self.est_full = max(self.est_fast, 0.9 * self.est_full)
+        if cpu_s is not None and cpu_s > 0:
+            slowdown = compute_s / cpu_s  # wall time per CPU second now
+            if full:  # up at once (a re-measure after easing), down smoothly
+                self.cpu_full = max(cpu_s, _smooth(self.cpu_full, cpu_s))
+                if self.cpu_fast is not None:
+                    self.est_fast = _smooth(self.est_fast, self.cpu_fast * slowdown)
+                return
+            self.cpu_fast = _smooth(self.cpu_fast, cpu_s)
+            if self.cpu_full is not None:
+                # a first full-steps window that cost more than usual (a cold start) must not keep the
+                # call off full steps for good: re-measured now and then, one window at a time
+                self.cpu_full = max(self.cpu_fast, CPU_RELAX * self.cpu_full)
+                self.est_full = _smooth(self.est_full, self.cpu_full * slowdown)
+                return
+        if not full and self.est_full is not None:
+            # No CPU time to go by: let the full-steps estimate relax, so they are tried again (one
+            # slow outlier must not keep the stream on fewer steps for good).
+            self.est_full = max(self.est_fast, 0.9 * self.est_full)
 
 
 def _smooth(estimate: float | None, value: float) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from avatar.threads import torch_threads
+from avatar.threads import generation_cores, torch_threads
 
 from .avatars import AvatarLibrary, decode_upload
 from .call import Call
@@ -109,9 +109,14 @@ class AvatarServer:
             running = sum(call is not None for call in self.calls.values())
         return torch_threads(running)
 
+    def generation_cores(self) -> float:
+        """Cores each generation worker may use, shared by the calls running now (avatar/threads.py)."""
+        return generation_cores(sum(call is not None for call in self.calls.values()))
+
     def new_call(self, call_id: str, send, broadcast: bool = False) -> Call:
         return Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
-                    compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads, broadcast=broadcast)
+                    compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads,
+                    generation_cores=self.generation_cores, broadcast=broadcast)
 
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),

@@ -6,7 +6,8 @@ import time
 
 from models.audio_features import SAMPLE_RATE
 
-ENGINE_COUNTERS = ("windows", "idle_windows", "fewer_steps", "catch_ups", "skipped_frames", "late_windows")
+ENGINE_COUNTERS = ("windows", "idle_windows", "fewer_steps", "catch_ups", "skipped_frames", "late_windows",
+                   "cpu_s")
 
 
 class StatsReporter:

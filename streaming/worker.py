@@ -30,6 +30,7 @@ from .planner import StepPlanner
 log = logging.getLogger(__name__)
 
 REPLAY_S = 4.0  # recent audio kept to replay into a new session when the avatar changes
+CATCH_UP_LOG_S = 10.0  # at most one catch-up line per call this often (a call that cannot keep up jumps often)
 
 
 class WorkerStats:
@@ -42,6 +43,7 @@ class WorkerStats:
         self.catch_ups = 0  # times the stream fell behind and jumped to the frame due now
         self.skipped_frames = 0  # frames passed over by those jumps (never made)
         self.late_windows = 0  # windows whose first frame was ready after its due time
+        self.cpu_s = 0.0  # CPU seconds the generation thread has used (as of its last window)
         self.compute_s = deque(maxlen=50)
         self.slack_s = deque(maxlen=50)  # due time of a window's first frame - time it was ready
         self.recent = deque(maxlen=200)  # per window: index, first frame, started, done, steps, idle
@@ -52,10 +54,38 @@ class WorkerStats:
         return {
             "windows": self.windows, "idle_windows": self.idle_windows, "fewer_steps": self.fewer_steps,
             "catch_ups": self.catch_ups, "skipped_frames": self.skipped_frames, "late_windows": self.late_windows,
+            "cpu_s": round(self.cpu_s, 3),
             "compute_last_s": round(compute[-1], 4) if compute else None,
             "compute_p95_s": round(float(np.percentile(compute, 95)), 4) if compute else None,
             "slack_min_s": round(min(slack), 4) if slack else None,
         }
+
+
+class CatchUpLog:
+    """The catch-up log line, at most one per CATCH_UP_LOG_S: the first jump is told at once, the
+    ones after it are counted and told together (each still reaches the caller as an event)."""
+
+    def __init__(self, thread: str):
+        self.thread = thread
+        self._told_at = -CATCH_UP_LOG_S
+        self._jumps = self._skipped = 0
+        self._behind_s = 0.0
+
+    def jumped(self, behind_s: float, skipped: int, resume_frame: int) -> None:
+        self._jumps += 1
+        self._skipped += skipped
+        self._behind_s = max(self._behind_s, behind_s)
+        now = time.monotonic()
+        if now - self._told_at >= CATCH_UP_LOG_S:
+            self._told_at = now
+            self.flush(resume_frame)
+
+    def flush(self, resume_frame: int) -> None:
+        if self._jumps:
+            log.warning("thread=%s event=catch_up catch_ups=%d skipped_frames=%d max_behind_s=%.3f resume_frame=%d",
+                        self.thread, self._jumps, self._skipped, self._behind_s, resume_frame)
+        self._jumps = self._skipped = 0
+        self._behind_s = 0.0
 
 
 class GenerationWorker:
@@ -77,18 +107,20 @@ class GenerationWorker:
 
     def __init__(self, session, clock: MediaClock, frames: FrameBuffer,
                  notify: Callable[[WorkerEvent], None] | None = None, name: str = "generation",
-                 threads: Callable[[], int] | None = None):
+                 threads: Callable[[], int] | None = None, cores: Callable[[], float] | None = None):
         self.session = session
         self.clock = clock
         self.frames = frames
         self.notify = notify or (lambda event: None)
         self.threads = threads  # torch threads for this worker, asked before each window (per thread under OpenMP)
+        self.cores = cores  # the cores this call may use (full steps only within them), asked likewise
         self.stats = WorkerStats()
         self.lock = threading.Lock()
         self.planner = StepPlanner(session.profile.steps, session.frames_per_window / clock.fps)
         self.error: BaseException | None = None
         self._inbox: queue.SimpleQueue[WorkerCommand] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._catch_up_log = CatchUpLog(name)
         self._base_frame = 0  # the call's frame index of the session's frame 0
         self._next_frame = 0  # the call's frame index of the next window's first frame
         self._pushed = 0  # call timeline samples pushed so far
@@ -126,6 +158,7 @@ class GenerationWorker:
             while self._drain(block=self.session.windows_ready() == 0):
                 if self.session.windows_ready():
                     self._run_window()
+            self._catch_up_log.flush(self._next_frame)
         except BaseException as exc:  # reported to the call, which closes; other calls go on
             self.error = exc
             log.exception("thread=%s event=generation_failed", self._thread.name)
@@ -191,9 +224,14 @@ class GenerationWorker:
         with self.lock:
             self.stats.catch_ups += 1
             self.stats.skipped_frames += skipped
-        log.warning("thread=%s event=catch_up behind_s=%.3f skipped_frames=%d resume_frame=%d",
-                    self._thread.name, behind_s, skipped, self._next_frame)
+        self._catch_up_log.jumped(behind_s, skipped, self._next_frame)
         self.notify(Degraded("catch-up", round(behind_s, 3), skipped))
+
+    def _deliver(self, frames) -> None:
+        """A window's frames, a latent's worth at a time, to the video track (call frame indices)."""
+        if self._base_frame:
+            frames = [replace(f, index=f.index + self._base_frame) for f in frames]
+        self.frames.put(frames)
 
     def _run_window(self) -> None:
         if self.threads is not None:
@@ -201,21 +239,17 @@ class GenerationWorker:
             if wanted != torch.get_num_threads():
                 torch.set_num_threads(wanted)
         slack = self.clock.frame_due(self._next_frame) - time.monotonic()
-        plan = self.planner.plan(slack, self.session.windows_ready())
+        plan = self.planner.plan(slack, self.session.windows_ready(), None if self.cores is None else self.cores())
         if plan.skip:
             self._jump(plan.skip, -slack)
         first = self._next_frame
         due = self.clock.frame_due(first)
-        started = time.monotonic()
-        result = self.session.run_window(plan.steps)
-        done = time.monotonic()
-        frames = result.frames
-        if self._base_frame:
-            frames = [replace(f, index=f.index + self._base_frame) for f in frames]
-        self.frames.put(frames)
+        started, cpu_started = time.monotonic(), time.thread_time()
+        result = self.session.run_window(plan.steps, deliver=self._deliver)
+        done, cpu = time.monotonic(), time.thread_time()
         self._next_frame = self._base_frame + result.first_frame + self.session.frames_per_window
         compute = done - started
-        self.planner.observe(plan.steps, result.idle, compute)
+        self.planner.observe(plan.steps, result.idle, compute, cpu - cpu_started)
         with self.lock:
             st = self.stats
             st.windows += 1
@@ -224,5 +258,6 @@ class GenerationWorker:
             st.compute_s.append(compute)
             st.slack_s.append(due - done)
             st.late_windows += done > due
+            st.cpu_s = cpu
             st.recent.append({"window": result.window, "first_frame": first, "started": started,
                               "done": done, "steps": result.steps, "idle": result.idle})

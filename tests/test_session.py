@@ -40,6 +40,24 @@ def test_every_frame_exactly_once_with_contiguous_timestamps(tiny_profile, face_
     assert speech[:25].any() and not speech[40:50].any() and speech[-20:].any()
 
 
+def test_deliver_gets_each_latent_frames_as_decoded_and_they_are_the_window(tiny_profile, face_image, speech_like):
+    """A live stream is handed a latent's frames as soon as they exist: the first ones are shown
+    while the rest of the window is decoded. The same frames as a window made without it."""
+    audio = speech_like(2.0)
+    plain, live = Session(tiny_profile, face_image, seed=0), Session(tiny_profile, face_image, seed=0)
+    plain.push_audio(audio, SR)
+    live.push_audio(audio, SR)
+    fpl = tiny_profile.codec.frames_per_latent
+    for _ in range(2):
+        handed = []
+        result = live.run_window(deliver=lambda frames: handed.append([f.index for f in frames]))
+        expected = plain.run_window()
+        assert handed == [[f.index for f in result.frames[i:i + fpl]] for i in range(0, len(result.frames), fpl)]
+        assert len(handed) == tiny_profile.new_latents
+        assert [f.index for f in result.frames] == [f.index for f in expected.frames]
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(result.frames, expected.frames))
+
+
 def test_ten_seconds_make_250_frames(tiny_profile, face_image, speech_like):
     frames = render_offline(tiny_profile, face_image, speech_like(10.0))
     assert len(frames) == 250 and frames[-1].index == 249
@@ -83,12 +101,14 @@ def test_context_latents_pass_unchanged_into_the_next_window(tiny_profile, face_
     s = Session(profile, face_image, seed=3)
     s.push_audio(speech_like(1.5), SR)
     s.step(2)
-    assert len(decoded) == 2
+    n = profile.new_latents
+    assert len(decoded) == 2 * n  # a latent frame at a time
+    first_window = torch.cat(decoded[:n], dim=2)
     c = profile.context_latents
-    second_window_inputs = [h for h, t in recorder.calls if h.shape[2] == 1 + c + profile.new_latents]
+    second_window_inputs = [h for h, t in recorder.calls if h.shape[2] == 1 + c + n]
     assert second_window_inputs
     for hidden in second_window_inputs:
-        expected = decoded[0][:, :, -c:].expand(hidden.shape[0], -1, -1, -1, -1)
+        expected = first_window[:, :, -c:].expand(hidden.shape[0], -1, -1, -1, -1)
         torch.testing.assert_close(hidden[:, :16, 1:1 + c], expected, rtol=0, atol=0)
         torch.testing.assert_close(hidden[:, 20:36, 1:1 + c], expected, rtol=0, atol=0)
         assert torch.all(hidden[:, 16:20, :1 + c] == 1) and torch.all(hidden[:, 16:20, 1 + c:] == 0)

@@ -67,3 +67,60 @@ def test_observe(before, observed, after):
     p = planner(*before)
     p.observe(*observed)
     assert (p.est_full, p.est_fast) == pytest.approx(after)
+
+
+@pytest.mark.parametrize("before, observed, after", [
+    # (est_full, est_fast, cpu_full, cpu_fast); (steps, idle, compute, cpu); (est_full, est_fast, cpu_full, cpu_fast)
+    # the first full-steps window: its CPU time is kept
+    ((None, None, None, None), (None, False, 0.30, 0.25), (0.30, None, 0.25, None)),
+    # one step, full steps' CPU known (eased by 0.5 %): their estimate follows it at this window's
+    # wall/CPU (2x here)
+    ((0.30, None, 0.25, None), (1, False, 0.40, 0.20), (0.35925, 0.40, 0.24875, 0.20)),
+    # a full-steps window costlier than the estimate: taken at once
+    ((0.30, None, 0.20, None), (None, False, 0.30, 0.25), (0.30, None, 0.25, None)),
+    # and back: on full steps, one step's estimate follows the same way
+    ((0.30, 0.40, 0.25, 0.20), (None, False, 0.25, 0.25), (0.285, 0.34, 0.25, 0.20)),
+    # no CPU time: the old 10 % relaxation
+    ((0.30, None, None, None), (1, False, 0.10, None), (0.27, 0.10, None, None)),
+])
+def test_observe_with_cpu(before, observed, after):
+    p = planner(*before[:2])
+    p.cpu_full, p.cpu_fast = before[2:]
+    p.observe(*observed)
+    assert (p.est_full, p.est_fast, p.cpu_full, p.cpu_fast) == pytest.approx(after)
+
+
+def plan_steadily(p: StepPlanner, slack: float, slowdown: float, windows: int, cores=None, cpu_full=0.245,
+                  cpu_fast=0.18):
+    """Steps of `windows` windows, each starting with `slack` and taking its CPU time x `slowdown`."""
+    steps = []
+    for _ in range(windows):
+        plan = p.plan(slack, 1, cores)
+        cpu = cpu_full if plan.steps is None else cpu_fast
+        p.observe(plan.steps, False, cpu * slowdown, cpu)
+        steps.append(plan.steps)
+    return steps
+
+
+def test_a_shared_machine_stays_on_one_step_and_full_steps_come_back_when_it_is_free():
+    """Each window takes 1.4x its CPU time (the machine is shared). Full steps (0.245 s CPU) would
+    finish late with the 0.33 s the output delay leaves, one step (0.18 s) fits: after the first
+    window the call is on one step but for a rare re-measure (the planner before followed the
+    one-step windows down and tried full steps 2 windows in 3). When the machine is free (1.0x)
+    full steps return within a few windows."""
+    p = StepPlanner(2, 0.32)
+    shared = plan_steadily(p, 0.33, 1.4, 60)
+    assert shared[0] is None and shared[1:10] == [1] * 9 and shared.count(None) <= 1 + 60 // 20
+    free = plan_steadily(p, 0.33, 1.0, 10)
+    assert free[-1] is None and free.index(None) <= 5
+
+
+def test_full_steps_only_within_the_calls_share_of_the_cores():
+    """Plenty of slack, but full steps need 0.245 / 0.32 = 0.77 of a core: alone (1.4 cores) every
+    window has them; sharing two cores with another call (0.6 each) one step, but for a rare re-measure."""
+    alone = StepPlanner(2, 0.32)
+    assert plan_steadily(alone, 0.5, 1.0, 30, cores=1.4) == [None] * 30
+    shared = StepPlanner(2, 0.32)
+    steps = plan_steadily(shared, 0.5, 1.0, 60, cores=0.6)
+    assert steps[0] is None and steps[1:10] == [1] * 9 and steps.count(None) <= 1 + 60 // 20
+    assert shared.plan(0.5, 1, cores=None).steps is None  # no share set: the slack alone decides

@@ -87,3 +87,20 @@ async def test_a_stalled_server_keeps_to_its_clock(server, speech_hello):
         assert behind_s <= fpw / 25 + compute + 0.2, (behind_s, compute)
     finally:
         await client.close()
+
+
+async def test_a_call_that_never_connects_starts_no_clock_and_makes_no_window(server):
+    """Answered, but the caller never applies the answer: no media path, so no clock and no window
+    of silence made for nobody until the signaling deadline ends the call."""
+    from benchmarks.slot_free import _raw_call
+
+    ws, pc, _ = await _raw_call(f"ws://127.0.0.1:{server.port}/ws", wrong_fingerprint=False)
+    try:
+        await wait_until(lambda: any(c is not None and c.worker is not None for c in server.calls.values()), 30)
+        call = the_call(server)
+        await asyncio.sleep(1.5)  # the intake used to fill silence every 0.1 s from here on
+        assert not call.connected.is_set() and not call.clock.started
+        assert call.worker.stats.windows == 0 and call.voice_track.sent == 0
+    finally:
+        await pc.close()
+        await ws.close()

@@ -12,7 +12,7 @@ from avatar.session import Session
 from streaming.buffers import FrameBuffer
 from streaming.clock import MediaClock
 from streaming.events import AvatarSwitched, Degraded, Failed, Interrupted
-from streaming.worker import GenerationWorker
+from streaming.worker import CatchUpLog, GenerationWorker
 
 
 class Events:
@@ -100,6 +100,22 @@ def test_worker_far_behind_jumps_over_windows_it_would_show_late_and_says_so(tin
     assert skipped == worker.stats.skipped_frames > 0
     # Every frame up to the last one made is either made once or jumped over, never both.
     assert len(made) == len(set(made)) and len(made) + skipped == made[-1] + 1
+
+
+def test_catch_ups_are_logged_once_per_interval_with_their_count(caplog):
+    """A call that cannot keep up jumps every few windows: one warning, then the jumps are counted
+    and told together at the next line (or when the worker ends), never one line each."""
+    lines = lambda: [r.getMessage() for r in caplog.records if "event=catch_up" in r.getMessage()]
+    jumps = CatchUpLog("gen-c1")
+    with caplog.at_level("WARNING", logger="streaming.worker"):
+        for i in range(40):
+            jumps.jumped(0.3 + i / 100, 8, 100 + 8 * i)
+        assert lines() == ["thread=gen-c1 event=catch_up catch_ups=1 skipped_frames=8 max_behind_s=0.300 "
+                           "resume_frame=100"]
+        jumps.flush(500)
+        jumps.flush(600)  # nothing more to tell
+    assert lines()[1:] == ["thread=gen-c1 event=catch_up catch_ups=39 skipped_frames=312 max_behind_s=0.690 "
+                           "resume_frame=500"]
 
 
 def test_interrupt_drops_speech_from_the_next_window_boundary(tiny_profile, face_image, speech_like, running):

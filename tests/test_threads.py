@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from avatar import threads
-from avatar.threads import set_torch_threads, torch_threads
+from avatar.threads import generation_cores, set_torch_threads, torch_threads
 
 
 def test_the_policy_leaves_a_core_and_shares_the_rest(monkeypatch):
@@ -18,6 +18,15 @@ def test_the_policy_leaves_a_core_and_shares_the_rest(monkeypatch):
     assert torch_threads() == 1  # the busy 2-core box: one thread
     monkeypatch.setattr(threads.os, "cpu_count", lambda: None)
     assert torch_threads() == 1
+
+
+def test_generation_cores_share_what_the_media_paths_leave(monkeypatch):
+    """The tiny profile needs ~0.77 of a core at full steps: one call on 2 cores has it, two do not
+    (0.6 each), so they run one step (~0.57) instead of both falling behind; 16 cores hold 8 calls."""
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    assert [round(generation_cores(n), 3) for n in (0, 1, 2, 3)] == [1.4, 1.4, 0.6, 0.333]
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 16)
+    assert generation_cores(8) > 1.0
 
 
 def test_threads_flag_then_environment_then_policy(monkeypatch):
@@ -41,6 +50,7 @@ def test_server_uses_the_same_policy(monkeypatch):
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 9)
     server = AvatarServer(ServerConfig(port=0))
     assert server.torch_threads(running=1) == 8 and server.torch_threads(running=2) == 4
+    assert server.generation_cores() == pytest.approx(7.0)  # no call yet: as for the first
     server._vad_pool.shutdown()
 
 

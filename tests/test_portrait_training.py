@@ -62,11 +62,11 @@ def test_every_portrait_stage_runs_on_a_tiny_batch(tmp_path, cfg):
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped portrait weights")
 def test_the_shipped_weights_move_the_lips_with_a_held_out_voice(cfg):
     """The shipped student, sampled as the product samples it, on the first held-out voice. The bars
-    are the figures it reaches (benchmarks/portrait-motion-eval.json) less a margin; the issue's
-    0.7 correlation is not reached yet (the speech targets themselves reach 0.68-0.70 here)."""
+    are the figures it reaches (benchmarks/portrait-motion-eval.json: r 0.694, gap p90 0.080, silence
+    0.000) less a margin; the issue's 0.7 correlation is not reached on every voice yet (mean 0.57)."""
     example = held_out_example(0)
     dit, mean, std = load_weights(SHIPPED, cfg)
     figures = gap_figures(motion_gap(generate(dit, cfg, mean, std, example.audio)), example.audio)
-    assert figures["correlation"] >= 0.4 and abs(figures["lag_frames"]) <= 1, figures
+    assert figures["correlation"] >= 0.6 and abs(figures["lag_frames"]) <= 1, figures
     assert figures["gap_p90_speech"] >= 0.05, figures       # open vowels open the mouth
-    assert figures["gap_median_silence"] <= 0.02, figures   # and silence shuts it
+    assert figures["gap_median_silence"] <= 0.01, figures   # and silence shuts it

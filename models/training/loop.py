@@ -82,9 +82,12 @@ def stage_steps(path: Path, module, opt, lr: float, steps: int, seed: int, desc:
     start = resume(path, module, opt)
     rng = np.random.default_rng(seed + start)
     losses: list[float] = []
-    for step in tqdm(range(start, steps), desc=desc, initial=start, total=steps):
+    # the bar only on a terminal; a log file gets one line per checkpoint
+    for step in tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=None):
         set_lr(opt, lr, step, steps)
         yield step, rng, losses
         if (step + 1) % save_every == 0 or step + 1 == steps:
+            print(f"{desc} step {step + 1}/{steps} loss {np.mean(losses) if losses else float('nan'):.4f} "
+                  f"lr {opt.param_groups[0]['lr']:.2e}", flush=True)
             save(path, module, opt, step + 1, losses, extra)
             losses.clear()

@@ -65,13 +65,15 @@ def make_data(out: Path, cfg: ProfileConfig, clips: int, seconds: float, seed: i
             continue
         rng = np.random.default_rng([seed, chunk])
         tokens, motions = [], []
-        for _ in tqdm(range(min(CHUNK, clips - chunk * CHUNK)), desc=f"portrait data chunk {chunk}"):
+        for _ in tqdm(range(min(CHUNK, clips - chunk * CHUNK)), desc=f"portrait data chunk {chunk}",
+                      disable=None):
             audio, motion = make_clip(rng, seconds)
             tokens.append(token_stream(cfg, encoder, audio, frames).numpy().astype(np.float16))
             motions.append(motion)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, tokens=np.stack(tokens), motion=np.stack(motions))
         tmp.replace(path)
+        print(f"portrait data: wrote {path}", flush=True)
     motion = load_chunks(out)[1]
     flat = motion.reshape(-1, motion.shape[-1])
     np.savez(out / "stats.npz", mean=flat.mean(0), std=np.maximum(flat.std(0), STD_FLOOR))

@@ -33,6 +33,10 @@ STAGES = ("portrait-data", "portrait-teacher", "portrait-student", "portrait-exp
 # the mouth is all of lip sync: its 7 channels count 3 times in the losses
 CHANNEL_WEIGHT = torch.tensor([3.0] * 7 + [1.0] * 8)[None, :, None, None, None]
 SILENCE = -2.0   # the mel encoder's token for digital silence
+# the student's extra pull toward the data's shut mouth on frames whose targets are silent (the
+# teacher's solve leaves the lips a little apart there; the product must close them)
+CLOSED_WEIGHT = 3.0
+MOUTH = 7   # the first 7 channels (models.portrait.motion.CHANNELS)
 
 
 def weighted_mean(error: torch.Tensor) -> torch.Tensor:
@@ -116,7 +120,12 @@ def train_student(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: flo
             v = window.integrated(student(window.hidden(x), window.timesteps(sigma), null_context(student, cfg),
                                           audio.repeat(student_steps, 1, 1, 1))).float()
         x0 = x - sigma[:, None, None, None, None] * v
-        losses.append(optimise(opt, weighted_mean((x0 - trajectory[0.0].repeat(repeat)).pow(2)), student.parameters()))
+        loss = weighted_mean((x0 - trajectory[0.0].repeat(repeat)).pow(2))
+        truth = latents[:, :MOUTH, known:]
+        shut = (truth - windows.reference[:MOUTH, None, None, None]).abs().amax(1, keepdim=True) < 1e-3
+        shut = (shut & ~drop[:, None, None, None, None]).float().repeat(repeat)
+        loss = loss + CLOSED_WEIGHT * ((x0[:, :MOUTH] - truth.repeat(repeat)).pow(2) * shut).mean()
+        losses.append(optimise(opt, loss, student.parameters()))
 
 
 class MotionStats(nn.Module):

@@ -1,8 +1,9 @@
 """Speech -> motion targets: phonemes with times -> visemes with coarticulation, blinks, head motion.
 
 The mouth follows the JALI idea (Edwards et al., SIGGRAPH 2016): the jaw carries the vowels'
-openness and the speech's loudness, the lips carry rounding, spreading and the consonants that
-need them (closure for m/b/p, lower lip to teeth for f/v). Phoneme targets are blended with
+openness and the speech's loudness (each frame's opening is its viseme's, 30% pulled toward a mid
+vowel's, times the syllable's energy: silence opens nothing), the lips carry rounding, spreading
+and the consonants that need them (closure for m/b/p, lower lip to teeth for f/v). Phoneme targets are blended with
 Cohen-Massaro dominance functions (each phoneme pulls toward its target with a weight that decays
 exponentially from its centre), so neighbours shape each other and transitions start early;
 phonemes whose lips must reach their target (m b p f v w) dominate strongly, and m/b/p get a hard
@@ -21,6 +22,9 @@ from models.training.metrics import audio_envelope
 from models.portrait.motion import CHANNELS, INDEX
 
 FPS = 25
+# openness from loudness: the envelope's speech range (0.25..0.85) stretched over 0..1
+OPEN_FLOOR, OPEN_SPAN = 0.25, 0.6
+ENERGY_MIX = 0.3   # share of the opening that follows the energy alone (a mid vowel's shape)
 LEAD = 0.02   # seconds the mouth shape leads the sound (anticipatory coarticulation)
 # (jaw_open, lip_gap, mouth_wide, mouth_round, upper_lip_raise, lower_lip_drop, lip_press) targets,
 # then dominance (jaw, lips): vowels own the jaw, lip consonants own the lips (JALI's split)
@@ -46,6 +50,7 @@ _VISEMES = {
 }
 _MOUTH = ("jaw_open", "lip_gap", "mouth_wide", "mouth_round", "upper_lip_raise", "lower_lip_drop",
           "lip_press")
+_OPENING = ("jaw_open", "lip_gap", "upper_lip_raise", "lower_lip_drop")   # scaled by the energy
 _CLASSES = (   # espeak-ng English mnemonics, longest match first
     ("bilabial", ("m", "b", "p")), ("labiodental", ("f", "v")), ("dental", ("T", "D")),
     ("postalveolar", ("tS", "dZ", "S", "Z")), ("w", ("w", "W")), ("j", ("j",)),
@@ -69,9 +74,10 @@ def viseme_class(phoneme: str) -> str:
 
 
 def mouth_track(phonemes: list, duration: float, fps: int = FPS,
-                jaw_scale: np.ndarray | None = None) -> np.ndarray:
-    """(T, 7) mouth channels (`_MOUTH` order) at frame centres, by dominance blending; the jaw
-    scaled per frame by `jaw_scale` (loudness) before the m/b/p closures are enforced."""
+                openness: np.ndarray | None = None) -> np.ndarray:
+    """(T, 7) mouth channels (`_MOUTH` order) at frame centres, by dominance blending; the opening
+    channels (jaw, lips apart, teeth showing) scaled per frame by `openness` (the syllable's energy)
+    before the m/b/p closures are enforced."""
     frames = math.ceil(duration * fps)
     t = (np.arange(frames) + 0.5) / fps + LEAD   # the lips move a little ahead of the sound
     starts = [s for s, _ in phonemes] + [duration]
@@ -103,8 +109,13 @@ def mouth_track(phonemes: list, duration: float, fps: int = FPS,
             gate = np.minimum(gate, 1 - np.clip(inside / 0.08, 0, 1))
     track *= gate[:, None]
     jaw, gap = _MOUTH.index("jaw_open"), _MOUTH.index("lip_gap")
-    if jaw_scale is not None:
-        track[:, jaw] *= jaw_scale[:frames]
+    if openness is not None:
+        scale = openness[:frames, None]
+        for name in _OPENING:
+            i = _MOUTH.index(name)
+            # the syllable's energy sets the opening; the viseme keeps most of its own shape
+            shaped = (1 - ENERGY_MIX) * track[:, i] + ENERGY_MIX * _VISEMES["mid"][0][i] * gate
+            track[:, i] = np.where(track[:, i] > 0, shaped * scale[:, 0], track[:, i])
     for centre, half in closures:   # the lips must meet for m, b, p
         near = np.abs(t - centre) <= half + 0.5 / fps
         track[near, gap] = np.minimum(track[near, gap], -2.5 * track[near, jaw])
@@ -130,6 +141,13 @@ def _smooth(x: np.ndarray, seconds: float, fps: int = FPS) -> np.ndarray:
     return np.convolve(np.pad(x, 2 * width, mode="edge"), kernel / kernel.sum(), "valid")
 
 
+def openness(loud: np.ndarray, fps: int = FPS) -> np.ndarray:
+    """(T,) how far each frame's syllable opens the mouth, from the loudness envelope (JALI: louder
+    syllables open the jaw wider): the speech range of the envelope stretched over 0..1.3, so a
+    quiet consonant barely parts the lips and a stressed vowel opens fully; silence gives 0."""
+    return np.clip((_smooth(loud, 0.04, fps) - OPEN_FLOOR) / OPEN_SPAN, 0.0, 1.3)
+
+
 def speech_motion(phonemes: list, audio16k: np.ndarray, rng: np.random.Generator,
                   fps: int = FPS) -> np.ndarray:
     """(T, len(CHANNELS)) motion for speech with phoneme times; T covers the audio."""
@@ -139,9 +157,7 @@ def speech_motion(phonemes: list, audio16k: np.ndarray, rng: np.random.Generator
     env = audio_envelope(audio16k, fps)[:frames]
     loud[:len(env)] = env
     slow = _smooth(loud, 0.3, fps)
-    # JALI: the jaw opens wider on louder syllables
-    jaw_scale = np.clip(0.45 + 0.8 * _smooth(loud, 0.06, fps), 0.45, 1.25)
-    mouth = mouth_track(phonemes, duration, fps, jaw_scale)
+    mouth = mouth_track(phonemes, duration, fps, openness(loud, fps))
     motion = np.zeros((frames, len(CHANNELS)))
     for i, name in enumerate(_MOUTH):
         motion[:, INDEX[name]] = mouth[:, i]

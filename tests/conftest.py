@@ -101,3 +101,22 @@ def turn_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def started_servers(profile, compute_allowance_s: float):
+    """The body of a `server` fixture: yields start(**overrides) -> a running AvatarServer (stamped
+    frames, a fixed compute allowance); stops every server it started afterwards."""
+    from streaming.config import ServerConfig
+    from streaming.server import AvatarServer
+
+    servers = []
+
+    async def start(**overrides):
+        config = ServerConfig(port=0, stamp_frames=True, **{"compute_allowance_s": compute_allowance_s, **overrides})
+        srv = await AvatarServer(config, profile).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        await srv.stop()

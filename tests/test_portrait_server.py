@@ -14,9 +14,8 @@ from skimage import data as skdata
 from websockets.asyncio.client import connect
 
 from benchmarks.fuzz_cases import OFFER_SDP
-from streaming.config import ServerConfig
+from conftest import started_servers
 from streaming.contrib.pyclient import CallClient
-from streaming.server import AvatarServer
 
 
 def data_url(image: np.ndarray) -> str:
@@ -34,17 +33,8 @@ async def wait_until(check, timeout: float) -> None:
 
 @pytest.fixture
 async def server(portrait_profile):
-    servers = []
-
-    async def start(**overrides):
-        config = ServerConfig(port=0, stamp_frames=True, **{"compute_allowance_s": 0.3, **overrides})
-        srv = await AvatarServer(config, portrait_profile).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        await srv.stop()
+    async for start in started_servers(portrait_profile, 0.3):
+        yield start
 
 
 @pytest.mark.slow

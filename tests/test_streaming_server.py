@@ -16,9 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from benchmarks.fuzz_cases import OFFER_SDP
-from streaming.config import ServerConfig
+from conftest import started_servers
 from streaming.contrib.pyclient import CallClient
-from streaming.server import AvatarServer
 from streaming.watch import PONG_GRACE_S, WATCH_POLL_S
 
 
@@ -33,17 +32,8 @@ def speech(speech_hello):
 
 @pytest.fixture
 async def server(tiny_profile):
-    servers = []
-
-    async def start(**overrides):
-        config = ServerConfig(port=0, stamp_frames=True, **{"compute_allowance_s": 0.2, **overrides})
-        srv = await AvatarServer(config, tiny_profile).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        await srv.stop()
+    async for start in started_servers(tiny_profile, 0.2):
+        yield start
 
 
 def ws_url(srv, token=None) -> str:

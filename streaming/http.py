@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 WS_PATH = "/ws"
 SERVER = web.AppKey("server", object)  # the AvatarServer, for route modules
 STATIC = web.AppKey("static", object)  # the static files' catch-all resource, added last
+# Route modules' extra OPTIONS headers: callables (request, allowed methods) -> [(name, value)]
+OPTIONS_HEADERS = web.AppKey("options_headers", list)
 MAX_SEGMENT_CHARS = 255  # a longer path segment cannot name a file (most file systems' limit)
 CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".html": "text/html; charset=utf-8",
                  ".css": "text/css", ".json": "application/json", ".ts": "text/plain; charset=utf-8",
@@ -123,11 +125,16 @@ async def allowed_methods(request: web.Request) -> set[str]:
 
 
 async def options(request: web.Request, origin: str | None, server) -> web.Response:
-    allow = ", ".join(sorted(await allowed_methods(request)))
+    methods = await allowed_methods(request)
+    allow = ", ".join(sorted(methods))
     if origin is not None and "Access-Control-Request-Method" in request.headers:  # a CORS preflight
         check_origin(origin, server.origins)
         return response(204, extra={"Allow": allow, **preflight_headers(origin, allow)})
-    return response(204, extra={"Allow": allow})
+    answer = response(204, extra={"Allow": allow})
+    for headers_of in request.app[OPTIONS_HEADERS]:
+        for name, value in headers_of(request, methods):
+            answer.headers.add(name, value)
+    return answer
 
 
 async def http_error(request: web.Request, exc: web.HTTPException, server) -> web.Response:
@@ -208,6 +215,7 @@ async def static(request: web.Request) -> web.Response:
 def build_app(server, route_modules: tuple[RouteModule, ...]) -> web.Application:
     app = web.Application(middlewares=[guard])
     app[SERVER] = server
+    app[OPTIONS_HEADERS] = []
     for add in route_modules:
         add(app, server)
     app[STATIC] = app.router.add_get("/{path:.*}", static).resource

@@ -1,9 +1,7 @@
 """The live server: one port (aiohttp, streaming/http.py) for the demo page, the client, /healthz,
-/metrics and the /ws signaling endpoint, over HTTP or, with a certificate, HTTPS.
-
-Per websocket: the token and origin are checked in the HTTP handshake (before any work), then a
-session slot is taken (or the caller is told the server is full), then the caller sends an offer and
-gets an answer; control messages follow. One call's failure is contained to that call.
+/metrics, the /ws signaling endpoint (streaming/signaling.py) and WHIP/WHEP (streaming/whip.py), over
+HTTP or, with a certificate, HTTPS. It owns the profile, the session slots (`calls`) and what calls
+share (the VAD's thread, the compute allowance, the cores); one call's failure is contained to it.
 
 Other transports add their routes by adding a route module to ROUTE_MODULES (see streaming/http.py).
 """
@@ -11,13 +9,10 @@ Other transports add their routes by adding a route module to ROUTE_MODULES (see
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
 import ssl
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -28,22 +23,17 @@ from .avatars import AvatarLibrary, decode_upload
 from .call import Call
 from .config import ServerConfig
 from .http import add_routes as add_page_routes
-from .http import WS_PATH, build_app, quoted, serve, tls_context
+from .http import build_app, serve, tls_context
 from .metrics import ServerMetrics
 from .origins import own_origins
 from .peer import quiet_library_task_failures
-from .protocol import (Bye, Candidate, ChooseAvatar, Interrupt, Message, Offer, Ping, ProtocolError, SetPrompt,
-                       parse_message)
-from .signaling_socket import Closed, SignalingSocket, accept
+from .signaling import WebsocketSignaling
+from .signaling import add_routes as add_signaling_routes
 from .vad import load_vad_model, single_threaded
-from .watch import watch_caller
 from .whip import WhipEndpoints
 from .whip import add_routes as add_whip_routes
 
 log = logging.getLogger(__name__)
-
-CLOSE_FULL = 1013  # try again later
-_GONE = object()
 
 
 class AvatarServer:
@@ -52,15 +42,14 @@ class AvatarServer:
         self.profile = profile
         self.avatars = AvatarLibrary(config.avatars_dir)
         self.calls: dict[str, Call | None] = {}  # a slot is taken from the first message on
-        self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
-        self._sockets: set[SignalingSocket] = set()
         # The origins a page may call from: configured ones, then also the server's own once bound.
         self.origins: frozenset[str] = frozenset(config.allowed_origins)
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad", initializer=single_threaded)
         self.port = config.port
         self.metrics = ServerMetrics(self)
         self.whip = WhipEndpoints(self)
+        self.signaling = WebsocketSignaling(self)
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
@@ -102,8 +91,7 @@ class AvatarServer:
         for call in list(self.calls.values()):
             if call is not None:
                 await call.close("server stopping")
-        for sock in list(self._sockets):
-            await sock.close(1001, "server stopping")
+        await self.signaling.close_all("server stopping")
         if self._runner is not None:
             await self._runner.cleanup()
         self._vad_pool.shutdown(wait=False)
@@ -128,148 +116,10 @@ class AvatarServer:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),
                 "max_sessions": self.config.max_sessions}
 
-    # ---- one websocket ------------------------------------------------------------------------
-    async def websocket(self, request: web.Request) -> web.StreamResponse:
-        """GET /ws: the gate (streaming/signaling_socket.py), then the signaling."""
-        response, sock = await accept(request, self.config.token, self.origins, self.config.max_message_bytes)
-        if sock is not None:
-            self._sockets.add(sock)
-            try:
-                await self._handle(sock)
-            finally:
-                self._sockets.discard(sock)
-        return response
-
-    async def _handle(self, ws: SignalingSocket) -> None:
-        async def send(msg: dict) -> None:
-            try:
-                await ws.send(json.dumps(msg))
-            except Closed:
-                pass
-
-        if len(self.calls) >= self.config.max_sessions:
-            log.warning("event=refused reason=full sessions=%d", len(self.calls))
-            self.metrics.refused("full")
-            await send({"type": "error", "code": "busy",
-                        "message": f"the server is full ({self.config.max_sessions} sessions); try again later"})
-            await ws.close(CLOSE_FULL, "server full")
-            return
-        link = Link(f"c{next(self._ids)}")
-        self.calls[link.call_id] = None
-        log.info("call=%s event=open sessions=%d max_sessions=%d", link.call_id, len(self.calls),
-                 self.config.max_sessions)
-        watcher = asyncio.ensure_future(watch_caller(ws, link, send, self.config, self._release))
-        try:
-            await send({"type": "ready", "call": link.call_id, "avatars": self.avatars.ids(),
-                        "profile": self.profile.name, "fps": self.profile.fps,
-                        "ice_servers": list(self.config.ice_servers),
-                        "limits": {"max_upload_bytes": self.config.max_upload_bytes,
-                                   "max_image_side": self.config.max_image_side}})
-            async for raw in ws:
-                try:
-                    msg = parse_message(raw)
-                    if isinstance(msg, Bye):
-                        break
-                    await self._dispatch(msg, link, send)
-                except ProtocolError as exc:
-                    log.warning("call=%s event=refused_message code=%s message=%s", link.call_id, exc.code,
-                                quoted(exc.message))
-                    self.metrics.refused(exc.code)
-                    await send(exc.to_message())
-                except Closed:
-                    raise
-                except Exception as exc:  # a bug in one call must not end the server
-                    log.exception("call=%s event=message_failed", link.call_id)
-                    await send({"type": "error", "code": "internal",
-                                "message": f"the server failed on this message ({type(exc).__name__}); it is logged"})
-        except Closed:
-            pass
-        finally:
-            watcher.cancel()
-            await self._release(link, "caller left")
-            await ws.close()
-
-    async def _release(self, link: "Link", reason: str) -> None:
-        """Free the socket's slot, then end its call (once; never raises). The slot is free at once:
-        a call's tear-down may wait for the window its worker is computing."""
-        if self.calls.pop(link.call_id, _GONE) is not _GONE:
-            log.info("call=%s event=slot_freed reason=%s sessions=%d max_sessions=%d", link.call_id,
-                     quoted(reason), len(self.calls), self.config.max_sessions)
-        if link.call is not None:
-            await self._end(link.call, reason)
-            self.metrics.call_ended(link.call)
-
-    @staticmethod
-    async def _end(call: Call, reason: str) -> None:
-        try:
-            await call.close(reason)
-        except Exception:  # our bug; it must not hide why the call ended, nor keep its slot
-            log.exception("call=%s event=close_failed", call.id)
-
-    async def _dispatch(self, msg: Message, link: "Link", send) -> None:
-        call = link.call
-        match msg:
-            case Offer():
-                if call is not None:
-                    raise ProtocolError("bad_state", "this call already has an offer; renegotiation is not supported")
-                if msg.image is not None or msg.avatar is not None:
-                    image = self._image_from(msg.avatar, msg.image)
-                else:
-                    image = self._image_from(link.avatar, link.image)
-                call = self.new_call(link.call_id, send)
-                try:
-                    answer = await call.start(msg, image)
-                except BaseException:
-                    await self._end(call, "set-up failed")
-                    raise
-                link.call = call
-                self.metrics.call_started(call)
-                if link.call_id in self.calls:  # (not if the slot was freed meanwhile: the socket is closing)
-                    self.calls[link.call_id] = call
-                await send(answer)
-            case ChooseAvatar(id=avatar_id, image=upload):
-                image = self._image_from(avatar_id, upload)  # checked now
-                if call is None:  # used with the offer
-                    link.avatar, link.image = avatar_id, upload
-                    await send({"type": "avatar", "ok": True})
-                else:  # acknowledged by the call when the new face takes over
-                    await call.change_avatar(image)
-            case Candidate(candidate=candidate):
-                if call is None:
-                    raise ProtocolError("bad_state", "send the offer before ICE candidates")
-                if link.candidates_ended:
-                    raise ProtocolError("bad_state", "no candidates after the end of candidates")
-                link.candidates_ended = candidate is None
-                await call.add_candidate(candidate)
-            case Interrupt() | SetPrompt() if call is None:
-                raise ProtocolError("bad_state", "this message needs a call: send the offer first")
-            case Interrupt():
-                call.interrupt()
-            case SetPrompt(text=text):
-                call.set_prompt(text)
-                await send({"type": "prompt", "ok": True})
-            case Ping():
-                await send({"type": "pong"})
-
-    def _image_from(self, avatar_id, upload):
+    def image_from(self, avatar_id, upload):
         if upload is not None:
             return decode_upload(upload, self.config.max_upload_bytes, self.config.max_image_side)
         return self.avatars.image(avatar_id or self.avatars.first)
-
-
-@dataclass
-class Link:
-    """One websocket's signaling state: the face chosen before the offer, then the call."""
-
-    call_id: str
-    avatar: str | None = None  # None: the library's first
-    image: str | None = None  # an upload chosen before the offer
-    call: Call | None = None
-    candidates_ended: bool = False
-
-
-def add_signaling_routes(app: web.Application, server: AvatarServer) -> None:
-    app.router.add_get(WS_PATH, server.websocket)
 
 
 # Each registers its routes on the server's aiohttp application (streaming/http.py says how).

@@ -14,7 +14,7 @@ from .config import ServerConfig
 from .signaling_socket import Closed, SignalingSocket
 
 if TYPE_CHECKING:
-    from .server import Link
+    from .signaling import Link
 
 log = logging.getLogger("streaming.server")  # its lines are the server's, as before it was a module
 

@@ -20,7 +20,7 @@ import logging
 from aiohttp import web
 
 from .broadcast import Broadcast
-from .http import Refused, check_token, quoted
+from .http import OPTIONS_HEADERS, Refused, check_token, quoted
 from .protocol import MAX_PROMPT_CHARS, MAX_SDP_CHARS, WHEP_OFFER, WHIP_OFFER, Offer, ProtocolError, check_offer_sdp
 
 log = logging.getLogger(__name__)
@@ -191,5 +191,17 @@ class WhipEndpoints:
 
 
 def add_routes(app: web.Application, server) -> None:
-    """The route module (streaming/http.py): the server's WhipEndpoints' routes."""
+    """The route module (streaming/http.py): the server's WhipEndpoints' routes, and on OPTIONS of a
+    path that takes an offer, what it accepts and the ICE servers (RFC 9725's Accept-Post and Links)."""
     app.router.add_routes(server.whip.routes())
+
+    def offer_headers(request: web.Request, methods: set[str]) -> list[tuple[str, str]]:
+        if "POST" not in methods or not (request.path == "/whip" or request.path.startswith("/whep/")):
+            return []
+        try:  # TURN credentials only to whom may publish
+            check_token(request, server.config.token)
+        except Refused:
+            return [("Accept-Post", SDP)]
+        return [("Accept-Post", SDP)] + [("Link", link) for link in ice_server_links(server.config.ice_servers)]
+
+    app[OPTIONS_HEADERS].append(offer_headers)

@@ -67,7 +67,11 @@ async def test_whip_http_contract(whip_server):
     pc, offer = await aiortc_offer(("audio", "sendonly"))
     async with aiohttp.ClientSession() as http:
         status, headers, _ = await request(http, "OPTIONS", f"{base}/whip", headers={})
-        assert status == 204 and "POST" in headers["Allow"]
+        assert status == 204 and "POST" in headers["Allow"] and headers["Accept-Post"] == "application/sdp"
+        status, headers, _ = await request(http, "OPTIONS", f"{base}/whep/any", headers={})
+        assert status == 204 and headers["Accept-Post"] == "application/sdp"
+        status, headers, _ = await request(http, "OPTIONS", f"{base}/healthz", headers={})
+        assert status == 204 and "Accept-Post" not in headers
         status, headers, _ = await request(http, "PUT", f"{base}/whip", offer)
         assert status == 405 and "POST" in headers["Allow"]
         # Token first: nothing is looked at without it.

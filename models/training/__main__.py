@@ -9,11 +9,12 @@ commands, times and losses: models/weights/TINY_MODEL_CARD.md):
     python -m models.training export  --which student
 
 The portrait profile's motion generator (models/weights/PORTRAIT_MODEL_CARD.md) trains the same way,
-in --out runs/portrait with the portrait-random profile's shapes:
+in --out runs/portrait with the portrait-random profile's shapes; models/training/portrait/train.sh
+chains its stages, resumably, with the shipped weights' settings:
 
     python -m models.training portrait-data    --clips 2000 --seconds 6
-    python -m models.training portrait-teacher --steps 4000 --batch 64 --lr 1e-3
-    python -m models.training portrait-student --steps 800 --batch 48 --lr 2e-4 --teacher-steps 8
+    python -m models.training portrait-teacher --steps 2400 --batch 48 --lr 1e-3
+    python -m models.training portrait-student --steps 600 --batch 48 --lr 2e-4 --teacher-steps 8
     python -m models.training portrait-export  --which student
     python -m models.training portrait-eval
 

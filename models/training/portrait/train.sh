@@ -7,8 +7,8 @@
 # and its held-out figures RUN_DIR/eval.json; it never writes models/weights.
 set -euo pipefail
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"   # the repo root (also from a copy in runs/)
-RUN=${1:-runs/portrait2}
-PY=${PYTHON:-/work/main/.venv/bin/python}
+RUN=${1:-runs/portrait}
+PY=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}
 export PYTHONPATH=$PWD OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$RUN"
 

@@ -11,10 +11,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from avatar.errors import ImageError, ImageTooLarge
+from avatar.errors import AvatarError, ImageError, ImageTooLarge
 from avatar.image import open_image
 
 from .protocol import ProtocolError
+
+
+def image_refused(exc: AvatarError) -> ProtocolError:
+    """An image the engine refused, as the caller's error: `image_too_large` or `bad_image`, with the
+    face model's reason (no_face, profile, tiny_face, ...) for a photo without a usable face."""
+    code = "image_too_large" if isinstance(exc, ImageTooLarge) else "bad_image"
+    return ProtocolError(code, str(exc), getattr(exc, "reason", None))
+
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -91,7 +99,7 @@ def decode_upload(data: str, max_bytes: int, max_side: int) -> bytes:
     try:
         width, height = open_image(raw).size  # header only
     except ImageError as exc:
-        raise ProtocolError("image_too_large" if isinstance(exc, ImageTooLarge) else "bad_image", str(exc)) from None
+        raise image_refused(exc) from None
     if width > max_side or height > max_side:
         raise ProtocolError("image_too_large",
                             f"image is {width}x{height}; at most {max_side}x{max_side} is accepted")

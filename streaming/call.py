@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from avatar.audio import AudioTimeline
-from avatar.errors import AvatarError, ImageTooLarge
+from avatar.errors import AvatarError
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
 
+from .avatars import image_refused
 from .buffers import FrameBuffer
 from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
@@ -31,13 +32,6 @@ from .worker import GenerationWorker
 log = logging.getLogger(__name__)
 
 STARVED_POLL_S = 0.1  # how often a silent input is checked (and filled with silence)
-
-
-def image_refused(exc: AvatarError) -> ProtocolError:
-    """An image the engine refused, as the caller's error: `image_too_large` or `bad_image`, with the
-    face model's reason (no_face, profile, tiny_face, ...) for a photo without a usable face."""
-    code = "image_too_large" if isinstance(exc, ImageTooLarge) else "bad_image"
-    return ProtocolError(code, str(exc), getattr(exc, "reason", None))
 
 
 class Call:

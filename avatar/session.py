@@ -99,6 +99,7 @@ class Session:
             image_tokens = profile.encode_image(self.reference.image)
             self._image_tokens = None if image_tokens is None else image_tokens.to(dev, dtype)
         self._contexts: dict[str, CrossContext] = {}
+        self._steps_memo: dict = {}  # the DiT's step conditions per timestep layout (models.window_input.denoiser)
         self._face_mask = self._audio_mask(profile)
         self.set_prompt(prompt)
 
@@ -313,7 +314,7 @@ class Session:
             c = known.shape[2] - 1
             window = WindowInput.inpaint(known, self._grey[:, :, c:c + n])
             noise = torch.cat([torch.randn(known.shape, generator=gen).to(p.device), noise], dim=2)
-        out = sample(denoiser(p.dit, window, audio, self._context_for, self._face_mask, slots), noise, sigmas, plan)
+        out = sample(denoiser(p.dit, window, audio, self._context_for, self._face_mask, slots, self._steps_memo), noise, sigmas, plan)
         return out[:, :, -n:].to(p.dtype)
 
     def _discard_old_audio(self) -> None:

@@ -192,8 +192,14 @@ class Session:
         """Windows whose audio (look-ahead included) is all in, so they can run now."""
         if self.finished:
             return 0 if self.frames_done >= self._end_frame else -(-(self._end_frame - self.frames_done) // self.frames_per_window)
-        count = 0
-        while self._samples_needed(self.window_index + count) <= self.timeline.end:
+        # each window needs the same amount of audio more than the one before: count them at once
+        # (a live stream has about one ready; a file pushed whole has hundreds), then check the edge
+        first, end = self._samples_needed(self.window_index), self.timeline.end
+        per_window = self._samples_needed(self.window_index + 1) - first
+        count = 0 if first > end else 1 + (end - first) // per_window
+        while count and self._samples_needed(self.window_index + count - 1) > end:
+            count -= 1
+        while self._samples_needed(self.window_index + count) <= end:
             count += 1
         return count
 

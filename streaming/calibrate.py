@@ -11,13 +11,17 @@ import logging
 import statistics
 import time
 
+from models.audio_features import SAMPLE_RATE
+
+from .vad import CHUNK
+
 log = logging.getLogger(__name__)
 
 MARGIN = 1.25  # headroom over the measured compute
 # A window can start only once its last sample is in the worker: that sample's 20 ms packet has
-# arrived (the worker gets each packet as it comes, not after the VAD), and the event loop and the
-# worker's thread have passed it on (two calls share the cores: a jitter allowance).
-INPUT_WAIT_S = 0.020
+# arrived, then the VAD's 32 ms chunk holding it (the worker gets audio chunk by chunk), and the
+# event loop and the VAD's thread have passed it on (two calls share the cores: a jitter allowance).
+INPUT_WAIT_S = 0.020 + CHUNK / SAMPLE_RATE
 JITTER_S = 0.020
 FLOOR_S = 0.06
 CEILING_S = 1.0  # a busier machine than that degrades (fewer steps, idle path) instead of waiting longer

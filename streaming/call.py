@@ -206,11 +206,9 @@ class Call:
         if not len(pcm):
             return
         self.voice.append(pcm)
-        # The worker has the audio at once, marked with the VAD's verdict so far: waiting for the
-        # VAD's 32 ms chunk would add up to 32 ms to every window's start (and so to the output
-        # delay); a speech flag that lags by that much only delays the idle/speech switch.
-        self.worker.push_audio(pcm, self.detector.speech_now)
-        _, events = await self.loop.run_in_executor(self._executor, self.detector.push, pcm)
+        chunks, events = await self.loop.run_in_executor(self._executor, self.detector.push, pcm)
+        for chunk in chunks:
+            self.worker.push_audio(chunk.pcm, chunk.speech)
         for event in events:
             self._report_vad(event)
 

@@ -51,11 +51,6 @@ class SpeechDetector:
         self.position = 0  # timeline position of the next chunk
         self.speaking = False
 
-    @property
-    def speech_now(self) -> bool:
-        """The verdict on the last whole chunk: what a chunk starting now is marked, as far as known."""
-        return self.speaking or bool(self._iterator.triggered)
-
     def push(self, pcm: np.ndarray) -> tuple[list[Chunk], list[VadEvent]]:
         data = np.concatenate([self._pending, np.asarray(pcm, np.float32)])
         whole = len(data) // CHUNK * CHUNK
@@ -71,6 +66,6 @@ class SpeechDetector:
                 elif result and "end" in result:
                     self.speaking = False
                     events.append(VadEvent(VadKind.SPEECH_END, int(result["end"])))
-                chunks.append(Chunk(self.position, piece, self.speech_now))
+                chunks.append(Chunk(self.position, piece, self.speaking or bool(self._iterator.triggered)))
                 self.position += CHUNK
         return chunks, events

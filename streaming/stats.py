@@ -7,7 +7,7 @@ import time
 from models.audio_features import SAMPLE_RATE
 
 ENGINE_COUNTERS = ("windows", "idle_windows", "fewer_steps", "catch_ups", "skipped_frames", "late_windows",
-                   "cpu_s")
+                   "cpu_s", "late_frames", "late_causes")
 
 
 class StatsReporter:

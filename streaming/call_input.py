@@ -1,7 +1,8 @@
 """A call's media in: the caller's audio track -> timeline audio (`AudioIntake`) -> the VAD -> the
 generation worker and the delayed voice; the VAD's events -> messages to the caller.
 
-Input that stops while the caller's track is still live is filled with silence, so the face idles.
+Input that piles up while this loop is starved of CPU is cut to MAX_INPUT_BACKLOG frames (aiortc
+would queue it all: memory, and CPU spent on audio the clock has passed). Input that stops while the caller's track is still live is filled with silence, so the face idles.
 If none comes for `media_timeout_s` of this loop's own polls, the media path is taken for dead and
 the call ends (ICE consent would notice after 30 s, the slot held all that time). Polls count, not
 wall time: a pause of this process (a stall, SIGSTOP) is one poll, not its length.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 from .events import VadEvent, VadKind
+from .peer import drop_input_backlog
 
 if TYPE_CHECKING:
     from .call import Call
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("streaming.call")
 
 STARVED_POLL_S = 0.1  # how often a silent input is checked (and filled with silence)
+MAX_INPUT_BACKLOG = 25  # decoded input frames (aiortc's, 20 ms each) kept waiting: half a second
 
 
 async def intake_loop(call: "Call", track) -> None:
@@ -54,6 +57,7 @@ async def intake_loop(call: "Call", track) -> None:
                 await take_audio(call, call.intake.fill_silence())
                 continue
             starved_polls = 0
+            call.intake.dropped += drop_input_backlog(track, MAX_INPUT_BACKLOG)
             finished, receiving = receiving, None
             if not finished.cancelled() and finished.exception() is None:  # else the track ended
                 await take_audio(call, call.intake.push(finished.result()))

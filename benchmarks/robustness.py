@@ -195,6 +195,7 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
             "av_offset_first_min_s": av_offset(c, t0, t0 + 60),
             "av_offset_last_min_s": av_offset(c, end - 60, end),
             "late_frames": counts[-1]["late_frames"], "late_causes": counts[-1]["late_causes"],
+            "input_dropped": counts[-1]["input_dropped"],
             "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"
                               and m.get("reason") == "catch-up"]),
             "call_alive": up})

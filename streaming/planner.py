@@ -16,15 +16,14 @@ estimate of full steps falls with it and they come back.
 Full steps must also fit the call's share of the machine (`cores`, from avatar.threads): a window's
 CPU time at full steps over the window's length is the cores the call needs to keep up. Two calls on
 two cores cannot both have that (then they would fall behind together, whatever the slack says), so
-each runs one step while they share the machine. "Fit" keeps a margin (SHARE_MARGIN): a call whose
-full steps need about its whole share has no room left for its media path's bursts and the other
-call's (in the 30-minute soak, two tiny calls' full steps, 0.19-0.20 CPU-s a window against a share
-of 0.192, were measured now under it and now over, and 7-12% of windows ran at full steps). The first full-steps window may have cost more than
-usual (a cold start), so while over the share full steps' CPU estimate eases toward one step's and
-they are re-measured once; but never below the cheapest full-steps window measured after that first
-one: when even that window was over the share, re-measuring only shows frames late (each try was a
-late window: two tiny calls on two cores tried every ~9 s, most of the 1.3-1.7% repeated frames of
-the 30-minute soak).
+each runs one step while they share the machine. "Fit" keeps a margin (SHARE_MARGIN): full steps
+that need about the whole share leave no room for the media path's bursts and the other call's.
+The first full-steps window may have cost more than usual (a cold start), so while over the share
+full steps' CPU estimate eases toward one step's and they are re-measured; but never below the
+cheapest full-steps window measured after that first one. (Before, two tiny calls on two cores, full
+steps at 0.19-0.22 CPU-s a window against a share of 0.192, eased back under it every few seconds
+and tried full steps again, a window likely to be late each time: 3-12% of the 30-minute soak's
+windows ran at full steps, which had 1.3-1.7% repeated frames.)
 """
 
 from __future__ import annotations

@@ -266,9 +266,9 @@ class GenerationWorker:
                                plan.steps is None and not result.idle,
                                self._last_idle and not result.idle)
             log.info("thread=%s event=late_window window=%d cause=%s late_frames=%d worst_s=%.3f start_slack_s=%.3f "
-                      "compute_s=%.3f cpu_s=%.3f gc_s=%.3f steps=%d", self._thread.name, result.window, cause,
-                      lateness.frames, lateness.worst_s, due - started, compute, cpu - cpu_started,
-                      GcClock.seconds - gc_started, result.steps)
+                     "compute_s=%.3f cpu_s=%.3f gc_s=%.3f steps=%d", self._thread.name, result.window, cause,
+                     lateness.frames, lateness.worst_s, due - started, compute, cpu - cpu_started,
+                     GcClock.seconds - gc_started, result.steps)
         self._last_idle = result.idle
         with self.lock:
             st = self.stats

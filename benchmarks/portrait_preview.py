@@ -66,12 +66,13 @@ def photo_file(name: str, cache: Path) -> Path:
         return Path(member)
     target = cache / member
     if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        sdist = ["--no-binary", ":all:"] if member.startswith("face_recognition") else []
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", *sdist, package,
-                        "-d", str(cache)], check=True)
-        stem = package.split("==")[0].replace("-", "_")
-        archive = next(p for p in cache.iterdir() if p.name.lower().startswith(stem) and p.is_file())
+        name, version = package.split("==")
+        archives = lambda: [p for p in cache.glob(f"{name}-{version}*") if p.is_file()]  # noqa: E731
+        if not archives():
+            sdist = ["--no-binary", ":all:"] if name == "face_recognition" else []  # its photos are in the sdist
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", *sdist, package,
+                            "-d", str(cache)], check=True)
+        archive = archives()[0]
         if archive.suffix == ".whl":
             with zipfile.ZipFile(archive) as z:
                 z.extract(member, cache)

@@ -76,7 +76,9 @@ def _tooth_profile(u):
     k = np.clip(np.searchsorted(TOOTH_EDGES, a, side="right") - 1, 0, len(TOOTH_EDGES) - 2)
     t = (a - TOOTH_EDGES[k]) / (TOOTH_EDGES[k + 1] - TOOTH_EDGES[k])
     gap = (1 - np.sin(np.pi * np.clip(t, 0, 1))) ** 2     # 1 where teeth meet, 0 mid-tooth
-    return 1 - 0.09 * gap, 1 - 0.16 * gap ** 2
+    # each tooth its own shade (a fixed draw per tooth, mirrored): not a denture's uniform row
+    own = 1 - 0.06 * np.array([0.2, 0.9, 0.4, 1.0, 0.6, 0.8, 0.5])[k]
+    return (1 - 0.09 * gap) * own, 1 - 0.16 * gap ** 2
 
 
 class MouthInterior:
@@ -118,7 +120,10 @@ class MouthInterior:
         self.cavity = warm * 52 * exposure                   # lit parts of the cavity
         self.deep = warm * np.array([14.0, 8, 8]) * exposure / warm.clip(0.3)   # the back
         self.tongue = lip * np.array([0.78, 0.52, 0.52])
-        self.teeth = 0.92 * teeth + 0.08 * skin
+        # enamel is lit as the face is: no brighter than the skin's lit side (on a faded gray
+        # print the painted teeth were the brightest thing), with some of the skin's tint
+        teeth = teeth * min(1.0, 1.2 * float(skin @ LUMA) / max(float(teeth @ LUMA), 1.0))
+        self.teeth = 0.88 * teeth + 0.12 * skin
         if self.gray:
             to_gray = lambda c: np.full(3, float(c @ LUMA))  # noqa: E731
             self.cavity, self.deep, self.tongue, self.teeth = map(
@@ -169,7 +174,8 @@ class MouthInterior:
         soft = float(np.clip(0.22 * gap.max(), 0.6, 0.008 * self.face_height + 0.6))
         blurred = cv2.GaussianBlur(cover, (0, 0), soft)
         alpha = _smoothstep(0.18, 0.62, blurred)[:, :, None]
-        inside = self._paint(mask.shape, off, points, upper_teeth, lower_teeth, jaw_open)
+        inside, rounded = self._paint(mask.shape, off, points, upper_teeth, lower_teeth, jaw_open)
+        alpha = alpha * rounded[:, :, None]
         if self.softness > 0.3:
             inside = cv2.GaussianBlur(inside, (0, 0), self.softness)
         inside += self.grain[y0:y1, x0:x1, None]
@@ -230,6 +236,12 @@ class MouthInterior:
         (lip_top, lip_bottom, root_up, root_low, back, tongue_arch, tongue_side, tongue_light,
          low_height, low_light, length, up_light, side) = table.astype(np.float32)[:, at]
         opening = np.clip(lip_bottom - lip_top, 0, None)
+        # light reaches the teeth through the opening: a barely parted mouth is a dark slit with
+        # a sliver of dim upper teeth, a wide one shows them whole
+        lit_open = _smoothstep(0.006 * fh, 0.04 * fh, opening)
+        length = length * (0.3 + 0.7 * lit_open)
+        up_light = up_light * (0.35 + 0.65 * lit_open)
+        low_light = low_light * (0.3 + 0.7 * lit_open)
         # layers painted back to front, each as a weight on a fixed colour (deep, cavity, tongue,
         # teeth), so only scalar maps are computed per pixel
         depth = _smoothstep(lip_top, lip_top + 0.8 * opening + 1, v) * back
@@ -271,4 +283,11 @@ class MouthInterior:
         w_cavity += alpha * 1.5 * translucent
         weights = np.stack([w_deep, w_cavity, w_tongue, w_teeth], -1)
         inside = weights @ np.stack([self.deep, self.cavity, self.tongue, self.teeth])
-        return inside
+        # the opening's ends follow the lips' rounded corners (its outline alone cuts them square
+        # where the jaw drops): its height shrinks as an ellipse-like cap toward each corner
+        ends = across((points[UPPER[[0, -1]], :2] - off - centre) @ ex / half)
+        reach = np.where(u < 0, -min(float(ends.min()), -0.2), max(float(ends.max()), 0.2))
+        cap = np.sqrt(np.clip(1 - np.clip(np.abs(u) / reach, 0, 1) ** 3, 0, 1))
+        band = 0.5 * opening * cap + 0.6
+        rounded = _smoothstep(band + 0.7, band - 0.7, np.abs(v - 0.5 * (lip_top + lip_bottom)))
+        return inside, rounded

@@ -211,9 +211,9 @@ def test_a_wide_opening_narrows_toward_its_corners(renderer):
     up, low = mesh[UPPER], mesh[LOWER]
     mid = (up[len(up) // 2] + low[len(low) // 2]) / 2
     for corner in (up[0], up[-1]):
-        x = int(round(mid[0] + 0.88 * (corner[0] - mid[0])))
+        x = int(round(mid[0] + 0.85 * (corner[0] - mid[0])))
         order_u, order_l = np.argsort(up[:, 0]), np.argsort(low[:, 0])
         top = np.interp(x, up[order_u, 0], up[order_u, 1])
         bottom = np.interp(x, low[order_l, 0], low[order_l, 1])
         assert bottom - top > 3                                   # the lips are apart there
-        assert changed[:, x].sum() < 0.75 * (bottom - top)
+        assert changed[:, x].sum() < 0.95 * (bottom - top)      # square ends: ~1.2

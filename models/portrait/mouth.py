@@ -54,12 +54,18 @@ def _catmull_rom_weights(n, per_segment=4):
 
 
 _SMOOTH = _catmull_rom_weights(len(topo.LIPS_INNER_UPPER))
+_CAP = np.sqrt(1 - np.linspace(-1, 1, len(_SMOOTH)) ** 2)[:, None]
 
 
 def inner_polygon(points, smooth=False):
+    """The opening between the inner lips; `smooth`: a smooth curve whose ends follow the lips'
+    rounded corners (the points alone cut a dropped jaw's opening square at the ends): toward
+    each corner the two lips' curves close in on their middle line like an ellipse."""
     upper, lower = points[UPPER, :2], points[LOWER, :2]
     if smooth:
         upper, lower = _SMOOTH @ upper, _SMOOTH @ lower
+        middle = (upper + lower) / 2
+        upper, lower = middle + (upper - middle) * _CAP, middle + (lower - middle) * _CAP
     return np.concatenate([upper, lower[::-1]])
 
 
@@ -174,8 +180,7 @@ class MouthInterior:
         soft = float(np.clip(0.22 * gap.max(), 0.6, 0.008 * self.face_height + 0.6))
         blurred = cv2.GaussianBlur(cover, (0, 0), soft)
         alpha = _smoothstep(0.18, 0.62, blurred)[:, :, None]
-        inside, rounded = self._paint(mask.shape, off, points, upper_teeth, lower_teeth, jaw_open)
-        alpha = alpha * rounded[:, :, None]
+        inside = self._paint(mask.shape, off, points, upper_teeth, lower_teeth, jaw_open)
         if self.softness > 0.3:
             inside = cv2.GaussianBlur(inside, (0, 0), self.softness)
         inside += self.grain[y0:y1, x0:x1, None]
@@ -226,22 +231,21 @@ class MouthInterior:
         low_shade = _tooth_profile(table_u * 1.25)[0]
         u2, arch = table_u ** 2, np.sqrt(np.clip(1 - (table_u / 0.97) ** 2, 0, 1))
         side = _smoothstep(1.02, 0.68, np.abs(table_u))     # the back teeth fade into shadow
-        table = np.stack([curve(points[UPPER, :2]), curve(points[LOWER, :2]), curve(upper_teeth),
+        top, bottom = curve(points[UPPER, :2]), curve(points[LOWER, :2])
+        opening = np.clip(bottom - top, 0, None)
+        # light reaches the teeth through the opening: a barely parted mouth is a dark slit with
+        # a sliver of dim upper teeth, a wide one shows them whole
+        lit = _smoothstep(0.006 * fh, 0.04 * fh, opening)
+        table = np.stack([top, opening, curve(upper_teeth),
                           curve(lower_teeth), 1 - 0.7 * u2, 1 - 0.6 * u2,
                           _smoothstep(0.95, 0.55, np.abs(table_u)),
                           1 - 0.45 * u2, LOWER_TEETH * fh * arch * notch,
-                          0.72 * low_shade ** 2 * (1 - 0.4 * u2), UPPER_TEETH * fh * arch * notch,
-                          shade * (1.04 - 0.3 * u2), side])
+                          0.72 * low_shade ** 2 * (1 - 0.4 * u2) * (0.3 + 0.7 * lit),
+                          UPPER_TEETH * fh * arch * notch * (0.3 + 0.7 * lit),
+                          shade * (1.04 - 0.3 * u2) * (0.35 + 0.65 * lit), side])
         at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
-        (lip_top, lip_bottom, root_up, root_low, back, tongue_arch, tongue_side, tongue_light,
+        (lip_top, opening, root_up, root_low, back, tongue_arch, tongue_side, tongue_light,
          low_height, low_light, length, up_light, side) = table.astype(np.float32)[:, at]
-        opening = np.clip(lip_bottom - lip_top, 0, None)
-        # light reaches the teeth through the opening: a barely parted mouth is a dark slit with
-        # a sliver of dim upper teeth, a wide one shows them whole
-        lit_open = _smoothstep(0.006 * fh, 0.04 * fh, opening)
-        length = length * (0.3 + 0.7 * lit_open)
-        up_light = up_light * (0.35 + 0.65 * lit_open)
-        low_light = low_light * (0.3 + 0.7 * lit_open)
         # layers painted back to front, each as a weight on a fixed colour (deep, cavity, tongue,
         # teeth), so only scalar maps are computed per pixel
         depth = _smoothstep(lip_top, lip_top + 0.8 * opening + 1, v) * back
@@ -283,11 +287,4 @@ class MouthInterior:
         w_cavity += alpha * 1.5 * translucent
         weights = np.stack([w_deep, w_cavity, w_tongue, w_teeth], -1)
         inside = weights @ np.stack([self.deep, self.cavity, self.tongue, self.teeth])
-        # the opening's ends follow the lips' rounded corners (its outline alone cuts them square
-        # where the jaw drops): its height shrinks as an ellipse-like cap toward each corner
-        ends = across((points[UPPER[[0, -1]], :2] - off - centre) @ ex / half)
-        reach = np.where(u < 0, -min(float(ends.min()), -0.2), max(float(ends.max()), 0.2))
-        cap = np.sqrt(np.clip(1 - np.clip(np.abs(u) / reach, 0, 1) ** 3, 0, 1))
-        band = 0.5 * opening * cap + 0.6
-        rounded = _smoothstep(band + 0.7, band - 0.7, np.abs(v - 0.5 * (lip_top + lip_bottom)))
-        return inside, rounded
+        return inside

@@ -23,7 +23,6 @@ MARGIN = 1.25  # headroom over the measured compute
 # event loop and the VAD's thread have passed it on (two calls share the cores: a jitter allowance).
 INPUT_WAIT_S = 0.020 + CHUNK / SAMPLE_RATE
 JITTER_S = 0.020
-FLOOR_S = 0.06
 CEILING_S = 1.0  # a busier machine than that degrades (fewer steps, idle path) instead of waiting longer
 
 
@@ -50,7 +49,7 @@ def compute_allowance(profile, threads: int | None = None) -> float:
 
         torch.set_num_threads(threads)
     measured = measure_window_compute(profile)
-    allowance = max(FLOOR_S, MARGIN * measured + INPUT_WAIT_S + JITTER_S)
+    allowance = MARGIN * measured + INPUT_WAIT_S + JITTER_S  # at least the input's wait: 72 ms
     if allowance > CEILING_S:
         log.warning("event=calibration_capped window_compute_s=%.3f compute_allowance_s=%.1f "
                     "(this machine is busy or slow for this profile: expect degraded windows)",

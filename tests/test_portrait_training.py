@@ -13,7 +13,9 @@ from models.training.data import clip_reader
 from models.training.portrait.augment import augment, stretch
 from models.training.portrait.dataset import held_out_example
 from models.training.portrait.evaluate import gap_figures, load_weights, motion_gap
-from models.training.portrait.motion_data import encoder_for, make_clip, token_stream
+from models.training.dit_stages import build_dit
+from models.training.portrait.motion_data import MotionWindows, encoder_for, make_clip, token_stream
+from models.training.portrait.stages import generated_context
 from models.training.portrait.rollout import generate
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "weights" / "portrait.safetensors"
@@ -48,8 +50,13 @@ def test_every_portrait_stage_runs_on_a_tiny_batch(tmp_path, cfg):
     run = ["--out", str(tmp_path), "--precision", "fp32"]
     training(["portrait-data", "--clips", "2", "--seconds", "1.2", *run])
     assert (tmp_path / "data-000.npz").is_file() and (tmp_path / "stats.npz").is_file()
+    training(["portrait-data", "--engine", "flite", "--clips", "1", "--seconds", "1.2", *run])
+    assert len(MotionWindows(tmp_path, cfg).latents) == 3   # espeak's clips and flite's recorded speaker's
     training(["portrait-teacher", "--steps", "2", "--batch", "2", *run])
     training(["portrait-student", "--steps", "2", "--batch", "2", "--teacher-steps", "2", *run])
+    windows, student = MotionWindows(tmp_path, cfg), build_dit(cfg)
+    made = generated_context(student, cfg, windows, np.array([0, 2]), np.array([8, 9]), 2, torch.Generator(), False)
+    assert made.shape == (2, 15, cfg.window.context_latents, 1, 1) and torch.isfinite(made).all()
     training(["portrait-export", *run])
     dit, mean, std = load_weights(tmp_path / "portrait.safetensors", cfg)
     assert mean.dtype == std.dtype == torch.float32 and mean.shape == std.shape == (15,)

@@ -16,6 +16,7 @@ the previous window). Figures, beside those of the speech targets themselves:
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,12 +137,11 @@ def evaluate(path: Path, cfg: ProfileConfig, voices: int = 4, render: bool = Fal
 
 def main(out: Path, cfg: ProfileConfig, args) -> None:
     path = args.target or out / "portrait.safetensors"
+    command = "python -m models.training " + " ".join(sys.argv[1:])
     if args.sweep:
-        report = sweep(path, cfg, args.voices)
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-        return
-    report = evaluate(path, cfg, args.voices, args.render)
-    print(json.dumps(report["mean"]))
+        report = {"command": command, **sweep(path, cfg, args.voices)}
+    else:
+        report = {"command": command, **evaluate(path, cfg, args.voices, args.render)}
+        print(json.dumps(report["mean"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

@@ -4,7 +4,8 @@
 # A stage that finished (RUN_DIR/<stage>.done) is skipped; one that was stopped resumes from its
 # last checkpoint (data: its missing chunks; teacher.pt every 100 steps; student.pt every 50).
 # Each stage logs to RUN_DIR/<stage>.log, one line per checkpoint. Ends with RUN_DIR/portrait.safetensors
-# and its held-out figures RUN_DIR/eval.json; it never writes models/weights.
+# and its held-out figures RUN_DIR/eval.json; it never writes models/weights. Needs the Debian packages
+# espeak-ng and flite (data), festival and festvox-kdlpc16k (the held-out festival voice of the eval).
 set -euo pipefail
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"   # the repo root (also from a copy in runs/)
 RUN=${1:-runs/portrait}
@@ -24,7 +25,7 @@ stage() {   # [TAG=-x] stage NAME ARGS...: run `python -m models.training NAME A
 
 stage portrait-data --clips 2000 --seconds 6
 TAG=-flite stage portrait-data --engine flite --clips 400 --seconds 6
-stage portrait-teacher --steps 3000 --batch 64 --lr 1e-3
-stage portrait-student --steps 800 --batch 48 --lr 2e-4 --teacher-steps 8
+stage portrait-teacher --steps 2400 --batch 64 --lr 1e-3
+stage portrait-student --steps 400 --batch 48 --lr 2e-4 --teacher-steps 8
 stage portrait-export --which student --target "$RUN/portrait.safetensors"
 stage portrait-eval --target "$RUN/portrait.safetensors" --voices 6 --render --json "$RUN/eval.json"

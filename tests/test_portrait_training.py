@@ -96,3 +96,23 @@ def test_the_shipped_weights_lip_sync_judged_on_the_rendered_frames(cfg):
     assert figures["gap_p90_speech"] >= 0.05, figures
     assert figures["gap_median_silence"] <= figures["gap_shut"] + 0.025, figures   # near shut, not yet shut
     assert figures["frames_without_face"] == 0, figures
+
+
+def test_recorded_speakers_speak_with_their_own_phoneme_times_and_stay_apart():
+    """flite's recorded-speaker voices: training and held-out speakers differ; the phoneme times come
+    with the audio (pauses quiet, phonemes loud) and map onto the viseme classes."""
+    from models.training.portrait.dataset import training_example
+    from models.training.portrait.recorded_voices import FLITE_TRAINING, RECORDED_HELD_OUT, speak_recorded
+    from models.training.portrait.targets import viseme_class
+    speakers = lambda voices: {v.split(":")[1].rstrip("16") for v in voices}  # noqa: E731 (kal16 is kal)
+    assert not speakers(FLITE_TRAINING) & speakers(RECORDED_HELD_OUT)
+    said = speak_recorded("Would you kindly fetch my violin?", "flite:rms", speed=130)
+    times = [t for t, _ in said.phonemes]
+    assert times == sorted(times) and times[-1] < len(said.audio) / 16000
+    classes = [viseme_class(p) for _, p in said.phonemes]
+    assert classes[0] == "pause" and {"bilabial", "labiodental", "close_front"} <= set(classes)
+    lead = said.audio[:int(times[1] * 16000)]
+    speech = said.audio[int(times[1] * 16000):int(times[-1] * 16000)]
+    assert np.sqrt(np.mean(speech ** 2)) > 10 * np.sqrt(np.mean(lead ** 2) + 1e-12)
+    example = training_example(np.random.default_rng(0), 3.0, engine="flite")
+    assert example.voice in FLITE_TRAINING and example.motion[:, 0].max() > 0.3

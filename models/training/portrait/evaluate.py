@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,16 +98,21 @@ def forwards(steps: int, plan: GuidancePlan, shift: float) -> int:
 
 
 def sweep(path: Path, cfg: ProfileConfig, voices: int) -> dict:
-    """Motion-level held-out r of each sampling plan of `plans()`, per voice and mean."""
+    """Motion-level held-out r of each sampling plan of `plans()`, per voice and mean, and its CPU
+    time per frame (the window loop with its mel features; run it with OMP_NUM_THREADS=1)."""
     dit, mean, std = load_weights(path, cfg)
     examples = [held_out_example(index) for index in range(voices)]
     rows = {}
     for name, (steps, plan) in plans().items():
         plan_cfg = replace(cfg, sampler=replace(cfg.sampler, steps=steps, guidance=plan))
-        r = [gap_figures(motion_gap(generate(dit, plan_cfg, mean, std, e.audio)), e.audio)["correlation"]
-             for e in examples]
+        r, cpu, frames = [], 0.0, 0
+        for e in examples:
+            started = time.process_time()
+            motion = generate(dit, plan_cfg, mean, std, e.audio)
+            cpu, frames = cpu + time.process_time() - started, frames + len(motion)
+            r.append(gap_figures(motion_gap(motion), e.audio)["correlation"])
         rows[name] = {"forwards": forwards(steps, plan, cfg.sampler.shift), "per_voice": r,
-                      "mean": round(float(np.mean(r)), 3)}
+                      "mean": round(float(np.mean(r)), 3), "cpu_ms_per_frame": round(1000 * cpu / frames, 2)}
         print(json.dumps({name: rows[name]}), flush=True)
     return {"weights": str(path), "voices": [e.voice for e in examples], "plans": rows}
 

@@ -116,3 +116,27 @@ def test_recorded_speakers_speak_with_their_own_phoneme_times_and_stay_apart():
     assert np.sqrt(np.mean(speech ** 2)) > 10 * np.sqrt(np.mean(lead ** 2) + 1e-12)
     example = training_example(np.random.default_rng(0), 3.0, engine="flite")
     assert example.voice in FLITE_TRAINING and example.motion[:, 0].max() > 0.3
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped portrait weights")
+def test_the_rollout_makes_the_motion_a_session_streams(monkeypatch):
+    """`rollout.generate` (training's evaluation, below `avatar`) re-implements Session's window loop
+    for the portrait profile: the same motion, frame for frame, for the same seed, through speech, a
+    pause (the idle path) and speech again, fed one second at a time as a live stream."""
+    from avatar.profiles import load_profile
+    from avatar.samples import babble, sample_photo
+    from avatar.session import Session, stream_file
+
+    profile = load_profile("portrait", "cpu")
+    audio = np.concatenate([babble(1.3, seed=1), np.zeros(12000, np.float32), babble(1.1, seed=2)])
+    asked = []
+    decode = profile.codec.decode_images
+    monkeypatch.setattr(profile.codec, "decode_images",
+                        lambda latents, state: asked.append(profile.codec.motion(latents)[0]) or decode(latents, state))
+    frames = [f for made in stream_file(Session(profile, sample_photo(), seed=3), audio) for f in made]
+    streamed = torch.cat(asked).numpy()[:len(frames)]
+    rolled = generate(profile.dit, profile.config, profile.codec.motion_mean, profile.codec.motion_std, audio, seed=3)
+    assert rolled.shape == streamed.shape == (len(frames), 15)
+    assert np.abs(rolled - streamed).max() < 1e-4
+    assert np.abs(rolled - generate(profile.dit, profile.config, profile.codec.motion_mean,
+                                    profile.codec.motion_std, audio, seed=4)).max() > 1e-2  # the seed matters

@@ -70,7 +70,10 @@ async def take_audio(call: "Call", pcm) -> None:
     if not len(pcm):
         return
     call.voice.append(pcm)
-    chunks, events = await call.loop.run_in_executor(call.executor, call.detector.push, pcm)
+    if call.detector.completes_chunk(len(pcm)):
+        chunks, events = await call.loop.run_in_executor(call.executor, call.detector.push, pcm)
+    else:  # no whole chunk yet, nothing for the model: not worth a hop to the VAD's thread
+        chunks, events = call.detector.push(pcm)
     for chunk in chunks:
         call.worker.push_audio(chunk.pcm, chunk.speech)
     for event in events:

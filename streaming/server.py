@@ -26,7 +26,7 @@ from .http import add_routes as add_page_routes
 from .http import build_app, serve, tls_context
 from .metrics import ServerMetrics
 from .origins import own_origins
-from .peer import quiet_library_task_failures
+from .peer import quiet_library_task_failures, use_numpy_audio_level
 from .signaling import WebsocketSignaling
 from .signaling import add_routes as add_signaling_routes
 from .vad import load_vad_model, single_threaded
@@ -54,6 +54,7 @@ class AvatarServer:
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
         self._restore_loop_handler = quiet_library_task_failures(asyncio.get_running_loop())
+        use_numpy_audio_level()
         if self.profile is None:
             from avatar.profiles import load_profile
 

@@ -301,7 +301,9 @@ def test_vad_marks_speech_and_reports_onsets(vad_model, speech_hello):
     chunks, events = [], []
     with ThreadPoolExecutor(1, initializer=single_threaded) as vad_thread:  # as the server runs it
         for i in range(0, len(audio), 320):  # 20 ms at a time, as a call delivers it
+            whole = detector.completes_chunk(len(audio[i:i + 320]))  # else the call keeps it on the loop
             c, e = vad_thread.submit(detector.push, audio[i:i + 320]).result()
+            assert bool(c) == whole
             chunks += c
             events += e
     assert all(len(c.pcm) == 512 for c in chunks)
@@ -414,3 +416,16 @@ async def test_an_input_backlog_is_cut_to_its_newest_frames_and_keeps_the_end_of
     with pytest.raises(Exception):  # the end of stream is still there: MediaStreamError
         await track.recv()
     assert drop_input_backlog(SimpleNamespace(), 25) == 0  # internals not as expected: nothing done
+
+
+def test_audio_level_is_aiortcs_figure():
+    from aiortc import rtp
+
+    from streaming.peer import audio_level_dbov
+
+    rng = np.random.default_rng(0)
+    for scale in (0, 1, 30, 3000, 40000):  # silence, the -127 floor, speech, clipping at 0 dBov
+        pcm = np.clip(rng.standard_normal(960) * scale, -32768, 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
+        frame.sample_rate = 48000
+        assert audio_level_dbov(frame) == rtp.compute_audio_level_dbov(frame)

@@ -22,6 +22,7 @@ from aiortc.sdp import SessionDescription
 
 from .http import Refused
 from .ice import rtc_configuration
+from .liveness import silent_for
 from .peer import answer_as_dtls_server, discard_track, release_peer
 from .protocol import MAX_CANDIDATE_CHARS, ProtocolError, parse_candidate
 
@@ -138,6 +139,7 @@ class Viewer(Resource):
         super().__init__(offer_sdp)
         self.broadcast = broadcast
         self.connected = asyncio.Event()
+        self.ended = asyncio.Event()
 
     async def start(self, offer_sdp: str, config, tracks) -> str:
         pc = self.pc = RTCPeerConnection(rtc_configuration(config.ice_servers))
@@ -155,12 +157,21 @@ class Viewer(Resource):
     async def _on_state(self) -> None:
         state = self.pc.connectionState if self.pc else "closed"
         log.info("call=%s viewer=%s event=connection state=%s", self.broadcast.call.id, self.id[:6], state)
-        if state == "connected":
+        if state == "connected" and not self.connected.is_set():
             self.connected.set()
+            timeout_s = self.broadcast.config.media_timeout_s
+            if timeout_s is not None:
+                self.broadcast._spawn(self._watch_media(timeout_s))
         elif state in ("failed", "closed"):
             await self.broadcast.drop_viewer(self.id, f"connection {state}")
 
+    async def _watch_media(self, timeout_s: float) -> None:
+        """A viewer gone without DELETE (no RTCP any more; streaming/liveness.py) is dropped."""
+        if await silent_for(self.pc, timeout_s, self.ended):
+            await self.broadcast.drop_viewer(self.id, f"no media for {timeout_s:g} s")
+
     async def close(self) -> None:
+        self.ended.set()
         pc, self.pc = self.pc, None
         if pc is not None:
             await pc.close()

@@ -52,6 +52,9 @@ class ServerConfig:
     # caller's own upload for longer than the timeout ends the call too.)
     ping_interval_s: float = 0.25
     ping_timeout_s: float = 1.0
+    # A peer connection (caller, WHIP publisher, WHEP viewer) from which nothing has arrived for this
+    # long is taken as gone and ended (streaming/liveness.py); None: only ICE consent (about 30 s) ends it.
+    media_timeout_s: float | None = 4.0
     stats_interval_s: float = 1.0
     # A "degraded" message when more than this share of the frames sent in a stats interval were repeats.
     degraded_repeat_share: float = 0.1

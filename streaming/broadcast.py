@@ -92,9 +92,14 @@ class Resource:
         self._ended = False  # the client sent end-of-candidates
 
     async def trickle(self, body: str, if_match: str | None) -> None:
-        if if_match is not None and if_match.strip() == "*":
+        """RFC 9725 4.3.1: a PATCH without If-Match gets 428, a stale one 412; a session that trickles
+        but cannot restart ICE answers a restart (If-Match "*", or other credentials) with 422 and
+        goes on as it was."""
+        if if_match is None:
+            raise Refused(428, "etag", "a PATCH needs If-Match: the session's ETag (or * for an ICE restart)")
+        if if_match.strip() == "*":
             raise Refused(422, "ice_restart", "ICE restarts are not supported: start a new session")
-        if if_match is not None and if_match.strip() != self.etag:
+        if if_match.strip() != self.etag:
             raise Refused(412, "etag", "If-Match does not match this session's ETag", {"ETag": self.etag})
         if self.pc is None or self.pc.connectionState == "closed":
             raise Refused(404, "unknown_session", "this session has ended")

@@ -86,6 +86,7 @@ class WhipEndpoints:
         response = web.Response(status=201, body=answer.encode(), content_type=SDP)
         response.headers["Location"] = location
         response.headers["ETag"] = etag
+        response.headers["Accept-Patch"] = SDPFRAG  # trickle ICE is taken (as the WHEP drafts ask)
         for link in links + ice_server_links(self.config.ice_servers):
             response.headers.add("Link", link)
         return response

@@ -98,6 +98,7 @@ async def test_whip_http_contract(whip_server):
         status, headers, answer = await request(http, "POST", f"{base}/whip?avatar=drawn", offer)
         assert status == 201 and headers["Content-Type"] == "application/sdp" and answer.startswith("v=0")
         location, etag = headers["Location"], headers["ETag"]
+        assert headers["Accept-Patch"] == "application/trickle-ice-sdpfrag"
         watch = next(link for link in headers.getall("Link") if 'rel="alternate"' in link)
         watch = watch[watch.index("<") + 1:watch.index(">")]
         assert location.startswith("/whip/") and watch.startswith("/whep/") and location[6:] != watch[6:]
@@ -118,8 +119,14 @@ async def test_whip_http_contract(whip_server):
         status, _, text = await request(http, "PATCH", base + location, frag, sdpfrag, AUTH | {"If-Match": "*"})
         assert status == 422 and "ICE restart" in text
         restart = frag.replace(ufrag, "other")
-        status, _, text = await request(http, "PATCH", base + location, restart, sdpfrag)
+        status, _, text = await request(http, "PATCH", base + location, restart, sdpfrag, AUTH | {"If-Match": etag})
         assert status == 422 and "ICE restart" in text
+        status, headers, text = await request(http, "PATCH", base + location, frag, sdpfrag)
+        assert status == 428 and "If-Match" in text and "ETag" not in headers
+        # A refused restart keeps the session as it was (RFC 9725 4.3.3), trickle included.
+        assert len(server.calls) == 1 and not next(iter(server.calls.values())).closed.is_set()
+        status, _, _ = await request(http, "PATCH", base + location, frag, sdpfrag, AUTH | {"If-Match": etag})
+        assert status == 204
         status, _, _ = await request(http, "PATCH", base + location, frag, "text/plain")
         assert status == 415
         status, _, _ = await request(http, "PATCH", f"{base}/whip/unknown", frag, sdpfrag)

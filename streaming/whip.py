@@ -2,7 +2,7 @@
 
     POST   /whip?avatar=ID&prompt=TEXT   application/sdp offer -> 201, answer, Location /whip/{id},
                                          ETag, Link rel="alternate" </whep/{watch}> (+ ICE servers)
-    PATCH  /whip/{id}                    application/trickle-ice-sdpfrag -> 204
+    PATCH  /whip/{id}                    application/trickle-ice-sdpfrag, If-Match: ETag -> 204 (428, 412; 422 restart)
     GET    /whip/{id}                    the session's status (JSON: viewers, latest stats, VAD events)
     DELETE /whip/{id}                    ends the session, its viewers too, and frees the slot -> 200
     POST   /whep/{watch}                 a viewer's application/sdp offer -> 201, Location /whep/{watch}/{viewer}

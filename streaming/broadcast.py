@@ -22,7 +22,7 @@ from aiortc.sdp import SessionDescription
 
 from .http import Refused
 from .ice import rtc_configuration
-from .liveness import silent_for
+from .liveness import end_when_silent
 from .peer import answer_as_dtls_server, discard_track, release_peer
 from .protocol import MAX_CANDIDATE_CHARS, ProtocolError, parse_candidate
 
@@ -163,17 +163,14 @@ class Viewer(Resource):
         state = self.pc.connectionState if self.pc else "closed"
         log.info("call=%s viewer=%s event=connection state=%s", self.broadcast.call.id, self.id[:6], state)
         if state == "connected" and not self.connected.is_set():
-            self.connected.set()
-            timeout_s = self.broadcast.config.media_timeout_s
-            if timeout_s is not None:
-                self.broadcast._spawn(self._watch_media(timeout_s))
+            self.connected.set()  # and a viewer gone without DELETE (no more RTCP reports) is dropped
+            broadcast = self.broadcast
+            broadcast._spawn(end_when_silent(
+                self.pc, broadcast.config.media_timeout_s, self.ended,
+                lambda reason: broadcast._spawn(broadcast.drop_viewer(self.id, reason)),
+                f"call={broadcast.call.id} viewer={self.id[:6]}"))
         elif state in ("failed", "closed"):
             await self.broadcast.drop_viewer(self.id, f"connection {state}")
-
-    async def _watch_media(self, timeout_s: float) -> None:
-        """A viewer gone without DELETE (no RTCP any more; streaming/liveness.py) is dropped."""
-        if await silent_for(self.pc, timeout_s, self.ended):
-            await self.broadcast.drop_viewer(self.id, f"no media for {timeout_s:g} s")
 
     async def close(self) -> None:
         self.ended.set()

@@ -20,7 +20,7 @@ from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
-from .liveness import silent_for
+from .liveness import end_when_silent
 from .outputs import MediaOutput, check_caller_rtmp, open_outputs
 from .peer import answer_as_dtls_server, discard_track, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
@@ -166,18 +166,11 @@ class Call:
         state = self.pc.connectionState if self.pc else "closed"
         log.info("call=%s event=connection state=%s", self.id, state)
         if state == "connected" and not self.connected.is_set():
-            self.connected.set()
-            if self.config.media_timeout_s is not None:
-                self._spawn(self._watch_media(self.config.media_timeout_s))
+            self.connected.set()  # and a caller gone without a word ends the call (the close runs apart)
+            self._spawn(end_when_silent(self.pc, self.config.media_timeout_s, self.closed,
+                                        lambda reason: asyncio.ensure_future(self.close(reason)), f"call={self.id}"))
         elif state in ("failed", "closed"):
             await self.close(f"connection {state}")
-
-    async def _watch_media(self, timeout_s: float) -> None:
-        """A caller gone without a word (streaming/liveness.py) ends the call; the close runs apart
-        from this task, which it would otherwise wait for."""
-        if await silent_for(self.pc, timeout_s, self.closed):
-            log.info("call=%s event=peer_gone reason=\"no media for %g s\"", self.id, timeout_s)
-            asyncio.ensure_future(self.close(f"no media for {timeout_s:g} s"))
 
     async def add_candidate(self, candidate: RTCIceCandidate | None) -> None:
         """A checked trickle candidate (None: the caller has no more)."""

@@ -14,7 +14,11 @@ counts them; ICE's own STUN checks are not in that count) tell whether the peer 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.25
 
@@ -52,3 +56,12 @@ async def silent_for(pc, timeout_s: float, ended: asyncio.Event) -> bool:
         if silent_s >= timeout_s:
             return True
     return False
+
+
+async def end_when_silent(pc, timeout_s: float | None, ended: asyncio.Event, end: Callable[[str], object],
+                          who: str) -> None:
+    """Run as a task once the connection is up: if the peer falls silent for timeout_s (None: never
+    checked), log it and call end(reason), which must not wait for this task (it schedules the end)."""
+    if timeout_s is not None and await silent_for(pc, timeout_s, ended):
+        log.info("%s event=peer_gone reason=\"no media for %g s\"", who, timeout_s)
+        end(f"no media for {timeout_s:g} s")

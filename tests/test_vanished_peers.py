@@ -211,3 +211,37 @@ async def test_a_stopped_gstreamer_publisher_is_freed(server, tmp_path, speech_h
         client.send_signal(signal.SIGCONT)
         client.kill()
         client.wait()
+
+
+@pytest.mark.browser
+async def test_a_live_chromium_viewer_is_not_taken_for_gone(server, tmp_path, speech_hello):
+    """The other side of the watchdog: Chromium watching (the shipped WHEP page) only receives, so its
+    RTCP reports alone must keep it; it is still there well past the timeout, and still playing."""
+    from test_browser_demo import CHROMIUM, Chromium
+    from test_whip import speech_wav
+
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's chromium")
+    base = f"http://127.0.0.1:{server.port}"
+    publisher = await PeerProcess.start("whip", f"{base}/whip?avatar=drawn", TOKEN)
+    browser = Chromium(tmp_path / "profile", speech_wav(tmp_path / "speech.wav", speech_hello),
+                       disable_features=("WebRtcHideLocalIpsWithMdns",))
+    try:
+        await publisher.line("location")
+        broadcast = next(iter(server.whip.broadcasts.values()))
+        await browser.open_page()
+        await browser.command("Page.navigate", url=f"{base}/demo/watch.html?whep=/whep/{broadcast.watch_id}")
+        await browser.until("window.watching && window.watching.start", "the watch page did not load")
+        await browser.evaluate(f"window.watching.start('{TOKEN}')")
+        await browser.until("window.watching.pc && window.watching.pc.connectionState === 'connected'",
+                            "the page's viewer to connect")
+        (viewer,) = broadcast.viewers.values()
+        await until(viewer.connected.is_set, 10, "the server's side of the viewer")
+        frames = "document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames"
+        before = await browser.evaluate(frames)
+        await asyncio.sleep(2 * MEDIA_TIMEOUT_S)
+        assert list(broadcast.viewers.values()) == [viewer] and viewer.pc is not None
+        assert await browser.evaluate(frames) > before
+    finally:
+        publisher.end()
+        await browser.close()

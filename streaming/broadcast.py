@@ -3,7 +3,8 @@
 A broadcast is a call (call.py) whose caller, the WHIP publisher, only sends: its audio is the voice
 that drives the avatar. The call's two paced tracks (the avatar's video and the re-timed voice) go
 through one aiortc MediaRelay to every WHEP viewer, each on its own peer connection, and to a drain
-that keeps them running on the call's clock while nobody watches. PATCH bodies (trickle ICE
+that keeps them running on the call's clock while nobody watches. A websocket call that opts in
+(offer option `watch`) is watched the same way, its caller taking the drain's place. PATCH bodies (trickle ICE
 fragments, RFC 8840) are checked here; a refusal is the HTTP layer's `Refused`.
 """
 
@@ -199,11 +200,18 @@ class Broadcast(Resource):
         """The call's `send`: nobody is on a websocket, so its messages are kept for GET."""
         self.events.append(message)
 
-    def attach(self, call, on_end) -> None:
-        """Take over a started call: drain its tracks, and end (calling on_end) when it ends or does
-        not connect within the signaling timeout."""
+    def copies(self, voice, video) -> tuple[MediaStreamTrack, MediaStreamTrack]:
+        """A consumer's own copies of a call's voice and video through the relay. Video unbuffered: a
+        consumer whose sending falls behind skips to the newest frame rather than lagging ever more;
+        the voice buffered: each of its frames is needed."""
+        return OwnFrames(self._relay.subscribe(voice)), OwnFrames(self._relay.subscribe(video, buffered=False))
+
+    def attach(self, call, on_end, drain: bool = True) -> None:
+        """Take over a started call: drain its tracks (unless its caller takes them: a watched
+        websocket call), and end (calling on_end) when it ends or does not connect within the
+        signaling timeout."""
         self.call, self.pc = call, call.pc
-        for track in (call.video, call.voice_track):
+        for track in (call.video, call.voice_track) if drain else ():
             self._spawn(discard_track(self._relay.subscribe(track, buffered=False)))
         self._spawn(self._watch(on_end))
 
@@ -233,12 +241,8 @@ class Broadcast(Resource):
                                                "try again later", {"Retry-After": "10"})
         viewer = Viewer(offer_sdp, self)
         self.viewers[viewer.id] = viewer
-        # Video unbuffered: a viewer whose sending falls behind skips to the newest frame rather than
-        # lagging ever more; the voice buffered: each of its frames is needed.
-        tracks = [OwnFrames(self._relay.subscribe(self.call.voice_track)),
-                  OwnFrames(self._relay.subscribe(self.call.video, buffered=False))]
         try:
-            answer = await viewer.start(offer_sdp, self.config, tracks)
+            answer = await viewer.start(offer_sdp, self.config, self.copies(self.call.voice_track, self.call.video))
         except BaseException:
             await self.drop_viewer(viewer.id, "set-up failed")
             raise

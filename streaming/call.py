@@ -85,7 +85,8 @@ class Call:
         self.outputs: list[MediaOutput] = []  # RTMP pushes and the recording (streaming/outputs.py)
 
     # ---- set-up -----------------------------------------------------------------------------
-    async def start(self, offer: Offer, image) -> dict:
+    async def start(self, offer: Offer, image, watched=None) -> dict:
+        """`watched`: the Broadcast of a call WHEP players may watch; the caller's tracks come from it."""
         from avatar.session import Session
 
         cfg = self.config
@@ -125,8 +126,10 @@ class Call:
         if self.broadcast:
             pc.addTransceiver("audio", direction="recvonly")
         else:
-            pc.addTransceiver(self.voice_track, direction="sendrecv")
-            pc.addTransceiver(self.video, direction="sendonly")
+            voice, video = (self.voice_track, self.video) if watched is None else \
+                watched.copies(self.voice_track, self.video)
+            pc.addTransceiver(voice, direction="sendrecv")
+            pc.addTransceiver(video, direction="sendonly")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP

@@ -163,6 +163,26 @@ class WhipEndpoints:
     async def close_all(self, reason: str) -> None:
         for broadcast in list(self.broadcasts.values()):
             await self._ended(broadcast, reason)
+        for broadcast in list(self.watched.values()):  # watched websocket calls
+            await self._unwatched(broadcast, reason)
+
+    def watchable(self, offer_sdp: str) -> Broadcast:
+        """For a websocket call that lets WHEP players watch it: its viewers' Broadcast, to start the
+        call with (Call.start(watched=...)), then `watch_call`."""
+        return Broadcast(offer_sdp, self.config)
+
+    def watch_call(self, broadcast: Broadcast, call) -> str:
+        """Open a started websocket call to WHEP players (until it ends); returns where to watch it.
+        The watch id is the capability: only the caller learns it (plus the token, if the server has one)."""
+        self.watched[broadcast.watch_id] = broadcast
+        broadcast.attach(call, self._unwatched, drain=False)
+        log.info("call=%s event=watchable", call.id)
+        return f"/whep/{broadcast.watch_id}"
+
+    async def _unwatched(self, broadcast: Broadcast, reason: str) -> None:
+        """A watched websocket call ended: its viewers end; its slot is the websocket's to free."""
+        if self.watched.pop(broadcast.watch_id, None) is not None:
+            await broadcast.close(reason)
 
     # ---- WHEP -------------------------------------------------------------------------------
     async def watch(self, request: web.Request) -> web.Response:

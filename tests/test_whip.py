@@ -340,3 +340,41 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
         await browser.close()
     log = (tmp_path / "whip-client.log").read_text(errors="replace")
     assert "DTLS connected" in log and "[trickle]" not in log, log[-2000:]  # every PATCH got its 204
+
+
+async def test_whep_watches_a_websocket_call_only_when_it_opts_in(whip_server, speech_hello):
+    """A websocket call with the offer option `watch` gets a WHEP path in its answer; a player there
+    gets the avatar and the re-timed voice while the caller keeps its own; a call without it has none.
+    When the caller hangs up, the player's tracks end and the path is gone."""
+    from streaming.contrib.pyclient import CallClient
+
+    server, base = whip_server
+    server.config.max_sessions = 2
+    url = f"ws://127.0.0.1:{server.port}/ws?token={TOKEN}"
+    private = await CallClient.open(url, speech_hello, 16000, read_stamps=False)
+    watched = await CallClient.open(url, speech_hello, 16000, read_stamps=False, loop=True, offer_extra={"watch": True})
+    viewer = AiortcViewer()
+    try:
+        assert "watch" not in private.answer and watched.answer["watch"].startswith("/whep/")
+        assert server.whip.watched and not server.whip.broadcasts  # no WHIP session: nothing to end by URL
+        async with aiohttp.ClientSession() as http:
+            status, _, _ = await request(http, "POST", base + watched.answer["watch"], "v=0", headers={})
+            assert status == 401  # the server's token still applies
+            await viewer.watch(http, base + watched.answer["watch"])
+            await until(lambda: viewer.received["video"] > 25 and viewer.received["audio"] > 50, 30,
+                        "the player's frames")
+            caller_frames = len(watched.received.video)
+            await asyncio.sleep(1.0)
+            assert len(watched.received.video) > caller_frames + 15  # the caller still gets its own
+            (call,) = [c for c in server.calls.values() if c is not None and c.id == watched.ready["call"]]
+            await watched.send({"type": "bye"})
+            await asyncio.wait_for(viewer.ended.wait(), 10)
+            await until(lambda: call.closed.is_set() and not server.whip.watched, 10, "the watch to end")
+            status, _, _ = await request(http, "POST", base + watched.answer["watch"], viewer.pc.localDescription.sdp)
+            assert status == 404
+            assert len(private.received.video) > 25 and not any(
+                c.closed.is_set() for c in server.calls.values() if c is not None)
+    finally:
+        await viewer.pc.close()
+        await watched.close()
+        await private.close()

@@ -218,7 +218,7 @@ async def test_a_live_chromium_viewer_is_not_taken_for_gone(server, tmp_path, sp
     """The other side of the watchdog: Chromium watching (the shipped WHEP page) only receives, so its
     RTCP reports alone must keep it; it is still there well past the timeout, and still playing."""
     from test_browser_demo import CHROMIUM, Chromium
-    from test_whip import speech_wav
+    from test_whip import speech_wav, watch_in_page
 
     if CHROMIUM is None:
         pytest.skip("needs Debian's chromium")
@@ -229,12 +229,7 @@ async def test_a_live_chromium_viewer_is_not_taken_for_gone(server, tmp_path, sp
     try:
         await publisher.line("location")
         broadcast = next(iter(server.whip.broadcasts.values()))
-        await browser.open_page()
-        await browser.command("Page.navigate", url=f"{base}/demo/watch.html?whep=/whep/{broadcast.watch_id}")
-        await browser.until("window.watching && window.watching.start", "the watch page did not load")
-        await browser.evaluate(f"window.watching.start('{TOKEN}')")
-        await browser.until("window.watching.pc && window.watching.pc.connectionState === 'connected'",
-                            "the page's viewer to connect")
+        await watch_in_page(browser, base, broadcast.watch_id)
         (viewer,) = broadcast.viewers.values()
         await until(viewer.connected.is_set, 10, "the server's side of the viewer")
         frames = "document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames"

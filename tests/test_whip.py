@@ -223,6 +223,16 @@ def publish(url: str, wav: Path, tmp_path: Path) -> subprocess.Popen:
                             stdout=open(tmp_path / "whip-client.log", "wb"), stderr=subprocess.STDOUT)
 
 
+async def watch_in_page(browser, base: str, watch_id: str) -> None:
+    """The shipped WHEP page in Chromium, watching /whep/{watch_id} until connected."""
+    await browser.open_page()
+    await browser.command("Page.navigate", url=f"{base}/demo/watch.html?whep=/whep/{watch_id}")
+    await browser.until("window.watching && window.watching.start", "the watch page did not load")
+    await browser.evaluate(f"window.watching.start('{TOKEN}')")
+    await browser.until("window.watching.pc && window.watching.pc.connectionState === 'connected'",
+                        "the page's viewer to connect")
+
+
 async def until(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -284,12 +294,7 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
         await until(lambda: any(e["event"] == "speechstart" for e in call.vad_events), 30, "a speech start")
         await until(lambda: call.worker.stats.windows > call.worker.stats.idle_windows, 20, "a speech window")
 
-        await browser.open_page()
-        await browser.command("Page.navigate", url=f"{base}/demo/watch.html?whep=/whep/{broadcast.watch_id}")
-        await browser.until("window.watching && window.watching.start", "the watch page did not load")
-        await browser.evaluate(f"window.watching.start('{TOKEN}')")
-        await browser.until("window.watching.pc && window.watching.pc.connectionState === 'connected'",
-                            "the page's viewer to connect")
+        await watch_in_page(browser, base, broadcast.watch_id)
         sent0 = call.video.sent
         playback = await browser.evaluate(MEASURE_FPS)  # over 4 s
         playback["server_fps"] = (call.video.sent - sent0) / 4

@@ -6,13 +6,16 @@ subprocess and real aiortc callers (streaming.contrib.pyclient) over loopback.
     python benchmarks/robustness.py soak [--minutes 30] [--callers 2]
     common: [--profile NAME] (default: the default profile; `tiny` for a checkout older than portrait)
             [--server-tree DIR] (run the server from another checkout, e.g. an older commit's worktree)
-            [--json out.json]
+            [--json out.json] [--key NAME] (store the result under NAME in out.json, keeping its other
+            keys, e.g. "before" and "after"; an earlier NAME is kept as NAME_previous)
+            [--verbose] (the server runs with -v: its log has a line per late window, with its cause)
 
 Each prints its figures with the machine's load (`uptime`): figures taken on a loaded machine say
 more about the machine than about the server, and the output says so. The soak also prints per
-caller the share of windows made with fewer steps, and the CPU budget of a call (CPU seconds per
-media second: server, generation, the rest of the server, the harness's caller), which the load
-hardly changes.
+caller the share of windows made with fewer steps, the frames handed to the track late by cause
+(streaming/lateness.py: where the repeated frames came from), and the CPU budget of a call (CPU
+seconds per media second: server, generation, the rest of the server, the harness's caller), which
+the load hardly changes.
 """
 
 from __future__ import annotations
@@ -22,100 +25,16 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from live_server import DEFAULT_PROFILE, ROOT, Probe, Server, load, open_probe  # benchmarks/
+from soak_figures import av_offset, cpu_budget, engine_counts  # benchmarks/
 
-from avatar.audio import load_audio_file  # noqa: E402
-from avatar.profiles import DEFAULT_PROFILE  # noqa: E402
-from streaming.contrib.pyclient import CallClient  # noqa: E402
-
-from soak_figures import av_offset, cpu_budget, engine_counts  # noqa: E402  (benchmarks/)
-
-RATE = 16000
 SILENT_RMS = 0.003  # returned voice quieter than this is silence (the phrase's quiet parts are ~0.01)
 CHANGED = 2.0  # a frame whose thumbnail differs from the one before by more than this somewhere (0-255) moved
-
-
-def load() -> str:
-    return repr(os.getloadavg())
-
-
-class Probe(CallClient):
-    """A caller keeping compact records: video (arrival, pts, 16x16 grey thumbnail), voice (arrival, pts, rms)."""
-
-    async def _record(self, track) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except Exception:  # the track ended
-                return
-            now = time.monotonic()
-            if track.kind == "video":
-                grey = frame.to_ndarray(format="gray")
-                h, w = grey.shape
-                thumb = grey[:h - h % 16, :w - w % 16].reshape(16, h // 16, 16, w // 16).mean(axis=(1, 3))
-                self.received.video.append((now, frame.pts, thumb))
-            else:
-                pcm = frame.to_ndarray().astype(np.float32).reshape(-1) / 32768.0
-                self.received.audio.append((now, frame.pts, float(np.sqrt(np.mean(pcm ** 2)))))
-
-
-class Server:
-    """`avatar serve --profile NAME` in a subprocess, from this checkout or another."""
-
-    def __init__(self, tree: Path, max_sessions: int = 2, profile: str = DEFAULT_PROFILE):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        module = "streaming.cli" if (tree / "streaming" / "cli.py").exists() else "avatar.cli"
-        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-        self.log = open(f"/tmp/robustness-server-{self.port}.log", "w")
-        self.cmd = [sys.executable, "-m", module, "serve", "--profile", profile, "--port", str(self.port),
-                    "--max-sessions", str(max_sessions)]
-        self.proc = subprocess.Popen(self.cmd, cwd=tree, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    async def ready(self, timeout: float = 180.0) -> "Server":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "avatar server: open" in Path(self.log.name).read_text():
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-2000:]}")
-            await asyncio.sleep(0.2)
-        raise TimeoutError("the server did not start")
-
-    def sessions(self) -> int:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
-            return json.loads(r.read())["sessions"]
-
-    def cpu_s(self) -> float:
-        """CPU seconds the server process has used (all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def memory(self) -> tuple[float, int]:
-        """(RSS in MB, threads) of the server process."""
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.log.close()
-
-
-async def open_probe(server: Server) -> Probe:
-    phrase = load_audio_file(ROOT / "tests" / "data" / "speech_hello.wav")  # looped: the caller keeps talking
-    return await Probe.open(f"ws://127.0.0.1:{server.port}/ws", phrase, RATE, read_stamps=False, loop=True, timeout=60)
 
 
 # ---- (a) pause ---------------------------------------------------------------------------------
@@ -269,8 +188,14 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
             "fps": round(frames / (end - t0), 2),
             "repeated_pct": round(100 * repeated / sent, 2) if sent else None,
             "fewer_steps_pct": round(100 * counts[-1]["fewer_steps"] / windows, 1) if windows else None,
+            # of the windows with speech (idle ones have their own one-step path): made at full steps
+            "full_steps_speech_windows": windows - counts[-1]["idle_windows"] - counts[-1]["fewer_steps"],
+            "speech_windows": windows - counts[-1]["idle_windows"],
+            "output_delay_s": counts[-1]["output_delay_s"],
             "av_offset_first_min_s": av_offset(c, t0, t0 + 60),
             "av_offset_last_min_s": av_offset(c, end - 60, end),
+            "late_frames": counts[-1]["late_frames"], "late_causes": counts[-1]["late_causes"],
+            "input_dropped": counts[-1]["input_dropped"],
             "catch_ups": len([m for _, m in c.received.messages if m.get("type") == "degraded"
                               and m.get("reason") == "catch-up"]),
             "call_alive": up})
@@ -290,9 +215,13 @@ async def main() -> None:
     parser.add_argument("--server-tree", type=Path, default=ROOT)
     parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--json")
+    parser.add_argument("--key", help="store the result under this key of the --json file, keeping the others")
+    parser.add_argument("--verbose", action="store_true",
+                        help="run the server with -v (its log, named in the output, has a line per late window)")
     args = parser.parse_args()
-    server = await Server(args.server_tree.resolve(), profile=args.profile).ready()
-    print(f"server: {' '.join(server.cmd)} (tree {args.server_tree}), load {load()}", flush=True)
+    server = await Server(args.server_tree.resolve(), profile=args.profile, verbose=args.verbose).ready()
+    print(f"server: {' '.join(server.cmd)} (tree {args.server_tree}, log {server.log.name}), load {load()}",
+          flush=True)
     try:
         if args.harness == "pause":
             result = await run_pause(server, args.pauses)
@@ -306,7 +235,18 @@ async def main() -> None:
     summary = {k: v for k, v in result.items() if k != "calls"}
     print(json.dumps(summary, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).write_text(json.dumps(stored(Path(args.json), args.key, result), indent=1))
+
+
+def stored(path: Path, key: str | None, result: dict) -> dict:
+    """What the --json file holds after this run: the result, or (with a key) its other keys and the
+    result under the key, an earlier result there kept as KEY_previous."""
+    if key is None:
+        return result
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    if key in kept:
+        kept[f"{key}_previous"] = kept.pop(key)
+    return kept | {key: result}
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """How soon a dropped caller's session slot is free again (issue 11, harness c), for every kind of
 drop: a goodbye, a closed websocket, a reset TCP connection, a caller that stops answering (no FIN,
-no pongs), a caller that closes its peer connection, a DTLS failure (a fingerprint that does not
-match), and a caller whose peer is gone before connecting (measured from its ICE failure or the
-signaling deadline, whichever comes first). A server in this process (tiny-random profile) and real
+no pongs), a caller that closes its peer connection, a caller whose media path dies while its websocket
+lives on (the server's media timeout, set to MEDIA_TIMEOUT_S here; 5 s by default), a DTLS failure (a
+fingerprint that does not match), and a caller whose peer is gone before connecting (measured from
+its ICE failure or the signaling deadline, whichever comes first). A server in this process (tiny-random profile) and real
 aiortc callers on loopback:
 
     python benchmarks/slot_free.py [--repeat 3] [--root CHECKOUT] [--json out.json]
@@ -21,7 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DROPS = ("bye", "ws_close", "tcp_reset", "silent", "pc_closed", "dtls_failure", "never_connects")
+DROPS = ("bye", "ws_close", "tcp_reset", "silent", "pc_closed", "media_dead", "dtls_failure", "never_connects")
+MEDIA_TIMEOUT_S = 1.0
 GIVE_UP_S = 20.0
 WRONG_FINGERPRINT = ":".join(["AB"] * 32)
 
@@ -108,6 +110,11 @@ async def drop_once(srv, kind: str, pcm) -> float:
             client.ws.transport.pause_reading()
         elif kind == "pc_closed":
             await client.pc.close()
+        elif kind == "media_dead":  # its network path dies: not a packet more either way, no goodbye
+            for transceiver in client.pc.getTransceivers():
+                for protocol in transceiver.sender.transport.transport.iceGatherer._connection._protocols:
+                    protocol.transport.pause_reading()
+                    protocol.transport.sendto = lambda *args, **kwargs: None
         freed = await _until(lambda: len(srv.calls) <= len(busy))
     finally:
         await client.close()
@@ -120,7 +127,8 @@ async def measure(profile, repeat: int, kinds=DROPS, signaling_timeout_s: float 
     from streaming.config import ServerConfig
     from streaming.server import AvatarServer
 
-    config = ServerConfig(port=0, compute_allowance_s=0.2, signaling_timeout_s=signaling_timeout_s)
+    config = ServerConfig(port=0, compute_allowance_s=0.2, signaling_timeout_s=signaling_timeout_s,
+                          media_timeout_s=MEDIA_TIMEOUT_S)
     srv = await AvatarServer(config, profile).start()
     pcm = babble(4.0, 16000, 0)
     results = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -12,12 +11,13 @@ from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from avatar.audio import AudioTimeline
 from avatar.errors import AvatarError
-from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
+from models.audio_features import SAMPLE_RATE
 
 from .avatars import image_refused
 from .buffers import FrameBuffer
+from .call_input import closes_within, input_t, intake_loop
 from .clock import MediaClock
-from .events import AvatarSwitched, Degraded, Failed, Interrupted, VadEvent, VadKind, WorkerEvent
+from .events import AvatarSwitched, Degraded, Failed, Interrupted, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
 from .liveness import end_when_silent
@@ -31,9 +31,6 @@ from .vad import SpeechDetector
 from .worker import GenerationWorker
 
 log = logging.getLogger(__name__)
-
-STARVED_POLL_S = 0.1  # how often a silent input is checked (and filled with silence)
-
 
 class Call:
     """One caller's call, from the offer to the hang-up.
@@ -59,7 +56,7 @@ class Call:
         self._generation_cores = generation_cores  # likewise
         self._send = send  # never raises
         self._vad_model_factory = vad_model_factory
-        self._executor = executor  # runs the VAD off the loop (None: the default pool)
+        self.executor = executor  # runs the VAD off the loop (None: the default pool)
         self.loop = asyncio.get_running_loop()
         self.connected = asyncio.Event()
         self.closed = asyncio.Event()
@@ -148,22 +145,27 @@ class Call:
         self.outputs = open_outputs(cfg, self.id, offer.rtmp, fps, session.reference.image.shape[:2],
                                     DelayedVoiceTrack.OUT_RATE, self._from_output)
         self.video.outputs = self.voice_track.outputs = self.outputs
-        self._spawn(self._stats_loop())
+        self.spawn(self._stats_loop())
         log.info("call=%s event=answered output_delay_s=%.3f", self.id, self.clock.delay_s)
         return {"type": "answer", "sdp": pc.localDescription.sdp, "delay_s": round(self.clock.delay_s, 3),
                 "fps": fps, "resolution": list(session.reference.image.shape[:2]),
                 "outputs": [output.kind for output in self.outputs]}
 
-    def _spawn(self, coro) -> None:
+    def spawn(self, coro) -> None:
+        """Run a coroutine of this call's (the loops, messages out); close waits for them."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def tell(self, msg: dict) -> None:
+        """Send the caller a message without waiting for it to go out."""
+        self.spawn(self._send(msg))
+
     def _on_track(self, track) -> None:
         if track.kind == "audio":
-            self._spawn(self._intake_loop(track))
+            self.spawn(intake_loop(self, track))
         else:
-            self._spawn(discard_track(track))
+            self.spawn(discard_track(track))
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState if self.pc else "closed"
@@ -179,78 +181,6 @@ class Call:
         """A checked trickle candidate (None: the caller has no more)."""
         if self.pc is not None:
             await self.pc.addIceCandidate(candidate)
-
-    # ---- media in -------------------------------------------------------------------------------
-    async def _intake_loop(self, track) -> None:
-        # No exception passes through this frame (asyncio.wait, task.exception()): one that did would
-        # tie the frame, and so the call, into a reference cycle that outlives the call.
-        # The track exists once the offer is applied; the clock starts with the media path, so a call
-        # that never connects makes no window (of silence) before the signaling deadline ends it.
-        if not await self._connects():
-            return
-        self.clock.start()
-        receiving: asyncio.Task | None = None
-        try:
-            while not self.closed.is_set():
-                if receiving is None and track.readyState != "live":  # no more input
-                    if not await self._closes_within(STARVED_POLL_S):
-                        await self._take_audio(self.intake.fill_silence())  # keeps the face idling
-                    continue
-                receiving = receiving or asyncio.ensure_future(track.recv())
-                done, _ = await asyncio.wait({receiving}, timeout=STARVED_POLL_S)
-                if not done:  # starved: silence keeps the timeline on the clock
-                    await self._take_audio(self.intake.fill_silence())
-                    continue
-                finished, receiving = receiving, None
-                if not finished.cancelled() and finished.exception() is None:  # else the track ended
-                    await self._take_audio(self.intake.push(finished.result()))
-        finally:  # also when _close cancels this loop: no recv() left pending on the track
-            if receiving is not None:
-                receiving.cancel()
-
-    async def _take_audio(self, pcm) -> None:
-        if not len(pcm):
-            return
-        self.voice.append(pcm)
-        chunks, events = await self.loop.run_in_executor(self._executor, self.detector.push, pcm)
-        for chunk in chunks:
-            self.worker.push_audio(chunk.pcm, chunk.speech)
-        for event in events:
-            self._report_vad(event)
-
-    def _input_t(self, sample: int) -> float:
-        """A call sample on the caller's clock: seconds since the first audio received."""
-        return round((sample - (self.intake.input_offset or 0)) / SAMPLE_RATE, 3)
-
-    def _report_vad(self, event: VadEvent) -> None:
-        msg = {"type": "vad", "event": str(event.kind), "t": round(event.seconds, 3),
-               "input_t": self._input_t(event.sample), "frame": event.sample // SAMPLES_PER_FRAME,
-               "shows_in_s": round(self.clock.sample_due(event.sample) - time.monotonic(), 3)}
-        if event.kind is VadKind.SPEECH_START:
-            self.last_vad_lag = self.clock.media_now() - event.seconds
-            self.utterances.started()
-        else:
-            played_to, cut = self.utterances.ended(event.sample)
-            msg |= {"played_to": round(played_to / SAMPLE_RATE, 3), "played_to_input_t": self._input_t(played_to),
-                    "cut": cut}
-        self.vad_events.append(msg)
-        self._spawn(self._send(msg))
-
-    async def _connects(self) -> bool:
-        """Wait until the media path is up (True) or the call ends first (False)."""
-        waiting = {asyncio.ensure_future(self.connected.wait()), asyncio.ensure_future(self.closed.wait())}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        for task in waiting:
-            task.cancel()
-        return self.connected.is_set() and not self.closed.is_set()
-
-    async def _closes_within(self, seconds: float) -> bool:
-        """Sleep, but wake when the call closes: the call's loops end by themselves rather than by
-        cancellation, so no cancelled frame (holding the call) is left in a reference cycle."""
-        waiting = asyncio.ensure_future(self.closed.wait())
-        done, _ = await asyncio.wait({waiting}, timeout=seconds)
-        waiting.cancel()
-        return bool(done)
 
     # ---- control --------------------------------------------------------------------------------
     def _live_worker(self) -> GenerationWorker:
@@ -291,7 +221,7 @@ class Call:
 
     def _on_output_failed(self, kind: str, reason: str) -> None:
         if not self.closed.is_set():
-            self._spawn(self._send({"type": "output", "output": kind, "ok": False, "reason": reason}))
+            self.tell({"type": "output", "output": kind, "ok": False, "reason": reason})
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
         if self.closed.is_set():  # sent just before the call closed: nobody is listening
@@ -299,24 +229,23 @@ class Call:
         match event:
             case Interrupted(sample, dropped_speech):
                 self.voice.silence_from(sample)
-                self._spawn(self._send({"type": "interrupted", "t": round(event.seconds, 3),
-                                        "input_t": self._input_t(sample),
-                                        "cut": self.utterances.interrupted(sample, dropped_speech)}))
+                self.tell({"type": "interrupted", "t": round(event.seconds, 3), "input_t": input_t(self, sample),
+                           "cut": self.utterances.interrupted(sample, dropped_speech)})
             case AvatarSwitched(frame):
-                self._spawn(self._send({"type": "avatar", "ok": True, "frame": frame}))
+                self.tell({"type": "avatar", "ok": True, "frame": frame})
             case Degraded(reason, behind_s, skipped_frames):
-                self._spawn(self._send({"type": "degraded", "reason": reason, "behind_s": behind_s,
-                                        "skipped_frames": skipped_frames}))
+                self.tell({"type": "degraded", "reason": reason, "behind_s": behind_s,
+                           "skipped_frames": skipped_frames})
             case Failed(message):
-                self._spawn(self._send({"type": "error", "code": "generation_failed", "message": message}))
-                self._spawn(self.close("generation failed"))
+                self.tell({"type": "error", "code": "generation_failed", "message": message})
+                self.spawn(self.close("generation failed"))
 
     # ---- stats ---------------------------------------------------------------------------------
     def stats(self) -> dict:
         return self._stats.message(self)
 
     async def _stats_loop(self) -> None:
-        while not await self._closes_within(self.config.stats_interval_s):
+        while not await closes_within(self.closed, self.config.stats_interval_s):
             if self.clock.started:
                 try:
                     stats = self.stats()
@@ -345,7 +274,7 @@ class Call:
 
     async def _close(self, reason: str) -> None:
         log.info("call=%s event=closing reason=\"%s\"", self.id, reason)
-        if self._tasks:  # the loops see `closed` and end within STARVED_POLL_S
+        if self._tasks:  # the loops see `closed` and end within call_input.STARVED_POLL_S (a poll)
             await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
             task.cancel()

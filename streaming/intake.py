@@ -38,6 +38,7 @@ class AudioIntake:
         self.end = 0  # samples emitted so far (the timeline's end)
         self.gaps = 0  # stretches of missing input filled with silence
         self.cut = 0  # input samples dropped because their place was already filled
+        self.dropped = 0  # input frames dropped unread, a backlog the reader could not keep up with
         self.input_offset: int | None = None  # timeline position of the first input sample
 
     def _position(self, frame: av.AudioFrame) -> int:

@@ -4,6 +4,7 @@ protocol.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 
@@ -27,6 +28,22 @@ def shorten_audio_prefetch(pc: RTCPeerConnection, prefetch: int) -> None:
             receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=current.capacity, prefetch=prefetch)
         else:
             log.info("event=prefetch_unchanged reason=\"aiortc internals differ\"")
+
+
+def drop_input_backlog(track, keep: int) -> int:
+    """aiortc queues every decoded frame of a remote track, without bound: a reader that falls behind
+    (a starved process) would hold an ever longer backlog, all of it still to resample and run the
+    VAD on. Drop the oldest beyond `keep`; returns how many went (their time becomes a gap the intake
+    fills with silence). End of stream (None) is always the last item, so it is never dropped. Does
+    nothing if aiortc's internals are not what this expects."""
+    queue = getattr(track, "_queue", None)
+    if not isinstance(queue, asyncio.Queue):
+        return 0
+    dropped = 0
+    while queue.qsize() > max(keep, 1):
+        queue.get_nowait()
+        dropped += 1
+    return dropped
 
 
 def answer_as_dtls_server(pc: RTCPeerConnection, offer_sdp: str) -> None:

@@ -16,7 +16,14 @@ estimate of full steps falls with it and they come back.
 Full steps must also fit the call's share of the machine (`cores`, from avatar.threads): a window's
 CPU time at full steps over the window's length is the cores the call needs to keep up. Two calls on
 two cores cannot both have that (then they would fall behind together, whatever the slack says), so
-each runs one step while they share the machine.
+each runs one step while they share the machine. "Fit" keeps a margin (SHARE_MARGIN): full steps
+that need about the whole share leave no room for the media path's bursts and the other call's.
+The first full-steps window may have cost more than usual (a cold start), so while over the share
+full steps' CPU estimate eases toward one step's and they are re-measured; but never below the
+cheapest full-steps window measured after that first one. (Before, two tiny calls on two cores, full
+steps at 0.19-0.22 CPU-s a window against a share of 0.192, eased back under it every few seconds
+and tried full steps again, a window likely to be late each time: in the 30-minute soak, which had
+1.3-1.7% repeated frames, 7-12% of the windows were not made on one step, full-step and idle ones.)
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 SMOOTHING = 0.3  # weight of the newest compute time in the moving estimates
 FULL_STEPS_MARGIN = 1.1  # full steps only when the slack exceeds their estimate by this factor
 CPU_RELAX = 0.995  # per window on fewer steps for want of cores: full steps' CPU estimate eases toward one step's
+SHARE_MARGIN = 0.9  # full steps only when their CPU time is under this much of the call's share
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class StepPlanner:
         self.est_fast: float | None = None
         self.cpu_full: float | None = None  # CPU seconds of a window at full steps, at one step
         self.cpu_fast: float | None = None
+        self.full_measured = 0  # full-steps windows with a CPU time
+        self.cpu_full_best: float | None = None  # the cheapest of those after the first (which may be cold)
 
     def _cheapest(self) -> float:
         known = [e for e in (self.est_full, self.est_fast) if e is not None]
@@ -52,7 +62,7 @@ class StepPlanner:
 
     def over_budget(self, cores: float | None) -> bool:
         """Full steps need more of a core than the call's share (None: no share set)."""
-        return cores is not None and self.cpu_full is not None and self.cpu_full > cores * self.window_s
+        return cores is not None and self.cpu_full is not None and self.cpu_full > SHARE_MARGIN * cores * self.window_s
 
     def plan(self, slack_s: float, ready: int, cores: float | None = None) -> WindowPlan:
         skip = 0
@@ -81,6 +91,9 @@ class StepPlanner:
         if cpu_s is not None and cpu_s > 0:
             slowdown = compute_s / cpu_s  # wall time per CPU second now
             if full:  # up at once (a re-measure after easing), down smoothly
+                self.full_measured += 1
+                if self.full_measured > 1:
+                    self.cpu_full_best = cpu_s if self.cpu_full_best is None else min(self.cpu_full_best, cpu_s)
                 self.cpu_full = max(cpu_s, _smooth(self.cpu_full, cpu_s))
                 if self.cpu_fast is not None:
                     self.est_fast = _smooth(self.est_fast, self.cpu_fast * slowdown)
@@ -88,8 +101,8 @@ class StepPlanner:
             self.cpu_fast = _smooth(self.cpu_fast, cpu_s)
             if self.cpu_full is not None:
                 # a first full-steps window that cost more than usual (a cold start) must not keep the
-                # call off full steps for good: re-measured now and then, one window at a time
-                self.cpu_full = max(self.cpu_fast, CPU_RELAX * self.cpu_full)
+                # call off full steps for good: eased until re-measured (no lower than a warm one)
+                self.cpu_full = max(self.cpu_fast, self.cpu_full_best or 0.0, CPU_RELAX * self.cpu_full)
                 self.est_full = _smooth(self.est_full, self.cpu_full * slowdown)
                 return
         if not full and self.est_full is not None:

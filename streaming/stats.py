@@ -7,7 +7,7 @@ import time
 from models.audio_features import SAMPLE_RATE
 
 ENGINE_COUNTERS = ("windows", "idle_windows", "fewer_steps", "catch_ups", "skipped_frames", "late_windows",
-                   "cpu_s")
+                   "cpu_s", "late_frames", "late_causes")
 
 
 class StatsReporter:
@@ -52,6 +52,7 @@ class StatsReporter:
             "speaking": call.detector.speaking,
             "input_offset_s": None if offset is None else round(offset / SAMPLE_RATE, 4),
             "input_gaps": call.intake.gaps,
+            "input_dropped": call.intake.dropped,
             "latency": {  # the budget, term by term (seconds)
                 "window_s": round(call.window_s, 3),
                 "lookahead_s": round(call.session.lookahead_s, 3),

@@ -25,6 +25,7 @@ from .buffers import FrameBuffer
 from .clock import MediaClock
 from .events import (AudioIn, AvatarSwitched, Degraded, Failed, Interrupt, Interrupted, SetPrompt, Stop,
                      SwapSession, WorkerCommand, WorkerEvent)
+from .lateness import CAUSES, GcClock, WindowLateness, late_cause
 from .planner import StepPlanner
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class WorkerStats:
         self.catch_ups = 0  # times the stream fell behind and jumped to the frame due now
         self.skipped_frames = 0  # frames passed over by those jumps (never made)
         self.late_windows = 0  # windows whose first frame was ready after its due time
+        self.late_frames = 0  # frames handed to the track after their due time (each shown as a repeat)
+        self.late_causes = dict.fromkeys(CAUSES, 0)  # those frames by their window's cause (streaming/lateness.py)
         self.cpu_s = 0.0  # CPU seconds the generation thread has used (as of its last window)
         self.compute_s = deque(maxlen=50)
         self.slack_s = deque(maxlen=50)  # due time of a window's first frame - time it was ready
@@ -54,7 +57,7 @@ class WorkerStats:
         return {
             "windows": self.windows, "idle_windows": self.idle_windows, "fewer_steps": self.fewer_steps,
             "catch_ups": self.catch_ups, "skipped_frames": self.skipped_frames, "late_windows": self.late_windows,
-            "cpu_s": round(self.cpu_s, 3),
+            "cpu_s": round(self.cpu_s, 3), "late_frames": self.late_frames, "late_causes": dict(self.late_causes),
             "compute_last_s": round(compute[-1], 4) if compute else None,
             "compute_p95_s": round(float(np.percentile(compute, 95)), 4) if compute else None,
             "slack_min_s": round(min(slack), 4) if slack else None,
@@ -125,9 +128,12 @@ class GenerationWorker:
         self._next_frame = 0  # the call's frame index of the next window's first frame
         self._pushed = 0  # call timeline samples pushed so far
         self._recent: deque = deque()  # (start sample, pcm, speech), about REPLAY_S of it
+        self._lateness: WindowLateness | None = None  # the window being made
+        self._last_idle = True  # whether the last window made was idle
 
     # ---- called from the event loop ---------------------------------------------------------
     def start(self) -> None:
+        GcClock.install()
         self._thread.start()
 
     def push_audio(self, pcm: np.ndarray, speech: bool) -> None:
@@ -232,6 +238,8 @@ class GenerationWorker:
         if self._base_frame:
             frames = [replace(f, index=f.index + self._base_frame) for f in frames]
         self.frames.put(frames)
+        if self._lateness is not None:
+            self._lateness.delivered(f.index for f in frames)
 
     def _run_window(self) -> None:
         if self.threads is not None:
@@ -244,12 +252,24 @@ class GenerationWorker:
             self._jump(plan.skip, -slack)
         first = self._next_frame
         due = self.clock.frame_due(first)
-        started, cpu_started = time.monotonic(), time.thread_time()
+        started, cpu_started, gc_started = time.monotonic(), time.thread_time(), GcClock.seconds
+        lateness = self._lateness = WindowLateness(self.clock.frame_due, started, cpu_started)
         result = self.session.run_window(plan.steps, deliver=self._deliver)
         done, cpu = time.monotonic(), time.thread_time()
+        self._lateness = None
         self._next_frame = self._base_frame + result.first_frame + self.session.frames_per_window
         compute = done - started
         self.planner.observe(plan.steps, result.idle, compute, cpu - cpu_started)
+        cause = None
+        if lateness.frames:
+            cause = late_cause(lateness, cpu - cpu_started, compute, GcClock.seconds - gc_started,
+                               plan.steps is None and not result.idle,
+                               self._last_idle and not result.idle)
+            log.info("thread=%s event=late_window window=%d cause=%s late_frames=%d worst_s=%.3f start_slack_s=%.3f "
+                     "compute_s=%.3f cpu_s=%.3f gc_s=%.3f steps=%d", self._thread.name, result.window, cause,
+                     lateness.frames, lateness.worst_s, due - started, compute, cpu - cpu_started,
+                     GcClock.seconds - gc_started, result.steps)
+        self._last_idle = result.idle
         with self.lock:
             st = self.stats
             st.windows += 1
@@ -258,6 +278,9 @@ class GenerationWorker:
             st.compute_s.append(compute)
             st.slack_s.append(due - done)
             st.late_windows += done > due
+            st.late_frames += lateness.frames
+            if cause is not None:
+                st.late_causes[cause] += lateness.frames
             st.cpu_s = cpu
             st.recent.append({"window": result.window, "first_frame": first, "started": started,
                               "done": done, "steps": result.steps, "idle": result.idle})

@@ -395,3 +395,24 @@ def test_intake_after_a_pause_cuts_only_the_burst_and_keeps_up_at_once():
     # Nothing is owed afterwards: the next frame is kept whole, right after the burst.
     after = intake.push(_audio_frame(tone, 48000, 960 * 60), now=1.21)
     assert len(after) == pytest.approx(320, abs=16) and intake.end == pytest.approx(61 * 320, abs=64)
+
+
+async def test_an_input_backlog_is_cut_to_its_newest_frames_and_keeps_the_end_of_stream():
+    """aiortc's remote track queues decoded frames without bound; a starved reader keeps the newest."""
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+    from streaming.peer import drop_input_backlog
+
+    track = RemoteStreamTrack(kind="audio")
+    frames = []
+    for i in range(40):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=320)
+        frame.pts = i * 320
+        frames.append(frame)
+        track._queue.put_nowait(frame)
+    track._queue.put_nowait(None)  # end of stream
+    assert drop_input_backlog(track, 25) == 16
+    assert [(await track.recv()).pts for _ in range(24)] == [f.pts for f in frames[16:]]
+    with pytest.raises(Exception):  # the end of stream is still there: MediaStreamError
+        await track.recv()
+    assert drop_input_backlog(SimpleNamespace(), 25) == 0  # internals not as expected: nothing done

@@ -79,6 +79,7 @@ def test_on_time_worker_runs_every_window_in_order_at_full_steps(tiny_profile, f
     assert [f.index for f in got] == list(range(len(got))) and len(got) >= 3 * tiny_profile.frames_per_window
     snap = worker.stats.snapshot()
     assert snap["fewer_steps"] == 0 and snap["catch_ups"] == 0 and snap["late_windows"] == 0
+    assert snap["late_frames"] == 0 and set(snap["late_causes"].values()) == {0}
     assert [step for step in (w["steps"] for w in worker.stats.recent)] == [tiny_profile.steps] * snap["windows"]
     assert events.of(Degraded) == []
 
@@ -100,6 +101,9 @@ def test_worker_far_behind_jumps_over_windows_it_would_show_late_and_says_so(tin
     assert skipped == worker.stats.skipped_frames > 0
     # Every frame up to the last one made is either made once or jumped over, never both.
     assert len(made) == len(set(made)) and len(made) + skipped == made[-1] + 1
+    # each frame made came a minute late, and no core could have helped: counted, as late starts
+    snap = worker.stats.snapshot()
+    assert snap["late_frames"] == len(made) == snap["late_causes"]["late_start"]
 
 
 def test_catch_ups_are_logged_once_per_interval_with_their_count(caplog):

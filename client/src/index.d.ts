@@ -66,8 +66,15 @@ export interface ServerStats {
   speaking: boolean;
   input_offset_s: number | null;
   input_gaps: number;
+  /** Input audio frames dropped unread: a backlog the server could not keep up with (half a second is kept). */
+  input_dropped: number;
   latency: LatencyTerms;
-  engine: { windows: number; idle_windows: number; fewer_steps: number; catch_ups: number; late_windows: number };
+  engine: {
+    windows: number; idle_windows: number; fewer_steps: number; catch_ups: number; late_windows: number;
+    /** Frames handed over after their due time (each shown as a repeat), and those by their window's likeliest cause. */
+    late_frames: number;
+    late_causes: Record<'late_start' | 'gc' | 'full_steps' | 'after_idle' | 'contention' | 'compute', number>;
+  };
 }
 
 /** The server's answer to the offer. */

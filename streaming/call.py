@@ -172,8 +172,8 @@ class Call:
         log.info("call=%s event=connection state=%s", self.id, state)
         if state == "connected" and not self.connected.is_set():
             self.connected.set()  # and a caller gone without a word ends the call (the close runs apart)
-            self._spawn(end_when_silent(self.pc, self.config.media_timeout_s, self.closed,
-                                        lambda reason: asyncio.ensure_future(self.close(reason)), f"call={self.id}"))
+            self.spawn(end_when_silent(self.pc, self.config.media_timeout_s, self.closed,
+                                       lambda reason: asyncio.ensure_future(self.close(reason)), f"call={self.id}"))
         elif state in ("failed", "closed"):
             await self.close(f"connection {state}")
 

@@ -4,7 +4,8 @@ Window k generates latent frames [kN, (k+1)N) (4 video frames each) in one DiT s
 [reference | the last C latents of window k-1 (clean context) | N new latents]. Reference and context
 are given (mask 1, timestep 0, their latents in the known channels); only the new latents are
 sampled (the layout: models/window_input.py). The decoder continues its own state, so every frame is
-decoded exactly once.
+decoded exactly once. The audio side (timeline, speech marks, the audio a window needs) is
+avatar/session_audio.py.
 """
 
 from __future__ import annotations
@@ -17,23 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME, latent_token_window
+from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
 from models.dit import CrossContext
 from models.echomimic_inputs import face_token_mask, window_audio
 from models.interfaces import PhotoCodec
 from models.sampler import GuidancePlan, dropped, flow_sigmas, forward_count, sample
 from models.window_input import WindowInput, denoiser
 
-from .audio import AudioTimeline, Resampler
 from .errors import ProfileError
 from .photo import open_reference
 from .profiles import Profile
+from .session_audio import SessionAudio
 
 log = logging.getLogger(__name__)
-
-# Energy gate used when no VAD marks speech: a frame is speech above this RMS (dBFS).
-SPEECH_DBFS = -45.0
-
 
 @dataclass
 class Frame:
@@ -75,9 +72,8 @@ class Session:
         self.profile = profile
         self.seed = int(seed)
         self.reference = open_reference(profile, image, output_mode)
-        self.timeline = AudioTimeline()
-        self._resampler = Resampler(profile.sample_rate)
-        self._speech_marks: list[tuple[int, int, bool]] = []  # (s0, s1, speech) from a VAD
+        self._audio = SessionAudio(profile)
+        self.timeline = self._audio.timeline
         self.finished = False
         self.window_index = 0
         self.frames_done = 0
@@ -99,6 +95,7 @@ class Session:
             image_tokens = profile.encode_image(self.reference.image)
             self._image_tokens = None if image_tokens is None else image_tokens.to(dev, dtype)
         self._contexts: dict[str, CrossContext] = {}
+        self._steps_memo: dict = {}  # the DiT's step conditions per timestep layout (models.window_input.denoiser)
         self._face_mask = self._audio_mask(profile)
         self.set_prompt(prompt)
 
@@ -134,22 +131,18 @@ class Session:
         """Append audio (any rate, mono or stereo, int16 or float); `speech` comes from a VAD if any."""
         if self.finished:
             raise RuntimeError("push_audio after finish()")
-        samples = self._resampler.push(pcm, sample_rate)
-        if speech is not None and len(samples):
-            self._speech_marks.append((self.timeline.end, self.timeline.end + len(samples), bool(speech)))
-        self.timeline.append(samples)
+        self._audio.push(pcm, sample_rate, speech)
 
     def interrupt(self) -> int:
         """Drop speech that has no frames yet: it becomes silence, so the next windows idle.
         Returns the timeline sample from which speech was dropped (the next window's first)."""
         s0 = self.frames_done * SAMPLES_PER_FRAME
-        self.timeline.silence_from(s0)
-        self._speech_marks = [(a, min(b, s0), sp) for a, b, sp in self._speech_marks if a < s0]
+        self._audio.silence_from(s0)
         return s0
 
     def finish(self) -> list[Frame]:
         """End of input: run what is left (the tail padded with silence), trimmed to the audio length."""
-        self.timeline.append(self._resampler.flush())
+        self._audio.flush()
         self.finished = True
         self._end_frame = -(-self.timeline.end // SAMPLES_PER_FRAME)
         frames = []
@@ -174,27 +167,11 @@ class Session:
     def fps(self) -> int:
         return self.profile.fps
 
-    def _token_range(self, first_latent: int, last_latent: int) -> tuple[int, int]:
-        p = self.profile
-        behind = p.audio_window[0]
-        fpl, tpf = p.codec.frames_per_latent, p.audio_encoder.tokens_per_frame
-        j0 = latent_token_window(first_latent, fpl, tpf, behind, p.ahead_needed)[0]
-        j1 = latent_token_window(last_latent, fpl, tpf, behind, p.ahead_needed)[1]
-        return j0, j1
-
-    def _samples_needed(self, window: int) -> int:
-        n = self.profile.new_latents
-        j0, j1 = self._token_range(window * n, (window + 1) * n - 1)
-        return self.profile.audio_encoder.token_span(j0, j1)[1]
-
     def windows_ready(self) -> int:
         """Windows whose audio (look-ahead included) is all in, so they can run now."""
         if self.finished:
             return 0 if self.frames_done >= self._end_frame else -(-(self._end_frame - self.frames_done) // self.frames_per_window)
-        count = 0
-        while self._samples_needed(self.window_index + count) <= self.timeline.end:
-            count += 1
-        return count
+        return self._audio.windows_ready(self.window_index)
 
     def step(self, max_windows: int | None = 1, steps: int | None = None) -> list[Frame]:
         """Run up to `max_windows` ready windows, None: all of them (blocking); `steps` < the profile's degrades."""
@@ -223,24 +200,9 @@ class Session:
             raise RuntimeError("skip after finish()")
         self.window_index += windows
         self.frames_done = self.window_index * self.frames_per_window
-        self._discard_old_audio()
+        self._audio.discard_old(self.window_index, self.frames_done)
 
     # ---- one window -----------------------------------------------------------------------
-    def _frame_speech(self, f0: int, f1: int) -> np.ndarray:
-        """Speech flag per video frame in [f0, f1): the VAD's marks, else an energy gate."""
-        s0, s1 = f0 * SAMPLES_PER_FRAME, f1 * SAMPLES_PER_FRAME
-        if self._speech_marks:
-            flags = np.zeros(f1 - f0, bool)
-            for a, b, speech in self._speech_marks:
-                if speech and b > s0 and a < s1:
-                    lo = max(a - s0, 0) // SAMPLES_PER_FRAME
-                    hi = -(-(min(b, s1) - s0) // SAMPLES_PER_FRAME)
-                    flags[lo:hi] = True
-            return flags
-        audio = self.timeline.read(s0, s1).reshape(f1 - f0, SAMPLES_PER_FRAME)
-        rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2, axis=1) + 1e-12)
-        return 20 * np.log10(rms) > SPEECH_DBFS
-
     def _run_window(self, steps: int | None = None,
                     deliver: Callable[[list[Frame]], None] | None = None) -> WindowResult:
         p = self.profile
@@ -249,7 +211,7 @@ class Session:
         f0 = k * self.frames_per_window
         f1 = f0 + self.frames_per_window
         lookahead_frames = -(-int(self.lookahead_s * p.sample_rate) // SAMPLES_PER_FRAME)
-        speech = self._frame_speech(f0, f1 + lookahead_frames)
+        speech = self._audio.frame_speech(f0, f1 + lookahead_frames)
         idle = not speech.any()
         steps = p.idle_steps if idle else (steps or p.steps)
         plan = p.guidance.without("audio") if idle else p.guidance
@@ -279,7 +241,7 @@ class Session:
             decode_s = (time.perf_counter() - decode_started[0], time.thread_time() - decode_started[1])
         self.window_index += 1
         self.frames_done = f1
-        self._discard_old_audio()
+        self._audio.discard_old(self.window_index, self.frames_done)
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
                                         forward_count(sigmas, plan), c, *decode_s)
         return self.last_window
@@ -313,16 +275,9 @@ class Session:
             c = known.shape[2] - 1
             window = WindowInput.inpaint(known, self._grey[:, :, c:c + n])
             noise = torch.cat([torch.randn(known.shape, generator=gen).to(p.device), noise], dim=2)
-        out = sample(denoiser(p.dit, window, audio, self._context_for, self._face_mask, slots), noise, sigmas, plan)
+        out = sample(denoiser(p.dit, window, audio, self._context_for, self._face_mask, slots, self._steps_memo), noise, sigmas, plan)
         return out[:, :, -n:].to(p.dtype)
 
-    def _discard_old_audio(self) -> None:
-        # Keep what the next window's context frames still read (their token window).
-        next_first = self.window_index * self.profile.new_latents - self.profile.context_latents
-        j0 = self._token_range(max(next_first, 0), max(next_first, 0))[0]
-        self.timeline.discard_before(min(self.profile.audio_encoder.token_span(j0, j0 + 1)[0],
-                                         (self.frames_done - 1) * SAMPLES_PER_FRAME))
-        self._speech_marks = [m for m in self._speech_marks if m[1] > self.timeline.start]
 
 
 def stream_file(session: Session, audio: np.ndarray) -> Iterator[list[Frame]]:

@@ -37,6 +37,7 @@ TERMS = [
     ("window_fill_s", "rest of the window + audio look-ahead arriving"),
     ("queue_s", "waiting for the worker (VAD hop, previous window)"),
     ("compute_s", "window compute (DiT steps + decode)"),
+    ("compute_cpu_s", "the same in the worker thread's CPU time (what an idle machine's wall time would be)"),
     ("pacing_slack_s", "held until due (the output delay's spare)"),
     ("send_s", "encode + network + aiortc receiver's hold (until the next frame starts: 40 ms)"),
     ("total_s", "mouth-to-pixel"),
@@ -96,6 +97,7 @@ def measure(call, client, timeline: np.ndarray, onsets: list[float]) -> list[dic
             "window_fill_s": audio_complete - heard,
             "queue_s": window["started"] - audio_complete,
             "compute_s": window["done"] - window["started"],
+            "compute_cpu_s": window["cpu_s"],
             "pacing_slack_s": clock.frame_due(frame) - window["done"],
             "send_s": arrival[shown] - clock.frame_due(shown),
             "total_s": arrival[shown] - sent,
@@ -134,9 +136,11 @@ async def run(args) -> dict:
 
 def report(result: dict) -> None:
     rows = result["onsets"]
-    print(f"profile {result['profile']} (random weights: {result['random_weights']}), {result['machine']}")
+    print(f"profile {result['profile']} (random weights: {result['random_weights']}), {result['machine']}, "
+          f"load average {result['load_average']}")
+    allowance = result["server_stats"]["latency"]["compute_allowance_s"]
     print(f"output delay {result['output_delay_s']} s = window {result['window_s']} s + look-ahead "
-          f"{result['lookahead_s']} s + compute allowance; {len(rows)} speech onsets measured")
+          f"{result['lookahead_s']} s + compute allowance {allowance} s; {len(rows)} speech onsets measured")
     print(f"{'term':<16}{'mean ms':>9}{'max ms':>9}  what")
     for key, what in TERMS:
         values = [r[key] for r in rows if r[key] is not None]

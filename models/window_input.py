@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .dit import CrossContext
+from .dit import AudioContext, CrossContext
 from .sampler import Denoiser, dropped
 
 MASK_CHANNELS = 4
@@ -89,17 +89,52 @@ class WindowInput:
 # audio gets null audio (zeros, in the same slots); the text rows differ only in their cross context.
 def denoiser(dit: Callable[..., torch.Tensor], window: WindowInput, audio: torch.Tensor,
              context_for: Callable[[str], CrossContext], audio_mask: torch.Tensor | None = None,
-             audio_slots: torch.Tensor | None = None) -> Denoiser:
+             audio_slots: torch.Tensor | None = None, steps_memo: dict | None = None) -> Denoiser:
     """`dit(hidden, timestep, context, audio, audio_mask=, audio_slots=)` -> velocity, run once per step
     for all guidance rows; `audio` (B, c + n, K, D) the window's audio tokens; `context_for(row)` the
-    cross context of a row; `audio_mask`, `audio_slots`: AudioWanTransformer's, the same for every row."""
+    cross context of a row; `audio_mask`, `audio_slots`: AudioWanTransformer's, the same for every row.
+
+    With the DiT itself (not a wrapper), what the steps share is made once: each set of rows' cross
+    context and audio keys/values for the window; kept in `steps_memo`, which a caller keeps from
+    window to window (the same DiT and audio mask), the step conditions of each timestep layout and
+    the null audio's keys/values."""
     b = len(window.clean)
+    prepared = hasattr(dit, "step_conditions")
+    memo = {} if steps_memo is None else steps_memo
+    rows_inputs: dict[tuple[str, ...], tuple] = {}
+
+    def row_audio(row: str, shape: torch.Size):
+        null = "audio" in dropped(row)
+        if not prepared:
+            return torch.zeros_like(audio) if null else audio
+        if not null or audio_slots is not None:  # null audio in slots: zeros where the slots say
+            return dit.audio_context(torch.zeros_like(audio) if null else audio, shape, audio_slots, audio_mask)
+        key = ("null audio", tuple(shape), tuple(audio.shape))  # the same every window
+        if key not in memo:
+            memo[key] = dit.audio_context(torch.zeros_like(audio), shape, None, audio_mask)
+        return memo[key]
+
+    def inputs(rows: tuple[str, ...], shape: torch.Size) -> tuple:
+        if rows not in rows_inputs:
+            one_row = torch.Size((b, *shape[1:]))
+            audios = [row_audio(r, one_row) for r in rows]
+            rows_inputs[rows] = (CrossContext.cat([context_for(r) for r in rows]),
+                                 AudioContext.cat(audios) if prepared else torch.cat(audios))
+        return rows_inputs[rows]
+
+    def conditions(sigma: float, rows: int, shape: torch.Size):
+        if not prepared:
+            return window.timesteps(sigma, rows)
+        key = (tuple(shape), window.clean.shape[2], sigma)  # what the timesteps are made of
+        if key not in memo:
+            memo[key] = dit.step_conditions(window.timesteps(sigma, rows), shape)
+        return memo[key]
 
     def denoise(x: torch.Tensor, sigma: float, rows: tuple[str, ...]) -> list[torch.Tensor]:
-        row_audio = torch.cat([torch.zeros_like(audio) if "audio" in dropped(r) else audio for r in rows])
-        context = CrossContext.cat([context_for(r) for r in rows])
-        v = window.integrated(dit(window.hidden(x, len(rows)), window.timesteps(sigma, len(rows)), context, row_audio,
-                                  audio_mask=audio_mask, audio_slots=audio_slots))
+        hidden = window.hidden(x, len(rows))
+        context, rows_audio = inputs(rows, hidden.shape)
+        v = window.integrated(dit(hidden, conditions(sigma, len(rows), hidden.shape), context,
+                                  rows_audio, audio_mask=audio_mask, audio_slots=audio_slots))
         return [v[i * b:(i + 1) * b] for i in range(len(rows))]
 
     return denoise

@@ -1,5 +1,9 @@
 """How long one speech window takes on this machine, measured once at start-up; it sets the compute
-allowance in the output delay (and warms the model up, so the first call is not the slow one)."""
+allowance in the output delay (and warms the model up, so the first call is not the slow one).
+
+The output delay is the window, the audio look-ahead and this allowance: the wait for a window's
+last sample to reach the worker (`INPUT_WAIT_S`) plus its compute with a margin. A window that would
+still be late runs with fewer steps (streaming/planner.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,18 @@ import logging
 import statistics
 import time
 
+from models.audio_features import SAMPLE_RATE
+
+from .vad import CHUNK
+
 log = logging.getLogger(__name__)
 
 MARGIN = 1.25  # headroom over the measured compute
-FLOOR_S = 0.12
+# A window can start only once its last sample is in the worker: that sample's 20 ms packet has
+# arrived, then the VAD's 32 ms chunk holding it (the worker gets audio chunk by chunk), and the
+# event loop and the VAD's thread have passed it on (two calls share the cores: a jitter allowance).
+INPUT_WAIT_S = 0.020 + CHUNK / SAMPLE_RATE
+JITTER_S = 0.020
 CEILING_S = 1.0  # a busier machine than that degrades (fewer steps, idle path) instead of waiting longer
 
 
@@ -37,7 +49,7 @@ def compute_allowance(profile, threads: int | None = None) -> float:
 
         torch.set_num_threads(threads)
     measured = measure_window_compute(profile)
-    allowance = max(FLOOR_S, MARGIN * measured + 0.02)
+    allowance = MARGIN * measured + INPUT_WAIT_S + JITTER_S  # at least the input's wait: 72 ms
     if allowance > CEILING_S:
         log.warning("event=calibration_capped window_compute_s=%.3f compute_allowance_s=%.1f "
                     "(this machine is busy or slow for this profile: expect degraded windows)",

@@ -49,7 +49,7 @@ class WorkerStats:
         self.cpu_s = 0.0  # CPU seconds the generation thread has used (as of its last window)
         self.compute_s = deque(maxlen=50)
         self.slack_s = deque(maxlen=50)  # due time of a window's first frame - time it was ready
-        self.recent = deque(maxlen=200)  # per window: index, first frame, started, done, steps, idle
+        self.recent = deque(maxlen=1000)  # per window: index, first frame, started, done, CPU s, steps, idle
 
     def snapshot(self) -> dict:
         compute = list(self.compute_s)
@@ -283,4 +283,4 @@ class GenerationWorker:
                 st.late_causes[cause] += lateness.frames
             st.cpu_s = cpu
             st.recent.append({"window": result.window, "first_frame": first, "started": started,
-                              "done": done, "steps": result.steps, "idle": result.idle})
+                              "done": done, "cpu_s": cpu - cpu_started, "steps": result.steps, "idle": result.idle})

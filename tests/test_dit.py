@@ -80,11 +80,12 @@ def test_audio_cross_attention_is_frame_local():
     x = torch.randn(1, frames * per_frame, 24)
     ctx = model.prepare_context(torch.randn(1, 4, 16), torch.randn(1, 257, 8))
     audio = torch.randn(1, frames, 5, 10)
-    ones = torch.ones(1, frames, 1, 1)
+    shape = torch.Size((1, 36, frames, 8, 8))  # 4x4 patches of 2x2: 16 tokens per frame
     with torch.no_grad():
+        steps = model.step_conditions(torch.tensor([500.0]), shape)
+
         def run(a):
-            tokens = model.audio_proj(a).flatten(0, 1)
-            return model._cross_attention(attn, 0, x, ctx, tokens, None, ones, ones, frames, 2)
+            return model._cross_attention(attn, 0, x, ctx, model.audio_context(a, shape), steps)
         base = run(audio)
         changed = audio.clone()
         changed[:, 1] = torch.randn(5, 10)

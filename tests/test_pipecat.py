@@ -320,6 +320,6 @@ async def test_by_default_the_output_delay_is_measured_at_start_as_the_server_do
 
     tap, sink, reports, avatar = await run(tiny_profile, face_image, None, script)
     latency = Session(tiny_profile, face_image).window_latency_s
-    assert latency + calibrate.FLOOR_S <= avatar.delay_s <= latency + calibrate.CEILING_S + 1e-9
+    assert latency + calibrate.INPUT_WAIT_S + calibrate.JITTER_S <= avatar.delay_s <= latency + calibrate.CEILING_S + 1e-9
     heard_in, heard_out = tap.of(TTSAudioRawFrame), sink.of(TTSAudioRawFrame)
     assert heard_in and b"".join(f.audio for _, f in heard_out) == b"".join(f.audio for _, f in heard_in)

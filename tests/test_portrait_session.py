@@ -166,3 +166,20 @@ def test_the_cli_renders_a_photo_cropped_or_pasted_back_and_refuses_a_faceless_o
     result, _ = render(save(tmp_path, "cup.png", skdata.coffee()))
     assert result.returncode == 2 and "error: no face found in the photo" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_drift_stream_judges_minute_1_the_middle_and_the_last(portrait_profile, photo):
+    """`avatar eval`'s drift figures (benchmarks/eval-portrait-drift10-cpu.json runs it for 10 minutes),
+    on a 6-second stream: three parts of 2 s, every 10th frame judged, shifts measured from the first."""
+    from avatar.evaluate import _photo_drift
+    from models.training.portrait.judge import Judge
+
+    drift = _photo_drift(portrait_profile, photo, Judge(), minutes=0.1, seed=0)
+    parts = drift["drift_by_part"]
+    assert drift["frames_streamed"] == 150 and [p["from_s"] for p in parts.values()] == [0.0, 2.0, 4.0]
+    assert all(p["frames_judged"] == 5 and p["frames_without_face"] == 0 for p in parts.values())
+    assert parts["minute_1"]["head_shift_face_heights"] == 0 == parts["minute_1"]["head_scale_change"]
+    assert drift["head_shift_face_heights"] == parts["last_minute"]["head_shift_face_heights"] < 0.2
+    assert 0.5 < drift["identity_ssim_minute_1"] <= 1 and 0.5 < drift["sharpness_last_minute"] < 2
+    assert drift["drift_within_2_percent"] == (drift["head_shift_face_heights"] <= 0.02
+                                               and abs(drift["identity_change"]) <= 0.02)

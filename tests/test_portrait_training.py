@@ -70,3 +70,27 @@ def test_the_shipped_weights_move_the_lips_with_a_held_out_voice(cfg):
     assert figures["correlation"] >= 0.6 and abs(figures["lag_frames"]) <= 1, figures
     assert figures["gap_p90_speech"] >= 0.05, figures       # open vowels open the mouth
     assert figures["gap_median_silence"] <= 0.01, figures   # and silence shuts it
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped portrait weights")
+def test_the_rollout_makes_the_motion_a_session_streams(monkeypatch):
+    """`rollout.generate` (training's evaluation, below `avatar`) re-implements Session's window loop
+    for the portrait profile: the same motion, frame for frame, for the same seed, through speech, a
+    pause (the idle path) and speech again, fed one second at a time as a live stream."""
+    from avatar.profiles import load_profile
+    from avatar.samples import babble, sample_photo
+    from avatar.session import Session, stream_file
+
+    profile = load_profile("portrait", "cpu")
+    audio = np.concatenate([babble(1.3, seed=1), np.zeros(12000, np.float32), babble(1.1, seed=2)])
+    asked = []
+    decode = profile.codec.decode_images
+    monkeypatch.setattr(profile.codec, "decode_images",
+                        lambda latents, state: asked.append(profile.codec.motion(latents)[0]) or decode(latents, state))
+    frames = [f for made in stream_file(Session(profile, sample_photo(), seed=3), audio) for f in made]
+    streamed = torch.cat(asked).numpy()[:len(frames)]
+    rolled = generate(profile.dit, profile.config, profile.codec.motion_mean, profile.codec.motion_std, audio, seed=3)
+    assert rolled.shape == streamed.shape == (len(frames), 15)
+    assert np.abs(rolled - streamed).max() < 1e-4
+    assert np.abs(rolled - generate(profile.dit, profile.config, profile.codec.motion_mean,
+                                    profile.codec.motion_std, audio, seed=4)).max() > 1e-2  # the seed matters

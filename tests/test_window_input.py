@@ -43,8 +43,14 @@ def test_lip_sync_task_gives_the_new_latents_outside_the_mouth():
 def test_training_solves_a_window_with_the_tensors_the_session_samples_it_with(tiny_profile, face_image, speech_like):
     # float32, so both sides run the same arithmetic (training runs the teacher in float32 weights)
     dit = copy.deepcopy(tiny_profile.dit).float()
-    calls = []  # (hidden, timestep, audio) of every forward
-    dit.register_forward_hook(lambda module, args, out: calls.append((args[0], args[1], args[3])))
+    # The session makes the step conditions and the audio keys/values once (per window, or per
+    # session) and hands them to forward; training hands forward the raw tensors, from which it makes
+    # them itself. Both ways, record what they are made from, and each forward's hidden states.
+    hidden, timesteps, audio_made = [], [], []
+    dit.register_forward_hook(lambda module, args, out: hidden.append(args[0]))
+    make_steps, make_audio = dit.step_conditions, dit.audio_context
+    dit.step_conditions = lambda timestep, shape: (timesteps.append(timestep), make_steps(timestep, shape))[1]
+    dit.audio_context = lambda audio, *a: (audio_made.append(audio), make_audio(audio, *a))[1]
     profile = replace(tiny_profile, dit=dit, codec=copy.deepcopy(tiny_profile.codec).float(), dtype=torch.float32)
     cfg = read_profile("tiny-random")
     guidance = cfg.sampler.guidance.phases[0]
@@ -54,24 +60,28 @@ def test_training_solves_a_window_with_the_tensors_the_session_samples_it_with(t
     session = Session(profile, face_image, seed=3)
     session.push_audio(pcm, 16000)
     session.step(1)
-    calls.clear()
+    for made in (hidden, timesteps, audio_made):
+        made.clear()
     session.step(1)  # window 1: reference + 2 context latents + 2 new
-    session_calls = calls[:]
+    session_made = hidden[:], timesteps[:], audio_made[:]
     c, n = profile.context_latents, profile.new_latents
-    first_hidden = session_calls[0][0]
+    first_hidden = hidden[0]
     known, noise = first_hidden[:1, :16, :1 + c], first_hidden[:1, :16, 1 + c:]  # sigma 1: x = noise
 
     tokens = clip_audio_tokens(cfg, profile.audio_encoder, pcm, n - c, c + n)
     audio = torch.cat([torch.zeros_like(tokens[:1]), tokens])[None]  # the reference hears null audio
-    assert torch.equal(session_calls[0][2][:1], audio)  # training cuts a clip's audio as the session does
+    assert torch.equal(audio_made[0], audio)  # training cuts a clip's audio as the session does
 
-    calls.clear()
+    for made in (hidden, timesteps, audio_made):
+        made.clear()
     context = dit.prepare_context(torch.zeros(1, 1, cfg.dit.text_dim))
     trajectory = teacher_solve(dit, WindowInput.clean_tokens(known, n), audio, noise, steps=2,
                                audio_cfg=guidance.terms[0].scale, shift=3.0, ctx=context, bf16=False)
-    assert len(calls) == len(session_calls) == 2
-    for (h, t, a), (h_s, t_s, a_s) in zip(calls, session_calls):
-        assert torch.equal(h, h_s) and torch.equal(t, t_s) and torch.equal(a, a_s)
+    assert len(hidden) == len(session_made[0]) == 2
+    assert all(torch.equal(a, b) for a, b in zip(hidden + timesteps, session_made[0] + session_made[1]))
+    # the session's rows (audio, null audio), made once for both steps; training's at each step
+    rows = torch.cat(session_made[2])
+    assert len(audio_made) == 2 and all(torch.equal(a, rows) for a in audio_made)
     assert torch.equal(trajectory[0.0], session._context[:, :, -n:])
     assert sorted(trajectory) == [0.0, 0.75, 1.0]
 

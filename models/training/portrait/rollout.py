@@ -19,7 +19,7 @@ from models.sampler import GuidancePlan, flow_sigmas, sample
 from models.training.data import clip_reader
 from models.window_input import WindowInput, denoiser
 
-SPEECH_DBFS = -45.0   # avatar.session.SPEECH_DBFS: the session's gate when no VAD marks speech
+SPEECH_DBFS = -45.0   # avatar.session_audio.SPEECH_DBFS: the session's gate when no VAD marks speech
 
 
 def speech_frames(audio: np.ndarray, f0: int, f1: int) -> np.ndarray:

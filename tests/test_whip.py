@@ -369,8 +369,9 @@ async def test_whep_watches_a_websocket_call_only_when_it_opts_in(whip_server, s
             await until(lambda: viewer.received["video"] > 25 and viewer.received["audio"] > 50, 30,
                         "the player's frames")
             caller_frames = len(watched.received.video)
-            await asyncio.sleep(1.0)
-            assert len(watched.received.video) > caller_frames + 15  # the caller still gets its own
+            await asyncio.sleep(2.0)
+            assert len(watched.received.video) > caller_frames + 20  # the caller still gets its own (25 fps
+            # on a quiet machine; the bar leaves room for a loaded one)
             (call,) = [c for c in server.calls.values() if c is not None and c.id == watched.ready["call"]]
             await watched.send({"type": "bye"})
             await asyncio.wait_for(viewer.ended.wait(), 10)

@@ -83,6 +83,25 @@ def record_frame_arrivals(client) -> dict[int, float]:
     return arrivals
 
 
+def record_input_hold(call) -> list[float]:
+    """Per input audio frame: seconds from its RTP packet reaching the server to its decoded frame
+    reaching our intake (aiortc's audio jitter buffer holds `prefetch=4` packets: 80 ms)."""
+    (receiver,) = [t.receiver for t in call.pc.getTransceivers() if t.kind == "audio"]
+    arrivals, holds, handle, push = {}, [], receiver._handle_rtp_packet, call.intake.push
+
+    async def record(packet, arrival_time_ms):
+        arrivals.setdefault(packet.timestamp, time.monotonic())
+        await handle(packet, arrival_time_ms)
+
+    def pushed(frame, now=None):
+        if frame.pts in arrivals:
+            holds.append(time.monotonic() - arrivals.pop(frame.pts))
+        return push(frame, now)
+
+    receiver._handle_rtp_packet, call.intake.push = record, pushed
+    return holds
+
+
 def measure(call, client, timeline: np.ndarray, onsets: list[float], last_packet: dict[int, float]) -> list[dict]:
     clock, session = call.clock, call.session
     fpw = session.frames_per_window
@@ -144,6 +163,7 @@ async def run(args) -> dict:
     client = await CallClient.open(f"ws://127.0.0.1:{server.port}/ws", audio, RATE)
     last_packet = record_frame_arrivals(client)
     (call,) = [c for c in server.calls.values() if c is not None]
+    input_holds = record_input_hold(call)
     timeline = []
     into_engine = call.worker.push_audio
     call.worker.push_audio = lambda pcm, speech=None: (timeline.append(pcm), into_engine(pcm, speech))
@@ -159,6 +179,7 @@ async def run(args) -> dict:
             "load_average": [round(v, 2) for v in os.getloadavg()],
             "output_delay_s": round(call.clock.delay_s, 3), "window_s": stats["latency"]["window_s"],
             "lookahead_s": stats["latency"]["lookahead_s"],
+            "input_hold_s": {"mean": float(np.mean(input_holds)), "frames": len(input_holds)} if input_holds else None,
             "arrival": "a frame arrives with its last RTP packet (marker bit), as a browser receives it; "
                        "total_at_yield_s is when aiortc's receiver yields it (receiver_hold_s later)",
             "onsets": rows, "server_stats": stats}
@@ -180,6 +201,9 @@ def report(result: dict) -> None:
     if late:
         print(f"{len(late)} onsets had their first frames late (dropped, last frame repeated): "
               f"{late} frames; total_s counts to the first one shown")
+    if result["input_hold_s"]:
+        print(f"input audio held on the server (RTP packet in -> our intake): mean "
+              f"{1000 * result['input_hold_s']['mean']:.0f} ms over {result['input_hold_s']['frames']} frames")
     s = result["server_stats"]
     print(f"frames sent {s['frames_sent']}, repeated {s['frames_repeated']}, dropped {s['frames_dropped']}; "
           f"windows {s['engine']['windows']}, fewer steps {s['engine']['fewer_steps']}, "

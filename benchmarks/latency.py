@@ -69,40 +69,49 @@ def caller_audio(count: int) -> tuple[np.ndarray, list[float]]:
     return np.concatenate(pieces), onsets
 
 
-def record_frame_arrivals(client) -> dict[int, float]:
-    """RTP timestamp -> when the frame's last packet (marker bit) reached the caller."""
-    (receiver,) = [t.receiver for t in client.pc.getTransceivers() if t.kind == "video"]
-    arrivals, handle = {}, receiver._handle_rtp_packet
+def rtp_time(receiver, pts: int) -> int:
+    """The RTP timestamp of a frame aiortc decoded (its pts counts from the first frame's timestamp)."""
+    return (pts + receiver._RTCRtpReceiver__timestamp_mapper._origin) % (1 << 32)
+
+
+def recording_arrivals(receiver, arrivals: dict[int, float], marker_only: bool) -> None:
+    """Record into `arrivals` when each frame's (last, if marker_only) RTP packet reaches `receiver`."""
+    handle = receiver._handle_rtp_packet
 
     async def record(packet, arrival_time_ms):
-        if packet.marker:
+        if packet.marker or not marker_only:
             arrivals.setdefault(packet.timestamp, time.monotonic())
         await handle(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = record
-    return arrivals
+
+
+def record_frame_arrivals(client) -> tuple[object, dict[int, float]]:
+    """The caller's video receiver, and RTP timestamp -> when the frame's last packet (marker bit) came."""
+    (receiver,) = [t.receiver for t in client.pc.getTransceivers() if t.kind == "video"]
+    arrivals = {}
+    recording_arrivals(receiver, arrivals, marker_only=True)
+    return receiver, arrivals
 
 
 def record_input_hold(call) -> list[float]:
     """Per input audio frame: seconds from its RTP packet reaching the server to its decoded frame
-    reaching our intake (aiortc's audio jitter buffer holds `prefetch=4` packets: 80 ms)."""
+    reaching our intake (aiortc's audio jitter buffer holds `prefetch` packets, at least one)."""
     (receiver,) = [t.receiver for t in call.pc.getTransceivers() if t.kind == "audio"]
-    arrivals, holds, handle, push = {}, [], receiver._handle_rtp_packet, call.intake.push
-
-    async def record(packet, arrival_time_ms):
-        arrivals.setdefault(packet.timestamp, time.monotonic())
-        await handle(packet, arrival_time_ms)
+    arrivals, holds, push = {}, [], call.intake.push
+    recording_arrivals(receiver, arrivals, marker_only=False)
 
     def pushed(frame, now=None):
-        if frame.pts in arrivals:
-            holds.append(time.monotonic() - arrivals.pop(frame.pts))
+        came = None if frame.pts is None else arrivals.pop(rtp_time(receiver, frame.pts), None)
+        if came is not None:
+            holds.append(time.monotonic() - came)
         return push(frame, now)
 
-    receiver._handle_rtp_packet, call.intake.push = record, pushed
+    call.intake.push = pushed
     return holds
 
 
-def measure(call, client, timeline: np.ndarray, onsets: list[float], last_packet: dict[int, float]) -> list[dict]:
+def measure(call, client, timeline: np.ndarray, onsets: list[float], last_packet) -> list[dict]:
     clock, session = call.clock, call.session
     fpw = session.frames_per_window
     windows = {w["first_frame"]: w for w in call.worker.stats.recent}
@@ -111,7 +120,8 @@ def measure(call, client, timeline: np.ndarray, onsets: list[float], last_packet
     offsets = [i - (p - pts0) // 3600 for _, p, i in video if i is not None]
     first_index = max(set(offsets), key=offsets.count)
     arrival = {first_index + (p - pts0) // 3600: a for a, p, _ in video}
-    packet_arrival = {first_index + (p - pts0) // 3600: last_packet.get(p) for _, p, _ in video}
+    receiver, packets = last_packet
+    packet_arrival = {first_index + (p - pts0) // 3600: packets.get(rtp_time(receiver, p)) for _, p, _ in video}
     vad = [(a, m) for a, m in client.received.messages if m.get("type") == "vad" and m["event"] == "speechstart"]
     input_offset = call.intake.input_offset
     rows = []

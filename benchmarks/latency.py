@@ -41,7 +41,7 @@ ONSET_LEVEL = 0.02
 TERMS = [
     ("input_s", "caller -> server timeline (network + aiortc receive buffer)"),
     ("window_fill_s", "rest of the window + audio look-ahead arriving"),
-    ("queue_s", "waiting for the worker (VAD hop, previous window)"),
+    ("queue_s", "waiting for the worker (previous window, event loop; the VAD is not waited for)"),
     ("compute_s", "window compute (DiT steps + decode)"),
     ("compute_cpu_s", "the same in the worker thread's CPU time (what an idle machine's wall time would be)"),
     ("pacing_slack_s", "held until due (the output delay's spare)"),

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import traceback
 
-from aiortc import RTCPeerConnection
+import numpy as np
+from aiortc import RTCPeerConnection, rtp
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
@@ -84,6 +86,21 @@ async def discard_track(track) -> None:
             await track.recv()
         except MediaStreamError:
             return
+
+
+def audio_level_dbov(frame) -> int:
+    """aiortc's `rtp.compute_audio_level_dbov` (RFC 6465 Appendix A, the level each outgoing voice
+    packet carries), the same figure from the same bytes, summed by numpy instead of a Python loop
+    over every sample (~70 us a 20 ms frame, on the event loop). The sum of squares is an exact
+    integer either way."""
+    samples = np.frombuffer(bytes(frame.planes[0]), np.int16).astype(np.int64)
+    rms = math.sqrt(float(np.dot(samples, samples)) / (frame.samples * 32767 * 32767))
+    return round(min(max(20 * math.log10(rms), -127), 0)) if rms > 0 else -127
+
+
+def use_numpy_audio_level() -> None:
+    """Make aiortc's senders use `audio_level_dbov` (they look the function up on each frame)."""
+    rtp.compute_audio_level_dbov = audio_level_dbov
 
 
 def quiet_library_task_failures(loop):

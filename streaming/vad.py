@@ -51,6 +51,10 @@ class SpeechDetector:
         self.position = 0  # timeline position of the next chunk
         self.speaking = False
 
+    def completes_chunk(self, samples: int) -> bool:
+        """Whether pushing this many samples makes a whole chunk (else push only stores them)."""
+        return len(self._pending) + samples >= CHUNK
+
     def push(self, pcm: np.ndarray) -> tuple[list[Chunk], list[VadEvent]]:
         data = np.concatenate([self._pending, np.asarray(pcm, np.float32)])
         whole = len(data) // CHUNK * CHUNK

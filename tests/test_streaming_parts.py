@@ -113,6 +113,7 @@ def test_frame_stamp_survives_vp8():
     ('{"type": "prompt", "text": ' + '"' + "x" * 3000 + '"}', "bad_message"),
     ('{"type": "offer", "sdp": "m=audio m=video", "rtmp": "http://example.com/live"}', "bad_message"),
     ('{"type": "offer", "sdp": "m=audio m=video", "rtmp": 5}', "bad_message"),
+    ('{"type": "offer", "sdp": "m=audio m=video", "watch": "yes"}', "bad_message"),
     ("[" * 100000, "bad_message"),
 ])
 def test_malformed_messages_are_refused_with_a_code(raw, code):
@@ -125,7 +126,8 @@ def test_good_messages_parse():
     offer = parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "avatar": "drawn", "prompt": "hi"}))
     assert offer == Offer(OFFER_SDP, avatar="drawn", prompt="hi")
     pushed = parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "rtmp": "rtmp://example.com/live/key"}))
-    assert pushed.rtmp == "rtmp://example.com/live/key"
+    assert pushed.rtmp == "rtmp://example.com/live/key" and not pushed.watch
+    assert parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "watch": True})).watch
     assert parse_message('{"type": "candidate", "candidate": ""}') == Candidate(None)
     trickled = parse_message(json.dumps({"type": "candidate", "candidate": CANDIDATE, "sdpMid": "0"})).candidate
     assert (trickled.ip, trickled.port, trickled.type, trickled.sdpMid) == ("127.0.0.1", 9, "host", "0")
@@ -301,7 +303,9 @@ def test_vad_marks_speech_and_reports_onsets(vad_model, speech_hello):
     chunks, events = [], []
     with ThreadPoolExecutor(1, initializer=single_threaded) as vad_thread:  # as the server runs it
         for i in range(0, len(audio), 320):  # 20 ms at a time, as a call delivers it
+            whole = detector.completes_chunk(len(audio[i:i + 320]))  # else the call keeps it on the loop
             c, e = vad_thread.submit(detector.push, audio[i:i + 320]).result()
+            assert bool(c) == whole
             chunks += c
             events += e
     assert all(len(c.pcm) == 512 for c in chunks)
@@ -414,3 +418,16 @@ async def test_an_input_backlog_is_cut_to_its_newest_frames_and_keeps_the_end_of
     with pytest.raises(Exception):  # the end of stream is still there: MediaStreamError
         await track.recv()
     assert drop_input_backlog(SimpleNamespace(), 25) == 0  # internals not as expected: nothing done
+
+
+def test_audio_level_is_aiortcs_figure():
+    from aiortc import rtp
+
+    from streaming.peer import audio_level_dbov
+
+    rng = np.random.default_rng(0)
+    for scale in (0, 1, 30, 3000, 40000):  # silence, the -127 floor, speech, clipping at 0 dBov
+        pcm = np.clip(rng.standard_normal(960) * scale, -32768, 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
+        frame.sample_rate = 48000
+        assert audio_level_dbov(frame) == rtp.compute_audio_level_dbov(frame)

@@ -52,6 +52,8 @@ def main(argv=None) -> None:
     p.add_argument("--clips", type=int, default=400)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", choices=["espeak", "flite"], default="espeak",
+                   help="portrait-data: the voices (espeak-ng's, or flite's recorded speakers)")
     p.add_argument("--student-steps", type=int, default=2)
     p.add_argument("--teacher-steps", type=int, default=16)
     p.add_argument("--audio-cfg", type=float, default=2.0)
@@ -60,6 +62,7 @@ def main(argv=None) -> None:
     p.add_argument("--which", choices=["teacher", "student"], default="student")
     p.add_argument("--voices", type=int, default=4, help="portrait-eval: held-out voices")
     p.add_argument("--render", action="store_true", help="portrait-eval: also render and judge the frames")
+    p.add_argument("--sweep", action="store_true", help="portrait-eval: r of each sampling plan (steps, guidance)")
     p.add_argument("--json", type=Path, default=None, help="portrait-eval: write the figures here")
     p.add_argument("--target", type=Path, default=None,
                    help="export's weights file (default <out>/tiny.safetensors; the shipped one is "

@@ -6,12 +6,19 @@ the previous window). Figures, beside those of the speech targets themselves:
 - from the motion: the lip opening the motion asks for (`motion_gap`, face heights) against the
   voice's loudness (`lagged_correlation`, lag > 0 = late), its 90th percentile in speech and its
   median in silence;
-- through the renderer (`--render`): the same clips rendered on scikit-image's astronaut photo by
-  PortraitRenderer and measured by the landmark judge on the frames (`Judge.evaluate`).
+- through the renderer (`--render`, the canonical held-out lip-sync measure): the same clips rendered
+  on scikit-image's astronaut photo by PortraitRenderer and measured by the landmark judge on the
+  frames (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
+  "closed in silence" reads as on this photo);
+- `--sweep`: the motion-level r of each sampling plan (steps, guidance scale and phases) with its
+  DiT forwards per window.
 """
 from __future__ import annotations
 
 import json
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +26,7 @@ import numpy as np
 from models.checkpoints import load_exact, read_tensors, split_prefix
 from models.portrait.motion import INDEX
 from models.profile_config import ProfileConfig
+from models.sampler import Branch, GuidancePhase, GuidancePlan, GuidanceTerm, flow_sigmas
 from models.training.dit_stages import build_dit
 from models.training.metrics import audio_envelope
 from models.training.portrait.dataset import held_out_example
@@ -57,8 +65,9 @@ def gap_figures(gap: np.ndarray, audio: np.ndarray) -> dict:
 
 def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mesher) -> dict:
     from models.portrait.render import PortraitRenderer
-    from models.training.portrait.judge import Judge
+    from models.training.portrait.judge import Judge, lip_gap
     renderer = PortraitRenderer(photo, mesher.fit(photo), size=512)
+    shut = lip_gap(mesher.fit(renderer.render(np.zeros(motion.shape[1], np.float32))).points)
     frames = [renderer.render(m) for m in motion]
     report = Judge(mesher).evaluate(frames, renderer.reference, audio)
     gaps = report["lip_gap"]
@@ -68,7 +77,44 @@ def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mes
             "correlation_lag0": round(sync["by_lag"].get(0, 0.0), 3),
             "gap_p90_speech": round(float(np.nanpercentile(gaps[loud > LOUD], 90)), 4),
             "gap_median_silence": round(float(np.nanmedian(gaps[loud < QUIET])), 4),
+            "gap_shut": round(shut, 4),   # the judge's reading of the same photo rendered with the mouth shut
             "frames_without_face": report["frames_without_face"]}
+
+
+def plans() -> dict:
+    """Sampling plans to compare: name -> (steps, guidance plan)."""
+    def audio(scale: float, min_sigma: float = 0.0) -> GuidancePlan:
+        guided = GuidancePhase(min_sigma, (GuidanceTerm(Branch.AUDIO, scale),))
+        return GuidancePlan((guided, GuidancePhase(0.0)) if min_sigma else (guided,))
+    table = {f"2 steps, audio {g} on both": (2, audio(g)) for g in (1.5, 2.0, 3.0)}
+    return {"2 steps, no guidance": (2, GuidancePlan()), **table,
+            "2 steps, audio 2.0 on step 1": (2, audio(2.0, 0.8)),
+            "1 step, no guidance": (1, GuidancePlan()), "1 step, audio 2.0": (1, audio(2.0))}
+
+
+def forwards(steps: int, plan: GuidancePlan, shift: float) -> int:
+    """The DiT forwards of one speech window: per step 1 + the terms guiding at its sigma."""
+    return sum(1 + len(plan.terms_at(float(sigma))) for sigma in flow_sigmas(steps, shift)[:-1])
+
+
+def sweep(path: Path, cfg: ProfileConfig, voices: int) -> dict:
+    """Motion-level held-out r of each sampling plan of `plans()`, per voice and mean, and its CPU
+    time per frame (the window loop with its mel features; run it with OMP_NUM_THREADS=1)."""
+    dit, mean, std = load_weights(path, cfg)
+    examples = [held_out_example(index) for index in range(voices)]
+    rows = {}
+    for name, (steps, plan) in plans().items():
+        plan_cfg = replace(cfg, sampler=replace(cfg.sampler, steps=steps, guidance=plan))
+        r, cpu, frames = [], 0.0, 0
+        for e in examples:
+            started = time.process_time()
+            motion = generate(dit, plan_cfg, mean, std, e.audio)
+            cpu, frames = cpu + time.process_time() - started, frames + len(motion)
+            r.append(gap_figures(motion_gap(motion), e.audio)["correlation"])
+        rows[name] = {"forwards": forwards(steps, plan, cfg.sampler.shift), "per_voice": r,
+                      "mean": round(float(np.mean(r)), 3), "cpu_ms_per_frame": round(1000 * cpu / frames, 2)}
+        print(json.dumps({name: rows[name]}), flush=True)
+    return {"weights": str(path), "voices": [e.voice for e in examples], "plans": rows}
 
 
 def evaluate(path: Path, cfg: ProfileConfig, voices: int = 4, render: bool = False) -> dict:
@@ -97,7 +143,11 @@ def evaluate(path: Path, cfg: ProfileConfig, voices: int = 4, render: bool = Fal
 
 def main(out: Path, cfg: ProfileConfig, args) -> None:
     path = args.target or out / "portrait.safetensors"
-    report = evaluate(path, cfg, args.voices, args.render)
-    print(json.dumps(report["mean"]))
+    command = "python -m models.training " + " ".join(sys.argv[1:])
+    if args.sweep:
+        report = {"command": command, **sweep(path, cfg, args.voices)}
+    else:
+        report = {"command": command, **evaluate(path, cfg, args.voices, args.render)}
+        print(json.dumps(report["mean"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

@@ -39,10 +39,11 @@ def token_stream(cfg: ProfileConfig, encoder: MelEncoder, pcm: np.ndarray, frame
     return encoder.encode(clip_reader(pcm)(*encoder.token_span(j0, j1)), j1 - j0)
 
 
-def make_clip(rng: np.random.Generator, seconds: float, augment_p: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+def make_clip(rng: np.random.Generator, seconds: float, augment_p: float = 0.8,
+              engine: str = "espeak") -> tuple[np.ndarray, np.ndarray]:
     """(audio 16 kHz, motion (frames, 15)) of exactly `seconds`."""
     frames = int(round(seconds * FPS))
-    example = training_example(rng, seconds * 1.15)
+    example = training_example(rng, seconds * 1.15, engine)
     audio, motion = example.audio, example.motion
     if rng.random() < 0.5:   # speed and pitch beyond espeak's own
         audio, motion = stretch(audio, motion, rng.uniform(0.9, 1.1))
@@ -55,19 +56,21 @@ def make_clip(rng: np.random.Generator, seconds: float, augment_p: float = 0.8) 
     return out, motion[:frames].astype(np.float32)
 
 
-def make_data(out: Path, cfg: ProfileConfig, clips: int, seconds: float, seed: int) -> None:
+def make_data(out: Path, cfg: ProfileConfig, clips: int, seconds: float, seed: int, engine: str = "espeak") -> None:
+    """`clips` clips of `engine`'s voices in chunks (espeak: data-NNN.npz, flite: flite-NNN.npz)."""
     out.mkdir(parents=True, exist_ok=True)
+    prefix, seed = ("data", [seed]) if engine == "espeak" else (engine, [seed, 1])
     encoder = encoder_for(cfg)
     frames = int(round(seconds * FPS))
     for chunk in range(math.ceil(clips / CHUNK)):
-        path = out / f"data-{chunk:03d}.npz"
+        path = out / f"{prefix}-{chunk:03d}.npz"
         if path.is_file():
             continue
-        rng = np.random.default_rng([seed, chunk])
+        rng = np.random.default_rng([*seed, chunk])
         tokens, motions = [], []
         for _ in tqdm(range(min(CHUNK, clips - chunk * CHUNK)), desc=f"portrait data chunk {chunk}",
                       disable=None):
-            audio, motion = make_clip(rng, seconds)
+            audio, motion = make_clip(rng, seconds, engine=engine)
             tokens.append(token_stream(cfg, encoder, audio, frames).numpy().astype(np.float16))
             motions.append(motion)
         tmp = path.with_suffix(".tmp.npz")
@@ -75,13 +78,14 @@ def make_data(out: Path, cfg: ProfileConfig, clips: int, seconds: float, seed: i
         tmp.replace(path)
         print(f"portrait data: wrote {path}", flush=True)
     motion = load_chunks(out)[1]
-    flat = motion.reshape(-1, motion.shape[-1])
-    np.savez(out / "stats.npz", mean=flat.mean(0), std=np.maximum(flat.std(0), STD_FLOOR))
+    if not (out / "stats.npz").is_file():   # the first data stage's statistics stay (training may have begun)
+        flat = motion.reshape(-1, motion.shape[-1])
+        np.savez(out / "stats.npz", mean=flat.mean(0), std=np.maximum(flat.std(0), STD_FLOOR))
     print(f"{len(motion)} clips of {seconds} s in {out}")
 
 
 def load_chunks(out: Path) -> tuple[np.ndarray, np.ndarray]:
-    paths = sorted(out.glob("data-[0-9][0-9][0-9].npz"))
+    paths = sorted(out.glob("data-[0-9][0-9][0-9].npz")) + sorted(out.glob("flite-[0-9][0-9][0-9].npz"))
     if not paths:
         raise FileNotFoundError(f"no data in {out}: run the portrait-data stage first")
     parts = [np.load(p) for p in paths]

@@ -1,12 +1,12 @@
 """The portrait motion generator's training stages (`python -m models.training portrait-...`):
 
-- portrait-data: speech + motion clips (motion_data.make_data);
+- portrait-data: speech + motion clips (motion_data.make_data; `--engine flite`: recorded speakers);
 - portrait-teacher: flow matching of the motion DiT on session-shaped windows (a first window from the
   reference alone, or the previous frames as clean, slightly noised context), audio dropped 15% of
   the time for classifier-free guidance;
 - portrait-student: the few-step student (trajectory distillation of the teacher's audio-guided
   multi-step solves, guidance distilled in); half of its continuation windows get a context the
-  student generated itself (the previous window), as the stream will; windows without audio (the
+  student generated itself (the windows before), as the stream will; windows without audio (the
   session's idle path) learn the teacher's answer to silence;
 - portrait-export: the DiT + the codec's motion statistics into one weights file;
 - portrait-eval: held-out voices through the product's window loop (evaluate.py).
@@ -82,6 +82,24 @@ def student_window(student, cfg: ProfileConfig, known: torch.Tensor, audio: torc
                   flow_sigmas(steps, cfg.sampler.shift), GuidancePlan())
 
 
+def generated_context(student, cfg: ProfileConfig, windows: MotionWindows, clips, starts, steps: int,
+                      generator: torch.Generator, bf16: bool) -> torch.Tensor:
+    """The c frames before `starts` as the stream makes them: c / n student windows in a row, the
+    first after true frames, each later one after the frames generated so far."""
+    c, n = windows.context, windows.new
+    made = None
+    student.eval()
+    for first in range(-c, 0, n):
+        prev, prev_audio, _, _ = windows.window(clips, starts + first, c)
+        if made is not None:
+            prev[:, :, 1 + c - made.shape[2]:1 + c] = made
+        with autocast(bf16):
+            new = student_window(student, cfg, prev[:, :, :1 + c], prev_audio, steps, generator).float()
+        made = new if made is None else torch.cat([made, new], 2)
+    student.train()
+    return made
+
+
 def train_student(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: float, student_steps: int,
                   teacher_steps: int, audio_cfg: float, bf16: bool) -> None:
     windows = MotionWindows(out, cfg)
@@ -91,17 +109,13 @@ def train_student(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: flo
     extra = {"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg}
     for step, rng, losses in stage_steps(out / "student.pt", student, opt, lr, steps, seed=20_000,
                                          desc="portrait student", save_every=50, extra=extra):
-        generated = c == n and rng.random() < 0.5   # the previous window's new frames are the context
+        generated = c % n == 0 and rng.random() < 0.5   # the context is the student's own frames
         context = c if generated or rng.random() < 0.8 else 0
         latents, audio, clips, starts = windows.batch(rng, batch, context, lead=c if generated else 0)
         known = 1 + context
-        if generated:   # the context is the student's own previous window, from the true one before it
-            prev, prev_audio, _, _ = windows.window(clips, starts - c, c)
-            gen = torch.Generator().manual_seed(step)
-            student.eval()
-            with autocast(bf16):
-                latents[:, :, 1:known] = student_window(student, cfg, prev[:, :, :1 + c], prev_audio, student_steps, gen).float()
-            student.train()
+        if generated:
+            latents[:, :, 1:known] = generated_context(student, cfg, windows, clips, starts, student_steps,
+                                                       torch.Generator().manual_seed(step), bf16)
         drop = torch.from_numpy(rng.random(batch) < 0.15)
         # the idle path (null audio) must do what the teacher does on silence: shut the mouth
         teacher_audio = torch.where(drop[:, None, None, None], torch.full_like(audio, SILENCE), audio)
@@ -152,7 +166,7 @@ def run(args: argparse.Namespace) -> None:
     bf16 = args.precision == "bf16"
     stage = args.stage
     if stage == "portrait-data":
-        make_data(out, cfg, args.clips, args.seconds, args.seed)
+        make_data(out, cfg, args.clips, args.seconds, args.seed, args.engine)
     elif stage == "portrait-teacher":
         train_teacher(out, cfg, args.steps, args.batch, args.lr, bf16)
     elif stage == "portrait-student":

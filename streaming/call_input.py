@@ -1,5 +1,6 @@
-"""A call's media in: the caller's audio track -> timeline audio (`AudioIntake`) -> the VAD -> the
-generation worker and the delayed voice; the VAD's events -> messages to the caller.
+"""A call's media in: the caller's audio track -> timeline audio (`AudioIntake`) -> the generation
+worker (at once) and the delayed voice; the same audio -> the VAD, whose speech marks follow it to the
+worker and whose events become messages to the caller.
 
 Input that piles up while this loop is starved of CPU is cut to MAX_INPUT_BACKLOG frames (aiortc
 would queue it all: memory, and CPU spent on audio the clock has passed). Input that stops while the caller's track is still live is filled with silence, so the face idles.
@@ -59,12 +60,13 @@ async def take_audio(call: "Call", pcm) -> None:
     if not len(pcm):
         return
     call.voice.append(pcm)
+    call.worker.push_audio(pcm, None)  # at once: the VAD's verdict follows as marks
     if call.detector.completes_chunk(len(pcm)):
         chunks, events = await call.loop.run_in_executor(call.executor, call.detector.push, pcm)
     else:  # no whole chunk yet, nothing for the model: not worth a hop to the VAD's thread
         chunks, events = call.detector.push(pcm)
-    for chunk in chunks:
-        call.worker.push_audio(chunk.pcm, chunk.speech)
+    for chunk in chunks:  # before the events: an interrupt the caller sends on a speechstart finds them
+        call.worker.mark_speech(chunk.start, chunk.start + len(chunk.pcm), chunk.speech)
     for event in events:
         report_vad(call, event)
 

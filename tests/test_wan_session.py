@@ -120,17 +120,26 @@ def test_one_full_size_window(face_image, speech_like):
     assert len(frames) == 12 and frames[0].image.shape == (64, 64, 3)
 
 
-def test_the_dit_gets_the_official_audio_slots_and_the_face_mask(small_profile, face_image, speech_like):
-    calls = []
-    hook = small_profile.dit.register_forward_pre_hook(
-        lambda module, args, kwargs: calls.append((args[3], kwargs["audio_slots"], kwargs["audio_mask"])),
-        with_kwargs=True)
-    try:
-        session, _ = run_windows(small_profile, face_image, speech_like(3.0), 2)
-    finally:
-        hook.remove()
+def recorded(monkeypatch, dit, name: str) -> list[tuple]:
+    """The arguments of each call of `dit.<name>` (the session builds a forward's audio keys/values
+    and step conditions once, with `audio_context` / `step_conditions`, and hands them to forward)."""
+    calls, build = [], getattr(dit, name)
+
+    def record(*args):
+        calls.append(args)
+        return build(*args)
+    monkeypatch.setattr(dit, name, record)
+    return calls
+
+
+def test_the_dit_gets_the_official_audio_slots_and_the_face_mask(small_profile, face_image, speech_like, monkeypatch):
+    built = recorded(monkeypatch, small_profile.dit, "audio_context")
+    session, _ = run_windows(small_profile, face_image, speech_like(3.0), 2)
     box = session.reference.face_box
     assert box is not None
+    assert all(mask is not None for *_, mask in built)
+    assert all(not audio.any() for audio, _, slots, _ in built if slots is None)  # the null row's, once
+    calls = [(audio, slots, mask) for audio, _, slots, mask in built if slots is not None]
     first_window = [c for c in calls if c[1].shape[1] == 4]  # [reference | 3 new]
     second_window = [c for c in calls if c[1].shape[1] == 6]  # [reference | 2 context | 3 new]
     assert first_window and second_window
@@ -159,10 +168,11 @@ def test_grey_latents_are_the_vae_encoding_of_mid_grey_frames_after_the_referenc
 
 
 @pytest.mark.parametrize("mode", ["inpaint", "clean-tokens"])
-def test_both_conditionings_keep_the_stream_exact(small_profile, face_image, speech_like, mode):
+def test_both_conditionings_keep_the_stream_exact(small_profile, face_image, speech_like, mode, monkeypatch):
     profile = small_profile.with_conditioning(mode)
     calls = []
-    hook = profile.dit.register_forward_pre_hook(lambda m, args, kw: calls.append((args[0], args[1])), with_kwargs=True)
+    conditions = recorded(monkeypatch, profile.dit, "step_conditions")
+    hook = profile.dit.register_forward_pre_hook(lambda m, args, kw: calls.append(args[0]), with_kwargs=True)
     try:
         session = Session(profile, face_image, seed=0)
         session.push_audio(speech_like(3.0), 16000)
@@ -176,14 +186,21 @@ def test_both_conditionings_keep_the_stream_exact(small_profile, face_image, spe
     assert [f.index for f in frames] == list(range(24))  # every frame once
     assert [f.pts for f in frames] == [i / 25 for i in range(24)]  # contiguous timestamps
     c, n = profile.context_latents, profile.new_latents
-    for hidden, timestep in calls:
+    timesteps = [t for t, _ in conditions]
+    assert calls and timesteps
+    for hidden in calls:
         assert hidden.shape[2] == 1 + c + n
         assert torch.equal(hidden[:, 16:20, :1 + c], torch.ones_like(hidden[:, 16:20, :1 + c]))
         assert not hidden[:, 16:20, 1 + c:].any()
         assert torch.equal(hidden[:, 20:, 1:1 + c], kept.expand(len(hidden), -1, -1, -1, -1))  # context unchanged
         if mode == "inpaint":
             assert torch.equal(hidden[:, 20:, 1 + c:], session._grey[:, :, c:c + n].expand(len(hidden), -1, -1, -1, -1))
-            assert torch.equal(timestep, timestep[:, :1].expand_as(timestep))  # one timestep a row
         else:
             assert torch.equal(hidden[:, :16, 1:1 + c], kept.expand(len(hidden), -1, -1, -1, -1))
-            assert not timestep[:, :1 + c].any() and not hidden[:, 20:, 1 + c:].any()
+            assert not hidden[:, 20:, 1 + c:].any()
+    for timestep in timesteps:
+        if mode == "inpaint":
+            assert timestep.ndim == 1 or torch.equal(timestep, timestep[:, :1].expand_as(timestep))  # one a row
+        else:
+            clean = timestep.shape[1] - n  # the reference (and the context, after the first window)
+            assert not timestep[:, :clean].any() and timestep[:, clean:].all()  # clean tokens at t=0

@@ -83,11 +83,12 @@ class MotionCodec(nn.Module):
         pixels = ((reference_image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return self.fit_photo(pixels.permute(1, 2, 0).cpu().numpy())[0]
 
-    def decode(self, latents: torch.Tensor, state: PortraitRenderer | PortraitStream, audio: torch.Tensor,
-               speech: np.ndarray | None = None) -> tuple[torch.Tensor, PortraitStream]:
+    def decode(self, latents: torch.Tensor, state: PortraitRenderer | PortraitStream,
+               audio: torch.Tensor) -> tuple[torch.Tensor, PortraitStream]:
         """(1, 15, T, 1, 1) -> frames (1, T, 3, H, W) in [-1, 1] (float32) and the stream's next state.
-        The audio is not used: the motion already follows it (and `speech` closes it in silence)."""
-        images, state = self.decode_images(latents, state, speech)
+        The audio is not used: the motion already follows it. A session calls `decode_images`, with
+        its speech flags (this contract has none, so the mouth stays the DiT's)."""
+        images, state = self.decode_images(latents, state)
         return (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1)[None], state
 
     def decode_images(self, latents: torch.Tensor, state: PortraitRenderer | PortraitStream,

@@ -133,6 +133,11 @@ class Session:
             raise RuntimeError("push_audio after finish()")
         self._audio.push(pcm, sample_rate, speech)
 
+    def mark_speech(self, s0: int, s1: int, speech: bool) -> None:
+        """A VAD's verdict on timeline samples [s0, s1) (profile rate), given after their audio:
+        a window that runs before it decides speech by the energy gate."""
+        self._audio.mark(s0, s1, speech)
+
     def interrupt(self) -> int:
         """Drop speech that has no frames yet: it becomes silence, so the next windows idle.
         Returns the timeline sample from which speech was dropped (the next window's first)."""

@@ -26,12 +26,20 @@ class SessionAudio:
         self.timeline = AudioTimeline()
         self._resampler = Resampler(profile.sample_rate)
         self._speech_marks: list[tuple[int, int, bool]] = []  # (s0, s1, speech) from a VAD
+        self._silenced_to = 0  # an interrupt silenced the timeline up to here: no speech mark before it
 
     def push(self, pcm: np.ndarray, sample_rate: int, speech: bool | None = None) -> None:
         samples = self._resampler.push(pcm, sample_rate)
         if speech is not None and len(samples):
             self._speech_marks.append((self.timeline.end, self.timeline.end + len(samples), bool(speech)))
         self.timeline.append(samples)
+
+    def mark(self, s0: int, s1: int, speech: bool) -> None:
+        """The VAD's verdict on timeline samples [s0, s1), given after their audio (a live caller)."""
+        if speech:
+            s0 = max(s0, self._silenced_to)
+        if s1 > s0:
+            self._speech_marks.append((s0, s1, bool(speech)))
 
     def flush(self) -> None:
         """The resampler's tail onto the timeline (the end of the input)."""
@@ -40,6 +48,7 @@ class SessionAudio:
     def silence_from(self, s0: int) -> None:
         """Speech from sample s0 on becomes silence (an interrupt)."""
         self.timeline.silence_from(s0)
+        self._silenced_to = self.timeline.end
         self._speech_marks = [(a, min(b, s0), sp) for a, b, sp in self._speech_marks if a < s0]
 
     def token_range(self, first_latent: int, last_latent: int) -> tuple[int, int]:
@@ -69,17 +78,25 @@ class SessionAudio:
         return count
 
     def frame_speech(self, f0: int, f1: int) -> np.ndarray:
-        """Speech flag per video frame in [f0, f1): the VAD's marks, else an energy gate."""
+        """Speech flag per video frame in [f0, f1): the VAD's marks, else an energy gate (also for
+        frames past the last mark: audio whose verdict has not come yet)."""
         s0, s1 = f0 * SAMPLES_PER_FRAME, f1 * SAMPLES_PER_FRAME
-        if self._speech_marks:
-            flags = np.zeros(f1 - f0, bool)
-            for a, b, speech in self._speech_marks:
-                if speech and b > s0 and a < s1:
-                    lo = max(a - s0, 0) // SAMPLES_PER_FRAME
-                    hi = -(-(min(b, s1) - s0) // SAMPLES_PER_FRAME)
-                    flags[lo:hi] = True
-            return flags
-        audio = self.timeline.read(s0, s1).reshape(f1 - f0, SAMPLES_PER_FRAME)
+        if not self._speech_marks:
+            return self._loud(f0, f1)
+        flags = np.zeros(f1 - f0, bool)
+        for a, b, speech in self._speech_marks:
+            if speech and b > s0 and a < s1:
+                lo = max(a - s0, 0) // SAMPLES_PER_FRAME
+                hi = -(-(min(b, s1) - s0) // SAMPLES_PER_FRAME)
+                flags[lo:hi] = True
+        marked_to = max(b for _, b, _ in self._speech_marks)
+        unknown = max(marked_to - s0, 0) // SAMPLES_PER_FRAME  # the first frame not wholly marked
+        if unknown < f1 - f0:
+            flags[unknown:] |= self._loud(f0 + unknown, f1)
+        return flags
+
+    def _loud(self, f0: int, f1: int) -> np.ndarray:
+        audio = self.timeline.read(f0 * SAMPLES_PER_FRAME, f1 * SAMPLES_PER_FRAME).reshape(f1 - f0, SAMPLES_PER_FRAME)
         rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2, axis=1) + 1e-12)
         return 20 * np.log10(rms) > SPEECH_DBFS
 

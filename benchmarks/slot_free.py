@@ -1,7 +1,7 @@
 """How soon a dropped caller's session slot is free again (issue 11, harness c), for every kind of
 drop: a goodbye, a closed websocket, a reset TCP connection, a caller that stops answering (no FIN,
 no pongs), a caller that closes its peer connection, a caller whose media path dies while its websocket
-lives on (the server's media timeout, set to MEDIA_TIMEOUT_S here; 5 s by default), a DTLS failure (a
+lives on (the server's media watchdog, streaming/liveness.py: MEDIA_TIMEOUT_S here, 4 s by default), a DTLS failure (a
 fingerprint that does not match), and a caller whose peer is gone before connecting (measured from
 its ICE failure or the signaling deadline, whichever comes first). A server in this process (tiny-random profile) and real
 aiortc callers on loopback:

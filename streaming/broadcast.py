@@ -3,7 +3,8 @@
 A broadcast is a call (call.py) whose caller, the WHIP publisher, only sends: its audio is the voice
 that drives the avatar. The call's two paced tracks (the avatar's video and the re-timed voice) go
 through one aiortc MediaRelay to every WHEP viewer, each on its own peer connection, and to a drain
-that keeps them running on the call's clock while nobody watches. PATCH bodies (trickle ICE
+that keeps them running on the call's clock while nobody watches. A websocket call that opts in
+(offer option `watch`) is watched the same way, its caller taking the drain's place. PATCH bodies (trickle ICE
 fragments, RFC 8840) are checked here; a refusal is the HTTP layer's `Refused`.
 """
 
@@ -22,6 +23,7 @@ from aiortc.sdp import SessionDescription
 
 from .http import Refused
 from .ice import rtc_configuration
+from .liveness import end_when_silent
 from .peer import answer_as_dtls_server, discard_track, release_peer
 from .protocol import MAX_CANDIDATE_CHARS, ProtocolError, parse_candidate
 
@@ -91,9 +93,14 @@ class Resource:
         self._ended = False  # the client sent end-of-candidates
 
     async def trickle(self, body: str, if_match: str | None) -> None:
-        if if_match is not None and if_match.strip() == "*":
+        """RFC 9725 4.3.1: a PATCH without If-Match gets 428, a stale one 412; a session that trickles
+        but cannot restart ICE answers a restart (If-Match "*", or other credentials) with 422 and
+        goes on as it was."""
+        if if_match is None:
+            raise Refused(428, "etag", "a PATCH needs If-Match: the session's ETag (or * for an ICE restart)")
+        if if_match.strip() == "*":
             raise Refused(422, "ice_restart", "ICE restarts are not supported: start a new session")
-        if if_match is not None and if_match.strip() != self.etag:
+        if if_match.strip() != self.etag:
             raise Refused(412, "etag", "If-Match does not match this session's ETag", {"ETag": self.etag})
         if self.pc is None or self.pc.connectionState == "closed":
             raise Refused(404, "unknown_session", "this session has ended")
@@ -138,6 +145,7 @@ class Viewer(Resource):
         super().__init__(offer_sdp)
         self.broadcast = broadcast
         self.connected = asyncio.Event()
+        self.ended = asyncio.Event()
 
     async def start(self, offer_sdp: str, config, tracks) -> str:
         pc = self.pc = RTCPeerConnection(rtc_configuration(config.ice_servers))
@@ -155,12 +163,18 @@ class Viewer(Resource):
     async def _on_state(self) -> None:
         state = self.pc.connectionState if self.pc else "closed"
         log.info("call=%s viewer=%s event=connection state=%s", self.broadcast.call.id, self.id[:6], state)
-        if state == "connected":
-            self.connected.set()
+        if state == "connected" and not self.connected.is_set():
+            self.connected.set()  # and a viewer gone without DELETE (no more RTCP reports) is dropped
+            broadcast = self.broadcast
+            broadcast._spawn(end_when_silent(
+                self.pc, broadcast.config.media_timeout_s, self.ended,
+                lambda reason: broadcast._spawn(broadcast.drop_viewer(self.id, reason)),
+                f"call={broadcast.call.id} viewer={self.id[:6]}"))
         elif state in ("failed", "closed"):
             await self.broadcast.drop_viewer(self.id, f"connection {state}")
 
     async def close(self) -> None:
+        self.ended.set()
         pc, self.pc = self.pc, None
         if pc is not None:
             await pc.close()
@@ -186,11 +200,18 @@ class Broadcast(Resource):
         """The call's `send`: nobody is on a websocket, so its messages are kept for GET."""
         self.events.append(message)
 
-    def attach(self, call, on_end) -> None:
-        """Take over a started call: drain its tracks, and end (calling on_end) when it ends or does
-        not connect within the signaling timeout."""
+    def copies(self, voice, video) -> tuple[MediaStreamTrack, MediaStreamTrack]:
+        """A consumer's own copies of a call's voice and video through the relay. Video unbuffered: a
+        consumer whose sending falls behind skips to the newest frame rather than lagging ever more;
+        the voice buffered: each of its frames is needed."""
+        return OwnFrames(self._relay.subscribe(voice)), OwnFrames(self._relay.subscribe(video, buffered=False))
+
+    def attach(self, call, on_end, drain: bool = True) -> None:
+        """Take over a started call: drain its tracks (unless its caller takes them: a watched
+        websocket call), and end (calling on_end) when it ends or does not connect within the
+        signaling timeout."""
         self.call, self.pc = call, call.pc
-        for track in (call.video, call.voice_track):
+        for track in (call.video, call.voice_track) if drain else ():
             self._spawn(discard_track(self._relay.subscribe(track, buffered=False)))
         self._spawn(self._watch(on_end))
 
@@ -220,12 +241,8 @@ class Broadcast(Resource):
                                                "try again later", {"Retry-After": "10"})
         viewer = Viewer(offer_sdp, self)
         self.viewers[viewer.id] = viewer
-        # Video unbuffered: a viewer whose sending falls behind skips to the newest frame rather than
-        # lagging ever more; the voice buffered: each of its frames is needed.
-        tracks = [OwnFrames(self._relay.subscribe(self.call.voice_track)),
-                  OwnFrames(self._relay.subscribe(self.call.video, buffered=False))]
         try:
-            answer = await viewer.start(offer_sdp, self.config, tracks)
+            answer = await viewer.start(offer_sdp, self.config, self.copies(self.call.voice_track, self.call.video))
         except BaseException:
             await self.drop_viewer(viewer.id, "set-up failed")
             raise

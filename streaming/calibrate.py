@@ -11,17 +11,13 @@ import logging
 import statistics
 import time
 
-from models.audio_features import SAMPLE_RATE
-
-from .vad import CHUNK
-
 log = logging.getLogger(__name__)
 
 MARGIN = 1.25  # headroom over the measured compute
 # A window can start only once its last sample is in the worker: that sample's 20 ms packet has
-# arrived, then the VAD's 32 ms chunk holding it (the worker gets audio chunk by chunk), and the
-# event loop and the VAD's thread have passed it on (two calls share the cores: a jitter allowance).
-INPUT_WAIT_S = 0.020 + CHUNK / SAMPLE_RATE
+# arrived and the event loop has passed it on (two calls share the cores: a jitter allowance). The
+# worker does not wait for the VAD: its speech marks follow the audio (streaming/call_input.py).
+INPUT_WAIT_S = 0.020
 JITTER_S = 0.020
 CEILING_S = 1.0  # a busier machine than that degrades (fewer steps, idle path) instead of waiting longer
 
@@ -49,7 +45,7 @@ def compute_allowance(profile, threads: int | None = None) -> float:
 
         torch.set_num_threads(threads)
     measured = measure_window_compute(profile)
-    allowance = MARGIN * measured + INPUT_WAIT_S + JITTER_S  # at least the input's wait: 72 ms
+    allowance = MARGIN * measured + INPUT_WAIT_S + JITTER_S  # at least the input's wait: 40 ms
     if allowance > CEILING_S:
         log.warning("event=calibration_capped window_compute_s=%.3f compute_allowance_s=%.1f "
                     "(this machine is busy or slow for this profile: expect degraded windows)",

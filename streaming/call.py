@@ -20,6 +20,7 @@ from .clock import MediaClock
 from .events import AvatarSwitched, Degraded, Failed, Interrupted, WorkerEvent
 from .ice import rtc_configuration
 from .intake import AudioIntake
+from .liveness import end_when_silent
 from .outputs import MediaOutput, check_caller_rtmp, open_outputs
 from .peer import answer_as_dtls_server, discard_track, release_peer, shorten_audio_prefetch
 from .protocol import Offer, ProtocolError
@@ -81,7 +82,8 @@ class Call:
         self.outputs: list[MediaOutput] = []  # RTMP pushes and the recording (streaming/outputs.py)
 
     # ---- set-up -----------------------------------------------------------------------------
-    async def start(self, offer: Offer, image) -> dict:
+    async def start(self, offer: Offer, image, watched=None) -> dict:
+        """`watched`: the Broadcast of a call WHEP players may watch; the caller's tracks come from it."""
         from avatar.session import Session
 
         cfg = self.config
@@ -121,8 +123,10 @@ class Call:
         if self.broadcast:
             pc.addTransceiver("audio", direction="recvonly")
         else:
-            pc.addTransceiver(self.voice_track, direction="sendrecv")
-            pc.addTransceiver(self.video, direction="sendonly")
+            voice, video = (self.voice_track, self.video) if watched is None else \
+                watched.copies(self.voice_track, self.video)
+            pc.addTransceiver(voice, direction="sendrecv")
+            pc.addTransceiver(video, direction="sendonly")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors (even AssertionError) on bad SDP
@@ -166,8 +170,10 @@ class Call:
     async def _on_state(self) -> None:
         state = self.pc.connectionState if self.pc else "closed"
         log.info("call=%s event=connection state=%s", self.id, state)
-        if state == "connected":
-            self.connected.set()
+        if state == "connected" and not self.connected.is_set():
+            self.connected.set()  # and a caller gone without a word ends the call (the close runs apart)
+            self.spawn(end_when_silent(self.pc, self.config.media_timeout_s, self.closed,
+                                       lambda reason: asyncio.ensure_future(self.close(reason)), f"call={self.id}"))
         elif state in ("failed", "closed"):
             await self.close(f"connection {state}")
 

@@ -1,17 +1,16 @@
-"""A call's media in: the caller's audio track -> timeline audio (`AudioIntake`) -> the VAD -> the
-generation worker and the delayed voice; the VAD's events -> messages to the caller.
+"""A call's media in: the caller's audio track -> timeline audio (`AudioIntake`) -> the generation
+worker (at once) and the delayed voice; the same audio -> the VAD, whose speech marks follow it to the
+worker and whose events become messages to the caller.
 
 Input that piles up while this loop is starved of CPU is cut to MAX_INPUT_BACKLOG frames (aiortc
 would queue it all: memory, and CPU spent on audio the clock has passed). Input that stops while the caller's track is still live is filled with silence, so the face idles.
-If none comes for `media_timeout_s` of this loop's own polls, the media path is taken for dead and
-the call ends (ICE consent would notice after 30 s, the slot held all that time). Polls count, not
-wall time: a pause of this process (a stall, SIGSTOP) is one poll, not its length.
+(A caller from which nothing at all arrives any more, audio or RTCP, is ended by the media watchdog,
+streaming/liveness.py, which watches every peer connection the same way.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,6 @@ from .peer import drop_input_backlog
 if TYPE_CHECKING:
     from .call import Call
 
-log = logging.getLogger("streaming.call")
 
 STARVED_POLL_S = 0.1  # how often a silent input is checked (and filled with silence)
 MAX_INPUT_BACKLOG = 25  # decoded input frames (aiortc's, 20 ms each) kept waiting: half a second
@@ -38,8 +36,6 @@ async def intake_loop(call: "Call", track) -> None:
         return
     call.clock.start()
     receiving: asyncio.Task | None = None
-    starved_polls = 0
-    timeout_polls = round(call.config.media_timeout_s / STARVED_POLL_S)
     try:
         while not call.closed.is_set():
             if receiving is None and track.readyState != "live":  # no more input
@@ -49,14 +45,8 @@ async def intake_loop(call: "Call", track) -> None:
             receiving = receiving or asyncio.ensure_future(track.recv())
             done, _ = await asyncio.wait({receiving}, timeout=STARVED_POLL_S)
             if not done:  # starved: silence keeps the timeline on the clock
-                starved_polls += 1
-                if starved_polls >= timeout_polls:
-                    log.warning("call=%s event=media_timeout seconds=%g", call.id, call.config.media_timeout_s)
-                    call.spawn(call.close("no media"))
-                    return
                 await take_audio(call, call.intake.fill_silence())
                 continue
-            starved_polls = 0
             call.intake.dropped += drop_input_backlog(track, MAX_INPUT_BACKLOG)
             finished, receiving = receiving, None
             if not finished.cancelled() and finished.exception() is None:  # else the track ended
@@ -70,12 +60,13 @@ async def take_audio(call: "Call", pcm) -> None:
     if not len(pcm):
         return
     call.voice.append(pcm)
+    call.worker.push_audio(pcm, None)  # at once: the VAD's verdict follows as marks
     if call.detector.completes_chunk(len(pcm)):
         chunks, events = await call.loop.run_in_executor(call.executor, call.detector.push, pcm)
     else:  # no whole chunk yet, nothing for the model: not worth a hop to the VAD's thread
         chunks, events = call.detector.push(pcm)
-    for chunk in chunks:
-        call.worker.push_audio(chunk.pcm, chunk.speech)
+    for chunk in chunks:  # before the events: an interrupt the caller sends on a speechstart finds them
+        call.worker.mark_speech(chunk.start, chunk.start + len(chunk.pcm), chunk.speech)
     for event in events:
         report_vad(call, event)
 

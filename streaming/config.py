@@ -52,11 +52,11 @@ class ServerConfig:
     # caller's own upload for longer than the timeout ends the call too.)
     ping_interval_s: float = 0.25
     ping_timeout_s: float = 1.0
+    # A peer connection (caller, WHIP publisher, WHEP viewer) from which nothing has arrived for this
+    # long is taken as gone and ended (streaming/liveness.py), though a caller's websocket may live
+    # on; None: only ICE consent (about 30 s) ends it. A live peer sends a packet at least every 1.5 s.
+    media_timeout_s: float | None = 4.0
     stats_interval_s: float = 1.0
-    # A call whose caller's audio stops arriving for this long (its track still live) ends: the media
-    # path is dead, though the websocket may live on (ICE consent would take 30 s). Browsers send audio
-    # packets all the time, silence and a muted track included.
-    media_timeout_s: float = 5.0
     # A "degraded" message when more than this share of the frames sent in a stats interval were repeats.
     degraded_repeat_share: float = 0.1
     # Output delay = the engine's window latency + this. None: measured at start-up (streaming/calibrate.py).

@@ -1,7 +1,7 @@
 """Every message that crosses a seam inside a call, in one place.
 
-- The worker's inbox (event loop -> generation thread): `AudioIn`, `Interrupt`, `SetPrompt`,
-  `SwapSession`, `Stop`.
+- The worker's inbox (event loop -> generation thread): `AudioIn`, `SpeechMark`, `Interrupt`,
+  `SetPrompt`, `SwapSession`, `Stop`.
 - The worker's events (generation thread -> event loop, then the wire): `Interrupted`,
   `AvatarSwitched`, `Degraded`, `Failed`.
 - The VAD's events: `VadEvent` with a `VadKind`.
@@ -23,8 +23,17 @@ from models.audio_features import SAMPLE_RATE
 # ---- the worker's inbox -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class AudioIn:
-    """Timeline audio for the engine, 16 kHz mono float32, marked by the VAD."""
+    """Timeline audio for the engine, 16 kHz mono float32: marked speech or not (a TTS voice), or
+    None when its marks come later as `SpeechMark`s (a caller's audio, ahead of the VAD)."""
     pcm: np.ndarray
+    speech: bool | None
+
+
+@dataclass(frozen=True)
+class SpeechMark:
+    """The VAD's verdict on call timeline samples [start, end)."""
+    start: int
+    end: int
     speech: bool
 
 
@@ -49,7 +58,7 @@ class Stop:
     """End the thread after the message in hand (the worker's only stop mechanism)."""
 
 
-WorkerCommand = AudioIn | Interrupt | SetPrompt | SwapSession | Stop
+WorkerCommand = AudioIn | SpeechMark | Interrupt | SetPrompt | SwapSession | Stop
 
 
 # ---- the worker's events ------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class Offer:
     image: str | None = None  # base64 or a data: URL, decoded by the server
     prompt: str | None = None
     rtmp: str | None = None  # push this call to that RTMP URL too (if the server allows it)
+    watch: bool = False  # let WHEP players watch this call (the answer names where; broadcast.py)
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,11 @@ def _check_offer(msg: dict) -> Offer:
     rtmp = _text(msg, "rtmp", MAX_URL_CHARS, required=False)
     if rtmp is not None and not is_stream_url(rtmp):
         raise ProtocolError("bad_message", "'rtmp' must be an rtmp:// or rtmps:// URL")
+    watch = msg.get("watch", False)
+    if not isinstance(watch, bool):
+        raise ProtocolError("bad_message", "'watch' must be true or false")
     check_offer_sdp(sdp)
-    return Offer(sdp, avatar, image, prompt, rtmp)
+    return Offer(sdp, avatar, image, prompt, rtmp, watch)
 
 
 def parse_candidate(line: str) -> RTCIceCandidate:

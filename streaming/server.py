@@ -12,6 +12,7 @@ import asyncio
 import logging
 import ssl
 import sys
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -42,6 +43,7 @@ class AvatarServer:
         self.profile = profile
         self.avatars = AvatarLibrary(config.avatars_dir)
         self.calls: dict[str, Call | None] = {}  # a slot is taken from the first message on
+        self._made: weakref.WeakSet[Call] = weakref.WeakSet()  # those still held: in a slot, or closing after it
         self._runner: web.AppRunner | None = None
         # The origins a page may call from: configured ones, then also the server's own once bound.
         self.origins: frozenset[str] = frozenset(config.allowed_origins)
@@ -89,9 +91,8 @@ class AvatarServer:
 
     async def stop(self) -> None:
         await self.whip.close_all("server stopping")
-        for call in list(self.calls.values()):
-            if call is not None:
-                await call.close("server stopping")
+        for call in list(self._made):  # a call whose slot is already free may still be closing: wait for it
+            await call.close("server stopping")
         await self.signaling.close_all("server stopping")
         if self._runner is not None:
             await self._runner.cleanup()
@@ -109,9 +110,11 @@ class AvatarServer:
         return generation_cores(sum(call is not None for call in self.calls.values()))
 
     def new_call(self, call_id: str, send, broadcast: bool = False) -> Call:
-        return Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
+        call = Call(call_id, self.profile, self.config, send, load_vad_model, self._vad_pool,
                     compute_allowance_s=self.compute_allowance_s, torch_threads=self.torch_threads,
                     generation_cores=self.generation_cores, broadcast=broadcast)
+        self._made.add(call)
+        return call
 
     def health(self) -> dict:
         return {"ok": True, "profile": getattr(self.profile, "name", None), "sessions": len(self.calls),

@@ -128,11 +128,14 @@ class WebsocketSignaling:
                 else:
                     image = self.server.image_from(link.avatar, link.image)
                 call = self.server.new_call(link.call_id, send)
+                watched = self.server.whip.watchable(msg.sdp) if msg.watch else None
                 try:
-                    answer = await call.start(msg, image)
+                    answer = await call.start(msg, image, watched)
                 except BaseException:
                     await self._end(call, "set-up failed")
                     raise
+                if watched is not None:
+                    answer["watch"] = self.server.whip.watch_call(watched, call)
                 link.call = call
                 self.server.metrics.call_started(call)
                 if link.call_id in self.server.calls:  # (not if the slot was freed meanwhile: the socket is closing)

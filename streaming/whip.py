@@ -2,7 +2,7 @@
 
     POST   /whip?avatar=ID&prompt=TEXT   application/sdp offer -> 201, answer, Location /whip/{id},
                                          ETag, Link rel="alternate" </whep/{watch}> (+ ICE servers)
-    PATCH  /whip/{id}                    application/trickle-ice-sdpfrag -> 204
+    PATCH  /whip/{id}                    application/trickle-ice-sdpfrag, If-Match: ETag -> 204 (428, 412; 422 restart)
     GET    /whip/{id}                    the session's status (JSON: viewers, latest stats, VAD events)
     DELETE /whip/{id}                    ends the session, its viewers too, and frees the slot -> 200
     POST   /whep/{watch}                 a viewer's application/sdp offer -> 201, Location /whep/{watch}/{viewer}
@@ -86,6 +86,7 @@ class WhipEndpoints:
         response = web.Response(status=201, body=answer.encode(), content_type=SDP)
         response.headers["Location"] = location
         response.headers["ETag"] = etag
+        response.headers["Accept-Patch"] = SDPFRAG  # trickle ICE is taken (as the WHEP drafts ask)
         for link in links + ice_server_links(self.config.ice_servers):
             response.headers.add("Link", link)
         return response
@@ -162,6 +163,26 @@ class WhipEndpoints:
     async def close_all(self, reason: str) -> None:
         for broadcast in list(self.broadcasts.values()):
             await self._ended(broadcast, reason)
+        for broadcast in list(self.watched.values()):  # watched websocket calls
+            await self._unwatched(broadcast, reason)
+
+    def watchable(self, offer_sdp: str) -> Broadcast:
+        """For a websocket call that lets WHEP players watch it: its viewers' Broadcast, to start the
+        call with (Call.start(watched=...)), then `watch_call`."""
+        return Broadcast(offer_sdp, self.config)
+
+    def watch_call(self, broadcast: Broadcast, call) -> str:
+        """Open a started websocket call to WHEP players (until it ends); returns where to watch it.
+        The watch id is the capability: only the caller learns it (plus the token, if the server has one)."""
+        self.watched[broadcast.watch_id] = broadcast
+        broadcast.attach(call, self._unwatched, drain=False)
+        log.info("call=%s event=watchable", call.id)
+        return f"/whep/{broadcast.watch_id}"
+
+    async def _unwatched(self, broadcast: Broadcast, reason: str) -> None:
+        """A watched websocket call ended: its viewers end; its slot is the websocket's to free."""
+        if self.watched.pop(broadcast.watch_id, None) is not None:
+            await broadcast.close(reason)
 
     # ---- WHEP -------------------------------------------------------------------------------
     async def watch(self, request: web.Request) -> web.Response:

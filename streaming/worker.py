@@ -23,8 +23,8 @@ from models.audio_features import SAMPLES_PER_FRAME
 
 from .buffers import FrameBuffer
 from .clock import MediaClock
-from .events import (AudioIn, AvatarSwitched, Degraded, Failed, Interrupt, Interrupted, SetPrompt, Stop,
-                     SwapSession, WorkerCommand, WorkerEvent)
+from .events import (AudioIn, AvatarSwitched, Degraded, Failed, Interrupt, Interrupted, SetPrompt, SpeechMark,
+                     Stop, SwapSession, WorkerCommand, WorkerEvent)
 from .lateness import CAUSES, GcClock, WindowLateness, late_cause
 from .planner import StepPlanner
 
@@ -94,7 +94,7 @@ class CatchUpLog:
 class GenerationWorker:
     """One thread that drives one engine session for a call and hands its frames to the video track.
 
-    The event loop calls `push_audio`, `interrupt`, `set_prompt`, `swap_session` and `stop`; each
+    The event loop calls `push_audio`, `mark_speech`, `interrupt`, `set_prompt`, `swap_session` and `stop`; each
     puts one command on the inbox, which the thread drains between windows. Results come back through
     `notify(event)`, called on the worker thread with one of `streaming.events.WorkerEvent`.
 
@@ -127,7 +127,8 @@ class GenerationWorker:
         self._base_frame = 0  # the call's frame index of the session's frame 0
         self._next_frame = 0  # the call's frame index of the next window's first frame
         self._pushed = 0  # call timeline samples pushed so far
-        self._recent: deque = deque()  # (start sample, pcm, speech), about REPLAY_S of it
+        self._recent: deque = deque()  # (start sample, pcm), about REPLAY_S of it
+        self._marks: deque = deque()  # (start, end, speech) call samples, as far back as _recent
         self._lateness: WindowLateness | None = None  # the window being made
         self._last_idle = True  # whether the last window made was idle
 
@@ -136,8 +137,13 @@ class GenerationWorker:
         GcClock.install()
         self._thread.start()
 
-    def push_audio(self, pcm: np.ndarray, speech: bool) -> None:
+    def push_audio(self, pcm: np.ndarray, speech: bool | None) -> None:
+        """Timeline audio, marked speech or not, or (None) to be marked later by `mark_speech`."""
         self._inbox.put(AudioIn(pcm, speech))
+
+    def mark_speech(self, start: int, end: int, speech: bool) -> None:
+        """The VAD's verdict on call samples [start, end), pushed before (the audio does not wait for it)."""
+        self._inbox.put(SpeechMark(start, end, speech))
 
     def interrupt(self) -> None:
         self._inbox.put(Interrupt())
@@ -188,9 +194,11 @@ class GenerationWorker:
         match command:
             case AudioIn(pcm, speech):
                 self._push(pcm, speech)
+            case SpeechMark(start, end, speech):
+                self._mark(start, end, speech)
             case Interrupt():
                 sample = self.session.interrupt() + self._base_frame * SAMPLES_PER_FRAME
-                dropped = any(speech and at + len(pcm) > sample for at, pcm, speech in self._recent)
+                dropped = any(speech and end > sample for _, end, speech in self._marks)
                 self.notify(Interrupted(sample, dropped))
             case SwapSession(session):
                 self._swap(session)
@@ -200,12 +208,22 @@ class GenerationWorker:
                 return False
         return True
 
-    def _push(self, pcm: np.ndarray, speech: bool) -> None:
-        self.session.push_audio(pcm, self.clock.sample_rate, speech=speech)
-        self._recent.append((self._pushed, pcm, speech))
+    def _push(self, pcm: np.ndarray, speech: bool | None) -> None:
+        self.session.push_audio(pcm, self.clock.sample_rate)
+        self._recent.append((self._pushed, pcm))
+        if speech is not None:
+            self._mark(self._pushed, self._pushed + len(pcm), speech)
         self._pushed += len(pcm)
         while self._recent and self._pushed - self._recent[0][0] > REPLAY_S * self.clock.sample_rate:
             self._recent.popleft()
+        while self._marks and self._recent and self._marks[0][1] <= self._recent[0][0]:
+            self._marks.popleft()
+
+    def _mark(self, start: int, end: int, speech: bool) -> None:
+        self._marks.append((start, end, speech))
+        base = self._base_frame * SAMPLES_PER_FRAME
+        if end > base:
+            self.session.mark_speech(max(start - base, 0), end - base, speech)
 
     def _swap(self, session) -> None:
         """The new session starts where the old one's next window would have: its frame 0 is that
@@ -214,10 +232,14 @@ class GenerationWorker:
         start = switch * SAMPLES_PER_FRAME
         kept = self._recent[0][0] if self._recent else self._pushed
         if kept > start:  # older than what is kept: silence (not expected: REPLAY_S covers a window)
-            session.push_audio(np.zeros(kept - start, np.float32), self.clock.sample_rate, speech=False)
-        for at, pcm, speech in self._recent:
+            session.push_audio(np.zeros(kept - start, np.float32), self.clock.sample_rate)
+            session.mark_speech(0, kept - start, False)
+        for at, pcm in self._recent:
             if at + len(pcm) > start:
-                session.push_audio(pcm[max(start - at, 0):], self.clock.sample_rate, speech=speech)
+                session.push_audio(pcm[max(start - at, 0):], self.clock.sample_rate)
+        for s0, s1, speech in self._marks:
+            if s1 > start:
+                session.mark_speech(max(s0 - start, 0), s1 - start, speech)
         self.session, self._base_frame = session, switch
         self.notify(AvatarSwitched(switch))
 

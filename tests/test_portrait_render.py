@@ -175,3 +175,45 @@ def test_the_mouth_inside_is_lit_from_above_and_warm(renderer):
     near_corner = frame[int(corner[1]) - 1:int(corner[1]) + 2,
                         int(corner[0]) + 3:int(corner[0]) + 6] @ [0.299, 0.587, 0.114]
     assert near_corner.mean() < luma[:third].mean()
+
+
+def _luma_inside_the_lips(frame, points):
+    from models.portrait.mouth import LUMA, inner_polygon
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(inner_polygon(points)).astype(np.int32)], 255)
+    return frame[mask > 0].astype(np.float32) @ LUMA
+
+
+def test_a_barely_parted_mouth_is_a_dark_slit_not_a_bar_of_teeth(renderer):
+    """Light reaches the teeth through the opening: lips ~1.4% of the face apart show mostly
+    shadow (at most a dim sliver of upper teeth), a wide opening shows them lit."""
+    from models.portrait.mouth import LUMA
+    teeth = float(renderer.mouth.teeth @ LUMA)
+    slit = vec(lip_gap=0.35)
+    assert np.percentile(_luma_inside_the_lips(renderer.render(slit), renderer.basis.displace(slit)),
+                         90) < 0.6 * teeth
+    wide = vec(jaw_open=0.8, lip_gap=0.5)
+    assert np.percentile(_luma_inside_the_lips(renderer.render(wide), renderer.basis.displace(wide)),
+                         95) > 0.8 * teeth
+
+
+def test_a_wide_opening_narrows_toward_its_corners(renderer):
+    """The cavity's ends follow the lips' rounded corners: near a corner only the middle of the
+    lips' opening is painted, not a column cut square at the polygon's end."""
+    from models.portrait.mouth import LOWER, UPPER
+    m = vec(jaw_open=0.9, lip_gap=0.6)
+    moved, mesh = renderer.vertices(m)
+    bare = renderer._warp(moved, ["mouth"])
+    painted = bare.copy()
+    renderer.mouth.draw(painted, mesh, renderer.basis.displace(m, UPPER), renderer.basis.displace(m, LOWER),
+                        m[INDEX["jaw_open"]])
+    changed = np.abs(painted.astype(int) - bare.astype(int)).max(2) > 25
+    up, low = mesh[UPPER], mesh[LOWER]
+    mid = (up[len(up) // 2] + low[len(low) // 2]) / 2
+    for corner in (up[0], up[-1]):
+        x = int(round(mid[0] + 0.85 * (corner[0] - mid[0])))
+        order_u, order_l = np.argsort(up[:, 0]), np.argsort(low[:, 0])
+        top = np.interp(x, up[order_u, 0], up[order_u, 1])
+        bottom = np.interp(x, low[order_l, 0], low[order_l, 1])
+        assert bottom - top > 3                                   # the lips are apart there
+        assert changed[:, x].sum() < 0.95 * (bottom - top)      # square ends: ~1.2

@@ -143,6 +143,27 @@ def test_vad_marks_override_the_energy_gate(tiny_profile, face_image, speech_lik
     assert not flags[:25].any() and flags[26:50].all()
 
 
+def test_speech_marks_given_after_the_audio(tiny_profile, face_image, speech_like):
+    # A live caller's audio reaches the session before the VAD's verdict: frames past the last mark
+    # follow the energy gate, a mark that comes later overrides it, and speech an interrupt already
+    # silenced stays silence when its (late) mark says speech.
+    s = Session(tiny_profile, face_image)
+    s.push_audio(np.zeros(SR, np.float32), SR)
+    s.push_audio(speech_like(1.0), SR)
+    s.mark_speech(0, SR // 2, False)
+    assert not s._audio.frame_speech(0, 25).any() and s._audio.frame_speech(25, 50).all()
+    s.mark_speech(SR // 2, 2 * SR, False)  # the verdict comes: none of it was speech
+    assert not s._audio.frame_speech(0, 50).any()
+    s.mark_speech(SR, 2 * SR, True)
+    assert s._audio.frame_speech(25, 50).all()
+    s.interrupt()  # no frames made yet: all of it becomes silence
+    s.mark_speech(SR, 2 * SR, True)  # a verdict on audio the interrupt silenced
+    s.push_audio(np.zeros(SR, np.float32), SR)
+    assert not s._audio.frame_speech(0, 75).any()
+    frames = s.step(max_windows=None)
+    assert frames and not any(f.speech for f in frames)
+
+
 def test_interrupt_turns_pending_speech_into_idle(tiny_profile, face_image, speech_like):
     s = Session(tiny_profile, face_image)
     s.push_audio(speech_like(3.0), SR)

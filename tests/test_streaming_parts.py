@@ -113,6 +113,7 @@ def test_frame_stamp_survives_vp8():
     ('{"type": "prompt", "text": ' + '"' + "x" * 3000 + '"}', "bad_message"),
     ('{"type": "offer", "sdp": "m=audio m=video", "rtmp": "http://example.com/live"}', "bad_message"),
     ('{"type": "offer", "sdp": "m=audio m=video", "rtmp": 5}', "bad_message"),
+    ('{"type": "offer", "sdp": "m=audio m=video", "watch": "yes"}', "bad_message"),
     ("[" * 100000, "bad_message"),
 ])
 def test_malformed_messages_are_refused_with_a_code(raw, code):
@@ -125,7 +126,8 @@ def test_good_messages_parse():
     offer = parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "avatar": "drawn", "prompt": "hi"}))
     assert offer == Offer(OFFER_SDP, avatar="drawn", prompt="hi")
     pushed = parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "rtmp": "rtmp://example.com/live/key"}))
-    assert pushed.rtmp == "rtmp://example.com/live/key"
+    assert pushed.rtmp == "rtmp://example.com/live/key" and not pushed.watch
+    assert parse_message(json.dumps({"type": "offer", "sdp": OFFER_SDP, "watch": True})).watch
     assert parse_message('{"type": "candidate", "candidate": ""}') == Candidate(None)
     trickled = parse_message(json.dumps({"type": "candidate", "candidate": CANDIDATE, "sdpMid": "0"})).candidate
     assert (trickled.ip, trickled.port, trickled.type, trickled.sdpMid) == ("127.0.0.1", 9, "host", "0")
@@ -370,7 +372,7 @@ def test_compute_allowance_is_measured_and_bounded(tiny_profile, monkeypatch):
     assert measured == pytest.approx(0.25) and len(readings) == 10  # five real windows were timed
     monkeypatch.undo()
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.2)
-    assert calibrate.compute_allowance(tiny_profile) == pytest.approx(0.25 + 0.02 + 0.032 + 0.02)  # + packet, VAD chunk, jitter
+    assert calibrate.compute_allowance(tiny_profile) == pytest.approx(0.25 + 0.02 + 0.02)  # + packet, jitter (the VAD is not waited for)
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 0.0)
     assert calibrate.compute_allowance(tiny_profile) == calibrate.INPUT_WAIT_S + calibrate.JITTER_S
     monkeypatch.setattr(calibrate, "measure_window_compute", lambda profile: 7.0)  # a swamped machine

@@ -98,6 +98,7 @@ async def test_whip_http_contract(whip_server):
         status, headers, answer = await request(http, "POST", f"{base}/whip?avatar=drawn", offer)
         assert status == 201 and headers["Content-Type"] == "application/sdp" and answer.startswith("v=0")
         location, etag = headers["Location"], headers["ETag"]
+        assert headers["Accept-Patch"] == "application/trickle-ice-sdpfrag"
         watch = next(link for link in headers.getall("Link") if 'rel="alternate"' in link)
         watch = watch[watch.index("<") + 1:watch.index(">")]
         assert location.startswith("/whip/") and watch.startswith("/whep/") and location[6:] != watch[6:]
@@ -118,8 +119,14 @@ async def test_whip_http_contract(whip_server):
         status, _, text = await request(http, "PATCH", base + location, frag, sdpfrag, AUTH | {"If-Match": "*"})
         assert status == 422 and "ICE restart" in text
         restart = frag.replace(ufrag, "other")
-        status, _, text = await request(http, "PATCH", base + location, restart, sdpfrag)
+        status, _, text = await request(http, "PATCH", base + location, restart, sdpfrag, AUTH | {"If-Match": etag})
         assert status == 422 and "ICE restart" in text
+        status, headers, text = await request(http, "PATCH", base + location, frag, sdpfrag)
+        assert status == 428 and "If-Match" in text and "ETag" not in headers
+        # A refused restart keeps the session as it was (RFC 9725 4.3.3), trickle included.
+        assert len(server.calls) == 1 and not next(iter(server.calls.values())).closed.is_set()
+        status, _, _ = await request(http, "PATCH", base + location, frag, sdpfrag, AUTH | {"If-Match": etag})
+        assert status == 204
         status, _, _ = await request(http, "PATCH", base + location, frag, "text/plain")
         assert status == 415
         status, _, _ = await request(http, "PATCH", f"{base}/whip/unknown", frag, sdpfrag)
@@ -216,6 +223,16 @@ def publish(url: str, wav: Path, tmp_path: Path) -> subprocess.Popen:
                             stdout=open(tmp_path / "whip-client.log", "wb"), stderr=subprocess.STDOUT)
 
 
+async def watch_in_page(browser, base: str, watch_id: str) -> None:
+    """The shipped WHEP page in Chromium, watching /whep/{watch_id} until connected."""
+    await browser.open_page()
+    await browser.command("Page.navigate", url=f"{base}/demo/watch.html?whep=/whep/{watch_id}")
+    await browser.until("window.watching && window.watching.start", "the watch page did not load")
+    await browser.evaluate(f"window.watching.start('{TOKEN}')")
+    await browser.until("window.watching.pc && window.watching.pc.connectionState === 'connected'",
+                        "the page's viewer to connect")
+
+
 async def until(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -277,12 +294,7 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
         await until(lambda: any(e["event"] == "speechstart" for e in call.vad_events), 30, "a speech start")
         await until(lambda: call.worker.stats.windows > call.worker.stats.idle_windows, 20, "a speech window")
 
-        await browser.open_page()
-        await browser.command("Page.navigate", url=f"{base}/demo/watch.html?whep=/whep/{broadcast.watch_id}")
-        await browser.until("window.watching && window.watching.start", "the watch page did not load")
-        await browser.evaluate(f"window.watching.start('{TOKEN}')")
-        await browser.until("window.watching.pc && window.watching.pc.connectionState === 'connected'",
-                            "the page's viewer to connect")
+        await watch_in_page(browser, base, broadcast.watch_id)
         sent0 = call.video.sent
         playback = await browser.evaluate(MEASURE_FPS)  # over 4 s
         playback["server_fps"] = (call.video.sent - sent0) / 4
@@ -333,3 +345,42 @@ async def test_whip_publisher_drives_the_avatar_and_whep_viewers_watch(whip_serv
         await browser.close()
     log = (tmp_path / "whip-client.log").read_text(errors="replace")
     assert "DTLS connected" in log and "[trickle]" not in log, log[-2000:]  # every PATCH got its 204
+
+
+async def test_whep_watches_a_websocket_call_only_when_it_opts_in(whip_server, speech_hello):
+    """A websocket call with the offer option `watch` gets a WHEP path in its answer; a player there
+    gets the avatar and the re-timed voice while the caller keeps its own; a call without it has none.
+    When the caller hangs up, the player's tracks end and the path is gone."""
+    from streaming.contrib.pyclient import CallClient
+
+    server, base = whip_server
+    server.config.max_sessions = 2
+    url = f"ws://127.0.0.1:{server.port}/ws?token={TOKEN}"
+    private = await CallClient.open(url, speech_hello, 16000, read_stamps=False)
+    watched = await CallClient.open(url, speech_hello, 16000, read_stamps=False, loop=True, offer_extra={"watch": True})
+    viewer = AiortcViewer()
+    try:
+        assert "watch" not in private.answer and watched.answer["watch"].startswith("/whep/")
+        assert server.whip.watched and not server.whip.broadcasts  # no WHIP session: nothing to end by URL
+        async with aiohttp.ClientSession() as http:
+            status, _, _ = await request(http, "POST", base + watched.answer["watch"], "v=0", headers={})
+            assert status == 401  # the server's token still applies
+            await viewer.watch(http, base + watched.answer["watch"])
+            await until(lambda: viewer.received["video"] > 25 and viewer.received["audio"] > 50, 30,
+                        "the player's frames")
+            caller_frames = len(watched.received.video)
+            await asyncio.sleep(2.0)
+            assert len(watched.received.video) > caller_frames + 20  # the caller still gets its own (25 fps
+            # on a quiet machine; the bar leaves room for a loaded one)
+            (call,) = [c for c in server.calls.values() if c is not None and c.id == watched.ready["call"]]
+            await watched.send({"type": "bye"})
+            await asyncio.wait_for(viewer.ended.wait(), 10)
+            await until(lambda: call.closed.is_set() and not server.whip.watched, 10, "the watch to end")
+            status, _, _ = await request(http, "POST", base + watched.answer["watch"], viewer.pc.localDescription.sdp)
+            assert status == 404
+            assert len(private.received.video) > 25 and not any(
+                c.closed.is_set() for c in server.calls.values() if c is not None)
+    finally:
+        await viewer.pc.close()
+        await watched.close()
+        await private.close()

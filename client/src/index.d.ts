@@ -16,6 +16,8 @@ export interface ConnectOptions {
   iceServers?: RTCIceServer[];
   /** Also push the call (avatar + voice, H.264 + AAC) to this rtmp:// URL; the server must allow it (--rtmp-allow). */
   rtmp?: string;
+  /** Let WHEP players watch this call (avatar + your re-timed voice) at the answer's `watch` path; off by default. */
+  watch?: boolean;
 }
 
 export interface VadEventDetail {
@@ -86,6 +88,9 @@ export interface AnswerMessage {
   resolution: [number, number];
   /** Where the call goes besides this peer: 'rtmp' (a push), 'record' (an mp4 on the server). */
   outputs: Array<'rtmp' | 'record'>;
+  /** With the `watch` option: the WHEP path (/whep/{id}) where players may watch the call. Anyone with it
+   * (and the server's token, if it has one) can watch and hear your re-timed voice: share it only on purpose. */
+  watch?: string;
 }
 
 export declare class AvatarError extends Error {

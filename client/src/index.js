@@ -186,11 +186,12 @@ function openSocket(url) {
  * Start a call.
  * @param {object} options  { url, audio: MediaStream | 'mic', video: HTMLVideoElement, image?, avatar?, prompt?, token?,
  *                           iceServers? (default: the STUN/TURN servers the server names in "ready"),
- *                           rtmp? (an rtmp:// URL the server also pushes the call to, if it allows that URL) }
+ *                           rtmp? (an rtmp:// URL the server also pushes the call to, if it allows that URL),
+ *                           watch? (true: WHEP players may watch the call; the answer's `watch` says where) }
  * @returns {Promise<AvatarCall>} resolved once the server has answered.
  */
 export async function connect(options = {}) {
-  const { url, audio = 'mic', video, image, avatar, prompt, token, iceServers, rtmp } = options;
+  const { url, audio = 'mic', video, image, avatar, prompt, token, iceServers, rtmp, watch } = options;
   if (!video || typeof video !== 'object' || !('srcObject' in video)) {
     throw new AvatarError('bad_option', 'connect() needs a video element: { video: HTMLVideoElement }');
   }
@@ -258,6 +259,7 @@ export async function connect(options = {}) {
     else if (avatar) offer.avatar = avatar;
     if (prompt) offer.prompt = prompt;
     if (rtmp) offer.rtmp = rtmp;
+    if (watch) offer.watch = true;
     call._send(offer);
     offered = true;
     candidates.forEach((message) => call._send(message));

@@ -54,12 +54,18 @@ def _catmull_rom_weights(n, per_segment=4):
 
 
 _SMOOTH = _catmull_rom_weights(len(topo.LIPS_INNER_UPPER))
+_CAP = np.sqrt(1 - np.linspace(-1, 1, len(_SMOOTH)) ** 2)[:, None]
 
 
 def inner_polygon(points, smooth=False):
+    """The opening between the inner lips; `smooth`: a smooth curve whose ends follow the lips'
+    rounded corners (the points alone cut a dropped jaw's opening square at the ends): toward
+    each corner the two lips' curves close in on their middle line like an ellipse."""
     upper, lower = points[UPPER, :2], points[LOWER, :2]
     if smooth:
         upper, lower = _SMOOTH @ upper, _SMOOTH @ lower
+        middle = (upper + lower) / 2
+        upper, lower = middle + (upper - middle) * _CAP, middle + (lower - middle) * _CAP
     return np.concatenate([upper, lower[::-1]])
 
 
@@ -76,7 +82,9 @@ def _tooth_profile(u):
     k = np.clip(np.searchsorted(TOOTH_EDGES, a, side="right") - 1, 0, len(TOOTH_EDGES) - 2)
     t = (a - TOOTH_EDGES[k]) / (TOOTH_EDGES[k + 1] - TOOTH_EDGES[k])
     gap = (1 - np.sin(np.pi * np.clip(t, 0, 1))) ** 2     # 1 where teeth meet, 0 mid-tooth
-    return 1 - 0.09 * gap, 1 - 0.16 * gap ** 2
+    # each tooth its own shade (a fixed draw per tooth, mirrored): not a denture's uniform row
+    own = 1 - 0.06 * np.array([0.2, 0.9, 0.4, 1.0, 0.6, 0.8, 0.5])[k]
+    return (1 - 0.09 * gap) * own, 1 - 0.16 * gap ** 2
 
 
 class MouthInterior:
@@ -118,7 +126,10 @@ class MouthInterior:
         self.cavity = warm * 52 * exposure                   # lit parts of the cavity
         self.deep = warm * np.array([14.0, 8, 8]) * exposure / warm.clip(0.3)   # the back
         self.tongue = lip * np.array([0.78, 0.52, 0.52])
-        self.teeth = 0.92 * teeth + 0.08 * skin
+        # enamel is lit as the face is: no brighter than the skin's lit side (on a faded gray
+        # print the painted teeth were the brightest thing), with some of the skin's tint
+        teeth = teeth * min(1.0, 1.2 * float(skin @ LUMA) / max(float(teeth @ LUMA), 1.0))
+        self.teeth = 0.88 * teeth + 0.12 * skin
         if self.gray:
             to_gray = lambda c: np.full(3, float(c @ LUMA))  # noqa: E731
             self.cavity, self.deep, self.tongue, self.teeth = map(
@@ -220,16 +231,21 @@ class MouthInterior:
         low_shade = _tooth_profile(table_u * 1.25)[0]
         u2, arch = table_u ** 2, np.sqrt(np.clip(1 - (table_u / 0.97) ** 2, 0, 1))
         side = _smoothstep(1.02, 0.68, np.abs(table_u))     # the back teeth fade into shadow
-        table = np.stack([curve(points[UPPER, :2]), curve(points[LOWER, :2]), curve(upper_teeth),
+        top, bottom = curve(points[UPPER, :2]), curve(points[LOWER, :2])
+        opening = np.clip(bottom - top, 0, None)
+        # light reaches the teeth through the opening: a barely parted mouth is a dark slit with
+        # a sliver of dim upper teeth, a wide one shows them whole
+        lit = _smoothstep(0.006 * fh, 0.04 * fh, opening)
+        table = np.stack([top, opening, curve(upper_teeth),
                           curve(lower_teeth), 1 - 0.7 * u2, 1 - 0.6 * u2,
                           _smoothstep(0.95, 0.55, np.abs(table_u)),
                           1 - 0.45 * u2, LOWER_TEETH * fh * arch * notch,
-                          0.72 * low_shade ** 2 * (1 - 0.4 * u2), UPPER_TEETH * fh * arch * notch,
-                          shade * (1.04 - 0.3 * u2), side])
+                          0.72 * low_shade ** 2 * (1 - 0.4 * u2) * (0.3 + 0.7 * lit),
+                          UPPER_TEETH * fh * arch * notch * (0.3 + 0.7 * lit),
+                          shade * (1.04 - 0.3 * u2) * (0.35 + 0.65 * lit), side])
         at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
-        (lip_top, lip_bottom, root_up, root_low, back, tongue_arch, tongue_side, tongue_light,
+        (lip_top, opening, root_up, root_low, back, tongue_arch, tongue_side, tongue_light,
          low_height, low_light, length, up_light, side) = table.astype(np.float32)[:, at]
-        opening = np.clip(lip_bottom - lip_top, 0, None)
         # layers painted back to front, each as a weight on a fixed colour (deep, cavity, tongue,
         # teeth), so only scalar maps are computed per pixel
         depth = _smoothstep(lip_top, lip_top + 0.8 * opening + 1, v) * back

@@ -257,8 +257,8 @@ class Session:
         stream), continuing the decoder; the tiny decoder hears the latent's audio (the real tokens,
         also in idle windows)."""
         p = self.profile
-        if isinstance(p.codec, PhotoCodec):  # its state never changes; its frames are pixels already
-            images = p.codec.decode_images(latent, self._decoder_state)
+        if isinstance(p.codec, PhotoCodec):  # its frames are pixels already; the speech flags may close the mouth
+            images, self._decoder_state = p.codec.decode_images(latent, self._decoder_state, speech)
         else:
             frames, self._decoder_state = p.codec.decode(latent, self._decoder_state, audio)
             images = ((frames[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -52,8 +52,11 @@ class PhotoCodec(Codec, Protocol):
         ValueError whose `reason` names why (no face, a profile view, ...)."""
         ...
 
-    def decode_images(self, latents: torch.Tensor, state: Any) -> list[np.ndarray]:
-        """`decode`'s frames as HxWx3 uint8 RGB, without the round trip through [-1, 1]."""
+    def decode_images(self, latents: torch.Tensor, state: Any,
+                      speech: np.ndarray | None = None) -> tuple[list[np.ndarray], Any]:
+        """`decode`'s frames as HxWx3 uint8 RGB, without the round trip through [-1, 1], and the
+        stream's next decoder state. `speech`: the session's speech flag per frame from the first
+        (with its look-ahead), which the codec may use to close the mouth in silence."""
         ...
 
 

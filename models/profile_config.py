@@ -88,10 +88,15 @@ class CodecConfig:
     kind: str  # "tiny", "wan-vae" or "portrait" (motion latents rendered by warping the photo)
     latent_channels: int = 16  # tiny and portrait
     widths: tuple[int, ...] = (32, 64, 96)  # tiny only
+    # portrait only: ease the mouth shut over this many ms after the session's speech flags end
+    # (models/portrait/silence.py); None leaves the mouth to the DiT in silence too
+    silence_close_ms: float | None = None
     vae: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         _one_of(self.kind, ("tiny", "wan-vae", "portrait"), "codec.kind")
+        if self.silence_close_ms is not None and (self.kind != "portrait" or not 40 <= self.silence_close_ms <= 1000):
+            raise ProfileConfigError("codec.silence_close_ms is for the portrait codec, 40-1000 ms")
         if self.vae is not None:
             object.__setattr__(self, "vae", types.MappingProxyType(dict(self.vae)))
 

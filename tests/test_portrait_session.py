@@ -49,12 +49,39 @@ def test_decode_is_decode_images_in_minus_one_to_one_and_extremes_stay_in_the_pi
     renderer, _ = codec.fit_photo(photo)
     far = torch.tensor(np.stack([MOTION_RANGE[:, 0] * 40, MOTION_RANGE[:, 1] * 40, np.zeros(15)]), dtype=torch.float32)
     latents = codec.encode(far[None])
-    images = codec.decode_images(latents, renderer)  # clamped to MOTION_RANGE: renders, no error
+    images, _ = codec.decode_images(latents, renderer)  # clamped to MOTION_RANGE: renders, no error
     frames, state = codec.decode(latents, renderer, torch.zeros(1, 3, 16, 40))
-    assert state is renderer and frames.shape == (1, 3, 3, 512, 512) and frames.dtype == torch.float32
+    assert state.renderer is renderer and frames.shape == (1, 3, 3, 512, 512) and frames.dtype == torch.float32
     back = ((frames[0] + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.array_equal(back, np.stack(images))
     assert np.array_equal(images[2], renderer.render(np.zeros(15)))
+
+
+def test_silence_eases_the_mouth_shut_and_speech_opens_it_just_before_the_voice(photo):
+    """models/portrait/silence.py: the mouth channels (not blinks, brows or head) go to the photo's
+    shut mouth over ~100 ms after the speech flags end, open over the LEAD_FRAMES before they start,
+    and a stream decoded latent by latent (the gain carried in the state) is the stream decoded at once."""
+    from models.portrait.silence import LEAD_FRAMES, MOUTH, close_in_silence
+    motion = np.random.default_rng(0).uniform(0.2, 1.0, (30, 15))
+    speech = np.zeros(30 + LEAD_FRAMES, bool)
+    speech[0:10] = speech[20:] = True
+    shown, gain = close_in_silence(motion, speech, 1.0, 100)
+    others = np.setdiff1d(np.arange(15), MOUTH)
+    assert np.array_equal(shown[:, others], motion[:, others]) and gain == 1.0
+    assert np.array_equal(shown[:10], motion[:10]) and np.array_equal(shown[20:], motion[20:])
+    closing = np.abs(shown[10:20, MOUTH] / motion[10:20, MOUTH]).max(1)
+    assert list(closing > 0) == [True, True, False, False, False, False, False, False, True, True]
+    assert (np.diff(closing[:3]) < 0).all() and 0 < closing[8] < closing[9] < 1   # eased, no jump
+    codec = MotionCodec(64, 100)
+    renderer, _ = codec.fit_photo(photo)
+    latents = codec.encode(torch.from_numpy(motion).float()[None])
+    whole, _ = codec.decode_images(latents, renderer, speech)
+    state, pieces = renderer, []
+    for i in range(0, 30, 2):
+        made, state = codec.decode_images(latents[:, :, i:i + 2], state, speech[i:i + 2 + LEAD_FRAMES])
+        pieces += made
+    assert np.array_equal(np.stack(pieces), np.stack(whole)) and state.mouth_gain == 1.0
+    assert not np.array_equal(whole[15], codec.decode_images(latents, renderer)[0][15])   # shut in the pause
 
 
 def test_a_real_photo_moves_at_512x512(portrait_profile, photo, speech_like):

@@ -3,12 +3,15 @@
 A latent frame is one video frame's motion vector (`motion.CHANNELS`, 15 values), normalised per
 channel with the training data's `motion_mean` / `motion_std`, laid out (B, 15, T, 1, 1) so the
 DiT sees a 1x1 "image" per frame. Decoding renders each vector with the avatar's
-`PortraitRenderer`, which is the whole per-stream state: it is built once per avatar from the
-user's whole photo (`fit_photo`) and never changed by a frame, so any number of streams share it.
+`PortraitRenderer`: built once per avatar from the user's whole photo (`fit_photo`) and never
+changed by a frame, so any number of streams share it. A stream's decoder state is that renderer
+with its mouth gain (`PortraitStream`): with `silence_close_ms` set, the session's speech flags ease
+the mouth shut in silence (`models.portrait.silence`).
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,6 +20,7 @@ from torch import nn
 from models.portrait.face_mesh import FaceMesher, as_rgb
 from models.portrait.motion import CHANNELS
 from models.portrait.render import PortraitRenderer
+from models.portrait.silence import close_in_silence
 
 # What the renderer is given at most, per channel (in CHANNELS order; units in motion.py): far past
 # natural speech (the targets' head sway is a few degrees), but a sample from an untrained or
@@ -26,15 +30,24 @@ MOTION_RANGE = np.array([_LINEAR_RANGE.get(name, (-1.0, 1.5)) if not name.starts
                          (-0.1, 0.1) if name in ("head_x", "head_y") else (-15.0, 15.0) for name in CHANNELS])
 
 
+@dataclass(frozen=True)
+class PortraitStream:
+    """One stream's decoder state: the avatar's shared renderer and the stream's mouth gain (0 = shut,
+    as a stream starts: the photo's own mouth)."""
+    renderer: PortraitRenderer
+    mouth_gain: float = 0.0
+
+
 class MotionCodec(nn.Module):
     """A `models.interfaces.PhotoCodec`: motion latents <-> motion vectors, rendered on a photo."""
 
     frames_per_latent = 1
     latent_channels = len(CHANNELS)
 
-    def __init__(self, size: int = 512):
+    def __init__(self, size: int = 512, silence_close_ms: float | None = None):
         super().__init__()
         self.size = int(size)
+        self.silence_close_ms = silence_close_ms  # None: the DiT's motion as is, speech or not
         self.spatial_factor = self.size  # one latent "pixel" per frame
         self.register_buffer("motion_mean", torch.zeros(len(CHANNELS)))
         self.register_buffer("motion_std", torch.ones(len(CHANNELS)))
@@ -43,7 +56,7 @@ class MotionCodec(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> "MotionCodec":
-        return cls(cfg.resolution[0])
+        return cls(cfg.resolution[0], cfg.codec.silence_close_ms)
 
     # ---- motion <-> latents --------------------------------------------------------------------
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,20 +83,29 @@ class MotionCodec(nn.Module):
         pixels = ((reference_image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return self.fit_photo(pixels.permute(1, 2, 0).cpu().numpy())[0]
 
-    def decode(self, latents: torch.Tensor, state: PortraitRenderer,
-               audio: torch.Tensor) -> tuple[torch.Tensor, PortraitRenderer]:
-        """(1, 15, T, 1, 1) -> frames (1, T, 3, H, W) in [-1, 1] (float32), the renderer unchanged.
-        The audio is not used: the motion already follows it."""
-        images = torch.from_numpy(np.stack(self.decode_images(latents, state)))
-        return (images.permute(0, 3, 1, 2).float() / 127.5 - 1)[None], state
+    def decode(self, latents: torch.Tensor, state: PortraitRenderer | PortraitStream,
+               audio: torch.Tensor) -> tuple[torch.Tensor, PortraitStream]:
+        """(1, 15, T, 1, 1) -> frames (1, T, 3, H, W) in [-1, 1] (float32) and the stream's next state.
+        The audio is not used: the motion already follows it. A session calls `decode_images`, with
+        its speech flags (this contract has none, so the mouth stays the DiT's)."""
+        images, state = self.decode_images(latents, state)
+        return (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1)[None], state
 
-    def decode_images(self, latents: torch.Tensor, state: PortraitRenderer) -> list[np.ndarray]:
-        """(1, 15, T, 1, 1) -> T frames, HxWx3 uint8 RGB, as `decode` makes them without the round
-        trip through [-1, 1] (which costs as much as rendering a frame): what a session shows."""
+    def decode_images(self, latents: torch.Tensor, state: PortraitRenderer | PortraitStream,
+                      speech: np.ndarray | None = None) -> tuple[list[np.ndarray], PortraitStream]:
+        """(1, 15, T, 1, 1) -> (T frames, HxWx3 uint8 RGB, the stream's next state), as `decode` makes
+        them without the round trip through [-1, 1] (which costs as much as rendering a frame): what
+        a session shows. `speech`: a flag per frame from the first, with the look-ahead after the last
+        (`silence.LEAD_FRAMES`); None leaves the mouth to the DiT. A bare renderer starts a stream."""
         if len(latents) != 1:
             raise ValueError("the portrait codec renders one stream at a time (batch 1)")
+        if isinstance(state, PortraitRenderer):
+            state = PortraitStream(state)
         motion = np.clip(self.motion(latents)[0].cpu().numpy().astype(np.float64), *MOTION_RANGE.T)
-        return [state.render(m) for m in motion]
+        if self.silence_close_ms and speech is not None:
+            motion, gain = close_in_silence(motion, speech, state.mouth_gain, self.silence_close_ms)
+            state = replace(state, mouth_gain=gain)
+        return [state.renderer.render(m) for m in motion], state
 
     # ---- the whole photo, once per avatar --------------------------------------------------------
     def fit_photo(self, photo: np.ndarray, paste: bool = False) -> tuple[PortraitRenderer, list[str]]:

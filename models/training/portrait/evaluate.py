@@ -7,7 +7,9 @@ the previous window). Figures, beside those of the speech targets themselves:
   voice's loudness (`lagged_correlation`, lag > 0 = late), its 90th percentile in speech and its
   median in silence;
 - through the renderer (`--render`, the canonical held-out lip-sync measure): the same clips rendered
-  on scikit-image's astronaut photo by PortraitRenderer and measured by the landmark judge on the
+  on scikit-image's astronaut photo by the product's decode (`MotionCodec.decode_images`: the motion
+  clamped, and with the profile's `codec.silence_close_ms` the mouth eased shut where the session's
+  energy gate marks no speech) and measured by the landmark judge on the
   frames (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
   "closed in silence" reads as on this photo);
 - `--sweep`: the motion-level r of each sampling plan (steps, guidance scale and phases) with its
@@ -31,7 +33,7 @@ from models.training.dit_stages import build_dit
 from models.training.metrics import audio_envelope
 from models.training.portrait.dataset import held_out_example
 from models.training.portrait.judge import lagged_correlation
-from models.training.portrait.rollout import generate
+from models.training.portrait.rollout import generate, speech_frames
 
 LOUD, QUIET = 0.3, 0.02   # envelope levels of speech and of silence (as benchmarks/portrait_preview.py)
 
@@ -63,12 +65,18 @@ def gap_figures(gap: np.ndarray, audio: np.ndarray) -> dict:
             "gap_median_silence": round(float(np.median(gap[loud < QUIET])), 4)}
 
 
-def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mesher) -> dict:
+def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mesher,
+                   silence_close_ms: float | None) -> dict:
+    import torch
+    from models.portrait.codec import MotionCodec
     from models.portrait.render import PortraitRenderer
+    from models.portrait.silence import LEAD_FRAMES
     from models.training.portrait.judge import Judge, lip_gap
     renderer = PortraitRenderer(photo, mesher.fit(photo), size=512)
     shut = lip_gap(mesher.fit(renderer.render(np.zeros(motion.shape[1], np.float32))).points)
-    frames = [renderer.render(m) for m in motion]
+    codec = MotionCodec(512, silence_close_ms)   # motion_mean 0, std 1: its latents are the motion
+    speech = speech_frames(audio, 0, len(motion) + LEAD_FRAMES)   # the session's flags without a VAD
+    frames, _ = codec.decode_images(codec.encode(torch.from_numpy(motion)[None]), renderer, speech)
     report = Judge(mesher).evaluate(frames, renderer.reference, audio)
     gaps = report["lip_gap"]
     loud = audio_envelope(audio)[:len(gaps)]
@@ -132,7 +140,7 @@ def evaluate(path: Path, cfg: ProfileConfig, voices: int = 4, render: bool = Fal
                "generated": gap_figures(motion_gap(motion), example.audio),
                "targets": gap_figures(motion_gap(example.motion), example.audio)}
         if render:
-            row["rendered"] = render_figures(motion, example.audio, photo, mesher)
+            row["rendered"] = render_figures(motion, example.audio, photo, mesher, cfg.codec.silence_close_ms)
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {kind: {key: round(float(np.mean([r[kind][key] for r in rows])), 4)

@@ -18,6 +18,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from .call_input import closes_within
+
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
@@ -42,10 +44,7 @@ async def silent_for(pc, timeout_s: float, ended: asyncio.Event) -> bool:
     silent_s = 0.0
     polled = time.monotonic()
     while last is not None:
-        waiting = asyncio.ensure_future(ended.wait())  # waits without being cancelled: see Call._closes_within
-        done, _ = await asyncio.wait({waiting}, timeout=POLL_S)
-        waiting.cancel()
-        if done:
+        if await closes_within(ended, POLL_S):
             return False
         count = await packets_received(pc)
         now = time.monotonic()

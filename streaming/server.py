@@ -36,6 +36,13 @@ from .whip import add_routes as add_whip_routes
 
 log = logging.getLogger(__name__)
 
+# How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms). Every
+# call's generation thread, the event loop and the codecs' threads take turns at it hundreds of times
+# a window; at 5 ms a turn, two portrait calls' 20 ms windows took 80-110 ms of wall time, and 6-10%
+# of their frames were repeats (`benchmarks/robustness.py soak --profile portrait --callers 2`, idle
+# machine); at 0.5 ms, 0.4-2.8%, for the same CPU time.
+GIL_SWITCH_S = 0.0005
+
 
 class AvatarServer:
     def __init__(self, config: ServerConfig, profile=None):
@@ -56,6 +63,8 @@ class AvatarServer:
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
         self._restore_loop_handler = quiet_library_task_failures(asyncio.get_running_loop())
+        self._switch_interval_before = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_S)
         use_numpy_audio_level()
         if self.profile is None:
             from avatar.profiles import load_profile
@@ -98,6 +107,7 @@ class AvatarServer:
             await self._runner.cleanup()
         self._vad_pool.shutdown(wait=False)
         self._restore_loop_handler()
+        sys.setswitchinterval(self._switch_interval_before)
 
     def torch_threads(self, running: int | None = None) -> int:
         """Threads for each generation worker, shared by the calls running now (avatar/threads.py)."""

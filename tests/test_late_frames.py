@@ -3,11 +3,12 @@ stream with many repeats says so with a "degraded" message. A real call with no 
 every window finishes after its first frames were due."""
 
 import asyncio
+import sys
 import time
 
 from streaming.config import ServerConfig
 from streaming.contrib.pyclient import CallClient
-from streaming.server import AvatarServer
+from streaming.server import GIL_SWITCH_S, AvatarServer
 
 
 async def test_late_frames_are_counted_once_and_reported(tiny_profile, speech_hello):
@@ -29,3 +30,13 @@ async def test_late_frames_are_counted_once_and_reported(tiny_profile, speech_he
     assert stats["frames_repeated"] > 0 and stats["frames_dropped"] == 0, stats  # once, as the repeat
     # Sent once per stretch of lateness, not every second.
     assert len(late) <= len(client.received.of_type("stats")) // 2 + 1
+
+
+async def test_the_server_hands_the_gil_over_quickly_while_it_runs(tiny_profile):
+    before = sys.getswitchinterval()
+    server = await AvatarServer(ServerConfig(port=0, compute_allowance_s=0.2), tiny_profile).start()
+    try:
+        assert sys.getswitchinterval() == GIL_SWITCH_S < before  # generation threads wait 0.5 ms, not 5
+    finally:
+        await server.stop()
+    assert sys.getswitchinterval() == before

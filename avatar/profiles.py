@@ -131,6 +131,10 @@ class Profile:
         return self.config.sampler.shift
 
     @property
+    def noise_scale(self) -> float:
+        return self.config.sampler.noise_scale
+
+    @property
     def sigma_schedule(self) -> str:
         return self.config.sampler.sigmas
 

@@ -273,7 +273,7 @@ class Session:
         known = ref if ctx is None else torch.cat([ref, ctx], dim=2)
         _, ch, _, h, w = ref.shape
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        noise = torch.randn((1, ch, n, h, w), generator=gen).to(p.device)  # float32 state
+        noise = (torch.randn((1, ch, n, h, w), generator=gen) * p.noise_scale).to(p.device)  # float32 state
         if self._grey is None:
             window = WindowInput.clean_tokens(known, n)
         else:  # every latent integrated; the new latents' noise is drawn first, as in clean-tokens

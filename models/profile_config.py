@@ -141,7 +141,8 @@ class WindowConfig:
 class SamplerConfig:
     """[sampler]: Euler steps (idle windows: `idle_steps`, default `steps`), sigma shift and schedule
     (models.sampler.flow_sigmas), guidance plan (`guidance` in TOML: a list of {min_sigma,
-    <condition> = scale} phases; `guidance_nested` and `guidance_schedule`: see GuidancePlan)."""
+    <condition> = scale} phases; `guidance_nested` and `guidance_schedule`: see GuidancePlan);
+    `noise_scale`: the starting noise's standard deviation (below 1 samples nearer the model's mean)."""
 
     steps: int
     idle_steps: int | None = None
@@ -150,10 +151,13 @@ class SamplerConfig:
     guidance: GuidancePlan = GuidancePlan()
     guidance_nested: bool = False
     guidance_schedule: str = "constant"
+    noise_scale: float = 1.0
 
     def __post_init__(self):
         if self.steps < 1:
             raise ProfileConfigError("sampler.steps must be >= 1")
+        if not 0 < self.noise_scale <= 1:
+            raise ProfileConfigError(f"sampler.noise_scale must be in (0, 1], not {self.noise_scale}")
         if self.idle_steps is None:
             object.__setattr__(self, "idle_steps", self.steps)
         _one_of(self.sigmas, SIGMA_SCHEDULES, "sampler.sigmas")

@@ -58,7 +58,13 @@ def refusal(directory, body: str) -> tuple:
 
 def test_a_misspelt_key_is_refused_naming_the_key_and_the_file(profile_dir):
     path, message = refusal(profile_dir, "[sampler]\nstpes = 4\n")
-    assert message == f"{path}: unknown key 'sampler.stpes'; [sampler] takes: steps, idle_steps, shift, sigmas, guidance, guidance_nested, guidance_schedule"
+    assert message == f"{path}: unknown key 'sampler.stpes'; [sampler] takes: steps, idle_steps, shift, sigmas, guidance, guidance_nested, guidance_schedule, noise_scale"
+
+
+def test_a_starting_noise_scale_outside_0_to_1_is_refused(profile_dir):
+    for value in ("0", "1.5", "-0.5"):
+        path, message = refusal(profile_dir, f"[sampler]\nnoise_scale = {value}\n")
+        assert message == f"{path}: sampler.noise_scale must be in (0, 1], not {float(value)}"
 
 
 def test_a_misspelt_key_in_the_extended_file_names_that_file(profile_dir):
@@ -134,6 +140,7 @@ def test_defaults_live_in_the_schema(profile_dir):
     write(profile_dir, "plain", (PROFILE_DIR / "tiny-random.toml").read_text().replace("idle_steps = 1", ""))
     cfg = read_profile("plain", profile_dir)
     assert cfg.sampler.idle_steps == cfg.sampler.steps == 2  # idle windows default to the full steps
+    assert cfg.sampler.noise_scale == 1.0   # the starting noise is a standard normal
     assert cfg.text.negative_prompt == "" and cfg.dtype == "float32"
 
 

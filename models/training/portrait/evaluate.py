@@ -12,8 +12,8 @@ the previous window). Figures, beside those of the speech targets themselves:
   energy gate marks no speech) and measured by the landmark judge on the
   frames (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
   "closed in silence" reads as on this photo);
-- `--sweep`: the motion-level r of each sampling plan (steps, guidance scale and phases) with its
-  DiT forwards per window.
+- `--sweep`: the motion-level r of each sampling plan (steps, guidance scale and phases, the
+  starting noise's scale) with its DiT forwards per window.
 """
 from __future__ import annotations
 
@@ -90,14 +90,15 @@ def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mes
 
 
 def plans() -> dict:
-    """Sampling plans to compare: name -> (steps, guidance plan)."""
+    """Sampling plans to compare: name -> (steps, guidance plan, starting noise's scale)."""
     def audio(scale: float, min_sigma: float = 0.0) -> GuidancePlan:
         guided = GuidancePhase(min_sigma, (GuidanceTerm(Branch.AUDIO, scale),))
         return GuidancePlan((guided, GuidancePhase(0.0)) if min_sigma else (guided,))
-    table = {f"2 steps, audio {g} on both": (2, audio(g)) for g in (1.5, 2.0, 3.0)}
-    return {"2 steps, no guidance": (2, GuidancePlan()), **table,
-            "2 steps, audio 2.0 on step 1": (2, audio(2.0, 0.8)),
-            "1 step, no guidance": (1, GuidancePlan()), "1 step, audio 2.0": (1, audio(2.0))}
+    table = {f"2 steps, audio {g} on both": (2, audio(g), 1.0) for g in (1.5, 2.0, 3.0)}
+    noise = {f"2 steps, audio 2.0 on both, noise {s}": (2, audio(2.0), s) for s in (0.7, 0.5, 0.3)}
+    return {"2 steps, no guidance": (2, GuidancePlan(), 1.0), **table, **noise,
+            "2 steps, audio 2.0 on step 1": (2, audio(2.0, 0.8), 1.0),
+            "1 step, no guidance": (1, GuidancePlan(), 1.0), "1 step, audio 2.0": (1, audio(2.0), 1.0)}
 
 
 def forwards(steps: int, plan: GuidancePlan, shift: float) -> int:
@@ -111,8 +112,8 @@ def sweep(path: Path, cfg: ProfileConfig, voices: int) -> dict:
     dit, mean, std = load_weights(path, cfg)
     examples = [held_out_example(index) for index in range(voices)]
     rows = {}
-    for name, (steps, plan) in plans().items():
-        plan_cfg = replace(cfg, sampler=replace(cfg.sampler, steps=steps, guidance=plan))
+    for name, (steps, plan, noise) in plans().items():
+        plan_cfg = replace(cfg, sampler=replace(cfg.sampler, steps=steps, guidance=plan, noise_scale=noise))
         r, cpu, frames = [], 0.0, 0
         for e in examples:
             started = time.process_time()

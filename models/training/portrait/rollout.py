@@ -56,7 +56,7 @@ def generate(dit, cfg: ProfileConfig, mean: torch.Tensor, std: torch.Tensor, aud
             tokens = torch.zeros_like(tokens)
         known = ref if context is None else torch.cat([ref, context], 2)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
-        noise = torch.randn((1, ref.shape[1], n, 1, 1), generator=gen)
+        noise = torch.randn((1, ref.shape[1], n, 1, 1), generator=gen) * cfg.sampler.noise_scale
         new = sample(denoiser(dit, WindowInput.clean_tokens(known, n), tokens, lambda row: null), noise,
                      sigmas, window_plan)[:, :, -n:]
         both = new if context is None else torch.cat([context, new], 2)

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from avatar.errors import AvatarError, ProfileError
-from avatar.threads import generation_cores, torch_threads
+from avatar.threads import generation_cores, set_opencv_threads, torch_threads
 
 from .avatars import AvatarLibrary, decode_upload
 from .call import Call
@@ -66,6 +66,7 @@ class AvatarServer:
         self._restore_loop_handler = quiet_library_task_failures(asyncio.get_running_loop())
         self._switch_interval_before = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_S)
+        self._opencv_threads_before = set_opencv_threads(torch_threads(self.config.max_sessions))
         use_numpy_audio_level()
         if self.profile is None:
             from avatar.profiles import load_profile
@@ -114,6 +115,7 @@ class AvatarServer:
         self._vad_pool.shutdown(wait=False)
         self._restore_loop_handler()
         sys.setswitchinterval(self._switch_interval_before)
+        set_opencv_threads(self._opencv_threads_before)
         gc.unfreeze()
 
     def torch_threads(self, running: int | None = None) -> int:

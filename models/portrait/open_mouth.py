@@ -76,11 +76,14 @@ def fill_opening(source, poly, lip, face_height):
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(mask, [np.round((poly - [x0, y0]) * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
-    # around it only the teeth: the lips' own dark inner edge stays (a shut mouth's seam is dark)
+    # around it the teeth, and beside its ends the mouth's dark corners; not the lips' own dark
+    # inner edge above or below it (a shut mouth's seam is dark)
     r = max(1, int(round(0.012 * face_height)))
     ring = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    beside = cv2.dilate(mask, np.ones((1, 4 * r + 1), np.uint8))
     roi = source[y0:y1, x0:x1]
-    mask = cv2.dilate(np.where((ring > 0) & teeth(roi, lip), 255, mask).astype(np.uint8), np.ones((3, 3), np.uint8))
+    more = ((ring > 0) & teeth(roi, lip)) | ((beside > 0) & inside(roi, lip))
+    mask = cv2.dilate(np.where(more, 255, mask).astype(np.uint8), np.ones((3, 3), np.uint8))
     out = source.copy()
     out[y0:y1, x0:x1] = cv2.inpaint(np.ascontiguousarray(roi), mask, 3, cv2.INPAINT_TELEA)
     return out

@@ -13,9 +13,7 @@ import cv2
 import numpy as np
 
 from models.portrait import topology as topo
-
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-UPPER, LOWER = np.array(topo.LIPS_INNER_UPPER), np.array(topo.LIPS_INNER_LOWER)
+from models.portrait.mouth import LOWER, LUMA, UPPER
 
 
 def lips_apart(points, face_height, least=0.004) -> bool:
@@ -63,7 +61,7 @@ def lift_upper_lip(image, points, face_height, reach=0.7) -> np.ndarray:
             continue
         run = np.flatnonzero(~(column[1:] | column[:-1]))    # two lip pixels in a row end it
         k = run[0] if len(run) else len(column) - 1
-        points[inner, 1] = y - k
+        points[inner, 1] = min(points[inner, 1], y - k)
     return points
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -66,7 +67,7 @@ class Profile:
     def resolution(self) -> tuple[int, int]:
         return self.config.resolution
 
-    @property
+    @cached_property  # a runtime Protocol check walks the protocol's members each time: asked per latent frame
     def animates_photo(self) -> bool:
         """The codec moves the user's whole photo (portrait): it needs a real face, and can paste back."""
         return isinstance(self.codec, PhotoCodec)

@@ -21,7 +21,6 @@ import torch
 from models.audio_features import SAMPLE_RATE, SAMPLES_PER_FRAME
 from models.dit import CrossContext
 from models.echomimic_inputs import face_token_mask, window_audio
-from models.interfaces import PhotoCodec
 from models.sampler import GuidancePlan, dropped, flow_sigmas, forward_count, sample
 from models.window_input import WindowInput, denoiser
 
@@ -257,7 +256,7 @@ class Session:
         stream), continuing the decoder; the tiny decoder hears the latent's audio (the real tokens,
         also in idle windows)."""
         p = self.profile
-        if isinstance(p.codec, PhotoCodec):  # its frames are pixels already; the speech flags may close the mouth
+        if p.animates_photo:  # its frames are pixels already; the speech flags may close the mouth
             images, self._decoder_state = p.codec.decode_images(latent, self._decoder_state, speech)
         else:
             frames, self._decoder_state = p.codec.decode(latent, self._decoder_state, audio)

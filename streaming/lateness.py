@@ -77,10 +77,12 @@ class WindowLateness:
         self.hopeless = False
 
     def delivered(self, indices) -> None:
-        now, cpu = time.monotonic(), time.thread_time() - self._cpu_started
+        now, cpu = time.monotonic(), None
         for index in indices:
             due = self._due_of(index)
             if now > due:
+                if cpu is None:  # read only for a late frame: a thread's CPU clock is a system call, made holding the GIL
+                    cpu = time.thread_time() - self._cpu_started
                 self.frames += 1
                 self.worst_s = max(self.worst_s, now - due)
                 self.hopeless |= due - self._started < cpu

@@ -24,6 +24,14 @@ cheapest full-steps window measured after that first one. (Before, two tiny call
 steps at 0.19-0.22 CPU-s a window against a share of 0.192, eased back under it every few seconds
 and tried full steps again, a window likely to be late each time: in the 30-minute soak, which had
 1.3-1.7% repeated frames, 7-12% of the windows were not made on one step, full-step and idle ones.)
+
+A call with less than a whole core (WHOLE_CORE) runs one step even when full steps fit its share:
+the output delay's compute allowance (streaming/calibrate.py) was measured for one call alone at
+full steps, and where calls outnumber the cores a window can wait for another call's to finish
+first. One step halves the DiT's part of a window. (Two portrait calls on two cores: full steps
+cost ~0.018 CPU-s of an 80 ms window, a quarter of the 0.6-core share, so the share kept them; in two
+1.5-minute soaks on the idle machine 10-21% of the late windows were full-steps ones and 42-49%
+one-step windows that had waited for a core. One step: 18.4 -> 15.3 ms of CPU a window.)
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ SMOOTHING = 0.3  # weight of the newest compute time in the moving estimates
 FULL_STEPS_MARGIN = 1.1  # full steps only when the slack exceeds their estimate by this factor
 CPU_RELAX = 0.995  # per window on fewer steps for want of cores: full steps' CPU estimate eases toward one step's
 SHARE_MARGIN = 0.9  # full steps only when their CPU time is under this much of the call's share
+WHOLE_CORE = 1.0  # a call with a smaller share runs one step (its window may wait on another call's)
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,11 @@ class StepPlanner:
         return min(known) if known else 0.0
 
     def over_budget(self, cores: float | None) -> bool:
-        """Full steps need more of a core than the call's share (None: no share set)."""
-        return cores is not None and self.cpu_full is not None and self.cpu_full > SHARE_MARGIN * cores * self.window_s
+        """Full steps need more of a core than the call's share, or the call has less than a whole
+        core (None: no share set)."""
+        if cores is None:
+            return False
+        return cores < WHOLE_CORE or self.cpu_full is not None and self.cpu_full > SHARE_MARGIN * cores * self.window_s
 
     def plan(self, slack_s: float, ready: int, cores: float | None = None) -> WindowPlan:
         skip = 0

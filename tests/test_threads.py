@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import pytest
 import torch
 
@@ -30,17 +31,32 @@ def test_generation_cores_share_what_the_media_paths_leave(monkeypatch):
 
 
 def test_threads_flag_then_environment_then_policy(monkeypatch):
-    before = torch.get_num_threads()
+    before, opencv_before = torch.get_num_threads(), cv2.getNumThreads()
     try:
         monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        assert set_torch_threads(None) == 3 == torch.get_num_threads()
-        assert set_torch_threads(2) == 2 == torch.get_num_threads()
+        assert set_torch_threads(None) == 3 == torch.get_num_threads() == cv2.getNumThreads()
+        assert set_torch_threads(2) == 2 == torch.get_num_threads() == cv2.getNumThreads()
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # set by the user: torch's own reading stands
         torch.set_num_threads(1)
-        assert set_torch_threads(None) == 1
+        assert set_torch_threads(None) == 1 == cv2.getNumThreads()
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(opencv_before)
+
+
+async def test_the_server_sizes_opencvs_pool_as_a_full_servers_calls_and_restores_it(monkeypatch, tiny_profile):
+    from streaming.config import ServerConfig
+    from streaming.server import AvatarServer
+
+    before = cv2.getNumThreads()
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 9)
+    server = await AvatarServer(ServerConfig(port=0, compute_allowance_s=0.2, max_sessions=2), tiny_profile).start()
+    try:
+        assert cv2.getNumThreads() == 4  # torch_threads(2) on 9 cores
+    finally:
+        await server.stop()
+    assert cv2.getNumThreads() == before
 
 
 def test_server_uses_the_same_policy(monkeypatch):

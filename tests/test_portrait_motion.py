@@ -124,3 +124,25 @@ def test_head_pose_moves_the_face_rigidly_in_2d_roll(mesh):
 
 def test_fields_shape():
     assert len(CHANNELS) == 15 and LINEAR == CHANNELS[:10]
+
+
+def _between(q, points, top, bottom):
+    """Which `points` lie between the curves `top` and `bottom` (index lists), by x."""
+    def at(curve):
+        order = np.argsort(q[curve, 0])
+        return np.interp(q[points, 0], q[curve, 0][order], q[curve, 1][order])
+    return (q[points, 1] > at(top) - 1e-9) & (q[points, 1] < at(bottom) + 1e-9)
+
+
+def test_closing_the_photos_mouth_folds_no_upper_lip(mesh):
+    """Closed from the photo's smile, the upper lip moves as one piece: the mesh's rings inside
+    it stay inside it (held while its edges came down, the lip folded over them)."""
+    basis = MotionBasis(mesh)
+    rest, q = local(basis, mesh[:, :2]), local(basis, basis.displace(vec()))
+    outer_up, inner_up = list(topo.LIPS_OUTER_UPPER), list(topo.LIPS_INNER_UPPER)
+    lips = set(outer_up + inner_up + list(topo.LIPS_OUTER_LOWER) + list(topo.LIPS_INNER_LOWER))
+    others = np.array([i for i in range(topo.NUM_POINTS) if i not in lips])
+    within = (rest[others, 0] > rest[inner_up, 0].min()) & (rest[others, 0] < rest[inner_up, 0].max())
+    inside = others[within & _between(rest, others, outer_up, inner_up)]
+    assert len(inside) >= 5
+    assert _between(q, inside, outer_up, inner_up).all()

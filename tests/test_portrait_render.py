@@ -217,3 +217,24 @@ def test_a_wide_opening_narrows_toward_its_corners(renderer):
         bottom = np.interp(x, low[order_l, 0], low[order_l, 1])
         assert bottom - top > 3                                   # the lips are apart there
         assert changed[:, x].sum() < 0.95 * (bottom - top)      # square ends: ~1.2
+
+
+def test_a_mesh_lip_edge_on_the_teeth_is_lifted_to_the_lip(photo, mesher):
+    """The mesh put the inner upper lip below the lip's real edge, on the teeth (painted here: 4
+    rows of enamel above each of its points): those points move up over the teeth (at most 0.7
+    of the way to the outer edge), and on the photo as it is (the edge on the lip) nothing moves."""
+    from models.portrait.open_mouth import lift_upper_lip
+    mesh = mesher.fit(photo)
+    points, fh = mesh.points, mesh.face_height
+    assert np.array_equal(lift_upper_lip(photo, points, fh), points)
+    painted = photo.copy()
+    inner = list(topo.LIPS_INNER_UPPER)[1:-1]
+    for x, y in np.round(points[inner, :2]).astype(int):
+        painted[y - 4:y + 1, x - 1:x + 2] = 235
+    lifted = lift_upper_lip(painted, points, fh)
+    rise = points[inner, 1] - lifted[inner, 1]
+    band = points[inner, 1] - points[list(topo.LIPS_OUTER_UPPER)[1:-1], 1]   # her lips are thin
+    assert np.all((rise >= 0) & (rise <= 0.7 * band + 1)), (rise, band)
+    assert rise[inner.index(topo.UPPER_LIP_INNER_MID)] >= 1 and rise.sum() >= 5, rise
+    others = [i for i in range(len(points)) if i not in inner]
+    assert np.array_equal(lifted[others], points[others])

@@ -38,6 +38,7 @@ INDEX = {name: i for i, name in enumerate(CHANNELS)}
 # this deep (in eye openings) above them is squeezed into the shut lid's edge with them.
 LASH_BAND = 0.5
 HEAD_DEPTH = 0.6
+UPPER_SHARE = 0.3   # of a photo's open mouth, closed by the upper lip coming down (the jaw: the rest)
 _UPPER = np.array(topo.LIPS_INNER_UPPER + topo.LIPS_OUTER_UPPER)
 _LOWER = np.array(topo.LIPS_INNER_LOWER + topo.LIPS_OUTER_LOWER)
 _CORNERS = np.array(topo.MOUTH_CORNERS + topo.INNER_CORNERS)
@@ -196,17 +197,32 @@ class MotionBasis:
         return d
 
     def _closing(self, q):
-        """Displacement that brings lips apart in the photo together (the jaw does most of it)."""
+        """Displacement that brings lips apart in the photo together (the jaw does most of it,
+        the upper lip comes down with the mesh's rings inside it)."""
         up, low = np.array(topo.LIPS_INNER_UPPER), np.array(topo.LIPS_INNER_LOWER)
         gap = np.clip(q[low, 1] - q[up, 1], 0, None)
         d = np.zeros((len(q), 2))
         mid = float(gap[len(gap) // 2])
         if mid < 0.004:
             return d
-        d[:, 1] = -0.6 * mid * self._jaw_weight(q)
-        d[up, 1] = 0.4 * gap
-        d[low, 1] = -0.6 * gap
-        d[list(topo.LIPS_OUTER_UPPER), 1] = 0.4 * gap
+        d[:, 1] = (UPPER_SHARE - 1) * mid * self._jaw_weight(q)
+        # the whole upper lip comes down with its inner edge (the rings between its inner and
+        # outer edges too: held, the lip folded over them), the skin above easing to the nose
+        _, _, u, _ = self._mouth(q)
+
+        def across(points, values):     # values over a lip's points, spread over u
+            at = np.argsort(u[points])
+            return np.interp(u, u[points][at], values[at], left=0.0, right=0.0)
+        outer = list(topo.LIPS_OUTER_UPPER)
+        inner_y, column = across(up, q[up, 1]), across(up, gap)
+        band = inner_y - across(up, q[outer, 1])
+        above = inner_y - q[:, 1]
+        reach = np.maximum(inner_y - q[topo.NOSE_TIP, 1] - band, 1e-3)
+        lip = (above > 0) & (q[:, 1] > q[topo.NOSE_TIP, 1]) & (np.abs(u) < 1)
+        d[lip, 1] = UPPER_SHARE * column[lip] * (1 - _smooth((above[lip] - band[lip]) / reach[lip]))
+        d[up, 1] = UPPER_SHARE * gap
+        d[low, 1] = (UPPER_SHARE - 1) * gap
+        d[outer, 1] = UPPER_SHARE * column[outer]     # by its own place across the mouth
         return d
 
     # --- per frame ------------------------------------------------------------------------------

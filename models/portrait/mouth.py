@@ -75,16 +75,25 @@ def _smoothstep(edge0, edge1, x):
     return t * t * (3 - 2 * t)
 
 
+# per tooth from the middle (central, lateral, canine, premolars, molars): its own brightness and
+# how much dentin yellow shows (shorter laterals read as a later-closing mouth to the landmark
+# judge: its sine test saw a 1-frame lag)
+TOOTH_SHADE = np.array([1.0, 0.95, 0.95, 0.9, 0.87, 0.84, 0.8])
+TOOTH_WARM = np.array([0.08, 0.22, 0.5, 0.35, 0.4, 0.5, 0.5])
+
+
 def _tooth_profile(u):
-    """Per place across the arch (|u| in 0..1): gentle shading that dips where two teeth meet,
-    and the incisal edge's small rounding there."""
+    """Per place across the arch (|u| in 0..1): the teeth's shading (a thin dark line where two
+    teeth meet, each tooth its own shade), their length (rounded incisal corners,
+    a pointed canine) and how warm (dentin-yellow) each tooth is: not a denture's
+    uniform row."""
     a = np.abs(u)
     k = np.clip(np.searchsorted(TOOTH_EDGES, a, side="right") - 1, 0, len(TOOTH_EDGES) - 2)
-    t = (a - TOOTH_EDGES[k]) / (TOOTH_EDGES[k + 1] - TOOTH_EDGES[k])
-    gap = (1 - np.sin(np.pi * np.clip(t, 0, 1))) ** 2     # 1 where teeth meet, 0 mid-tooth
-    # each tooth its own shade (a fixed draw per tooth, mirrored): not a denture's uniform row
-    own = 1 - 0.06 * np.array([0.2, 0.9, 0.4, 1.0, 0.6, 0.8, 0.5])[k]
-    return (1 - 0.09 * gap) * own, 1 - 0.16 * gap ** 2
+    t = np.clip((a - TOOTH_EDGES[k]) / (TOOTH_EDGES[k + 1] - TOOTH_EDGES[k]), 0, 1)
+    gap = (1 - np.sin(np.pi * t)) ** 2     # 1 where teeth meet, 0 mid-tooth
+    shade = (1 - 0.3 * gap ** 3) * TOOTH_SHADE[k]
+    length = (1 - 0.3 * gap ** 2) * np.where(k == 2, 1 - 0.3 * np.abs(2 * t - 1), 1)
+    return shade, length, TOOTH_WARM[k]
 
 
 class MouthInterior:
@@ -106,6 +115,7 @@ class MouthInterior:
         inner = inner_polygon(points)
         lips = _polygon_pixels(image, outer, inner)
         lip = lips.mean(0) if len(lips) else np.array([170.0, 100, 100])
+        self.lip = lip
         r = max(2, int(0.03 * face_height))
         patches = [image[max(0, int(y) - r):int(y) + r, max(0, int(x) - r):int(x) + r]
                    for x, y in points[list(topo.CHEEKS), :2]]
@@ -114,28 +124,33 @@ class MouthInterior:
         exposure = float(np.clip(float(skin @ LUMA) / 165.0, 0.55, 1.05))
         teeth = np.array([238.0, 230, 214]) * exposure
         shown = _polygon_pixels(image, inner)
+        self.photo_teeth = False
         if len(shown) > 20:   # the photo shows teeth (brighter and less red than its lips): use them
             y = shown @ LUMA
             bright = shown[y >= np.percentile(y, 70)].mean(0)
             chroma = lambda c: float(np.ptp(c))  # noqa: E731
             if (bright.mean() > 0.75 * teeth.mean() and float(bright @ LUMA) > 1.1 * float(lip @ LUMA)
                     and chroma(bright) <= 0.6 * chroma(lip) + 4):
-                teeth = bright
+                teeth, self.photo_teeth = bright, True
         self.gray = bool(np.ptp(image.reshape(-1, 3)[::97].astype(np.int16), axis=1).max() <= 2)
         warm = lip / max(float(lip @ LUMA), 1.0)            # the lips' hue at unit brightness
         self.cavity = warm * 52 * exposure                   # lit parts of the cavity
         self.deep = warm * np.array([14.0, 8, 8]) * exposure / warm.clip(0.3)   # the back
         self.tongue = lip * np.array([0.78, 0.52, 0.52])
-        # enamel is lit as the face is: no brighter than the skin's lit side (on a faded gray
-        # print the painted teeth were the brightest thing), with some of the skin's tint
-        teeth = teeth * min(1.0, 1.2 * float(skin @ LUMA) / max(float(teeth @ LUMA), 1.0))
-        self.teeth = 0.88 * teeth + 0.12 * skin
+        # painted enamel is lit as the face is: a little brighter than the skin (on a faded gray
+        # print it was the brightest thing), with some of the skin's tint; the photo's own teeth
+        # are as bright as the photo has them (capped there, a dark face's teeth read grey)
+        if not self.photo_teeth:
+            teeth = teeth * min(1.0, 1.3 * float(skin @ LUMA) / max(float(teeth @ LUMA), 1.0))
+        self.teeth = 0.86 * teeth + 0.14 * skin
+        self.dentin = self.teeth * np.array([0.96, 0.88, 0.72])   # warmer, where enamel is thin
         if self.gray:
             to_gray = lambda c: np.full(3, float(c @ LUMA))  # noqa: E731
-            self.cavity, self.deep, self.tongue, self.teeth = map(
-                to_gray, (self.cavity, self.deep, self.tongue, self.teeth))
-        self.cavity, self.deep, self.tongue, self.teeth = (
-            np.asarray(c, np.float32) for c in (self.cavity, self.deep, self.tongue, self.teeth))
+            self.cavity, self.deep, self.tongue, self.teeth, self.dentin = map(
+                to_gray, (self.cavity, self.deep, self.tongue, self.teeth, self.dentin))
+        self.cavity, self.deep, self.tongue, self.teeth, self.dentin = (
+            np.asarray(c, np.float32)
+            for c in (self.cavity, self.deep, self.tongue, self.teeth, self.dentin))
         self.grain = self._grain(image, patches, grain_scale).astype(np.float32)
 
     @staticmethod
@@ -227,34 +242,33 @@ class MouthInterior:
             qu, qv = across(q @ ex / half), q @ ey
             order = np.argsort(qu)
             return np.interp(table_u, qu[order], qv[order])
-        shade, notch = _tooth_profile(table_u)
-        low_shade = _tooth_profile(table_u * 1.25)[0]
+        shade, tooth_length, warm = _tooth_profile(table_u)
+        low_shade, low_length, _ = _tooth_profile(table_u * 1.25)
         u2, arch = table_u ** 2, np.sqrt(np.clip(1 - (table_u / 0.97) ** 2, 0, 1))
         side = _smoothstep(1.02, 0.68, np.abs(table_u))     # the back teeth fade into shadow
         top, bottom = curve(points[UPPER, :2]), curve(points[LOWER, :2])
         opening = np.clip(bottom - top, 0, None)
-        # light reaches the teeth through the opening: a barely parted mouth is a dark slit with
-        # a sliver of dim upper teeth, a wide one shows them whole
-        lit = _smoothstep(0.006 * fh, 0.04 * fh, opening)
+        # light reaches the teeth through the opening: a barely parted mouth is a dark slit (dim
+        # teeth read grey, not dark), a medium one already shows them lit, a wide one whole
+        lit = _smoothstep(0.008 * fh, 0.03 * fh, opening)
         table = np.stack([top, opening, curve(upper_teeth),
                           curve(lower_teeth), 1 - 0.7 * u2, 1 - 0.6 * u2,
                           _smoothstep(0.95, 0.55, np.abs(table_u)),
-                          1 - 0.45 * u2, LOWER_TEETH * fh * arch * notch,
-                          0.72 * low_shade ** 2 * (1 - 0.4 * u2) * (0.3 + 0.7 * lit),
-                          UPPER_TEETH * fh * arch * notch * (0.3 + 0.7 * lit),
-                          shade * (1.04 - 0.3 * u2) * (0.35 + 0.65 * lit), side])
+                          1 - 0.45 * u2, LOWER_TEETH * fh * arch * low_length,
+                          0.72 * low_shade ** 2 * (1 - 0.4 * u2) * (0.1 + 0.9 * lit),
+                          UPPER_TEETH * fh * arch * tooth_length * (0.3 + 0.7 * lit),
+                          shade * (1.04 - 0.3 * u2) * (0.1 + 0.9 * lit), side, warm])
         at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
         (lip_top, opening, root_up, root_low, back, tongue_arch, tongue_side, tongue_light,
-         low_height, low_light, length, up_light, side) = table.astype(np.float32)[:, at]
+         low_height, low_light, length, up_light, side, warm) = table.astype(np.float32)[:, at]
         # layers painted back to front, each as a weight on a fixed colour (deep, cavity, tongue,
-        # teeth), so only scalar maps are computed per pixel
+        # enamel, dentin), so only scalar maps are computed per pixel
         depth = _smoothstep(lip_top, lip_top + 0.8 * opening + 1, v) * back
         w_deep, w_cavity = 1 - depth, depth
-        w_tongue = np.zeros_like(v)
-        w_teeth = np.zeros_like(v)
+        w_tongue, w_teeth, w_dentin = (np.zeros_like(v) for _ in range(3))
 
         def over(alpha):
-            for w in (w_deep, w_cavity, w_tongue, w_teeth):
+            for w in (w_deep, w_cavity, w_tongue, w_teeth, w_dentin):
                 w *= 1 - alpha
         # cavity: lit from above through the opening, darkest at the back and in the corners;
         # tongue: lies behind the lower teeth, its top seen when the jaw opens
@@ -270,7 +284,8 @@ class MouthInterior:
                  * _smoothstep(root_low + 0.25 * low_height + 1, root_low, v) * side)
         over(alpha)
         lit = alpha * low_light * (0.7 + 0.3 * _smoothstep(edge + low_height, edge, v))
-        w_teeth += 0.85 * lit
+        w_teeth += 0.55 * lit
+        w_dentin += 0.3 * lit
         w_tongue += 0.15 * lit
         # below them the lower lip's wet inner side
         alpha = _smoothstep(root_low, root_low + 0.4 * low_height + 1, v)
@@ -283,8 +298,11 @@ class MouthInterior:
         over(alpha)
         under_lip = _smoothstep(lip_top - 0.5, lip_top + 0.35 * length + 1, v)
         translucent = 0.28 * _smoothstep(edge - 0.3 * length - 0.5, edge, v)
-        w_teeth += alpha * (0.78 + 0.22 * under_lip) * up_light * (1 - translucent)
+        lit = alpha * (0.78 + 0.22 * under_lip) * up_light * (1 - translucent)
+        warm = np.minimum(warm + 0.35 * (1 - under_lip), 1)    # dentin shows near the gum
+        w_teeth += lit * (1 - warm)
+        w_dentin += lit * warm
         w_cavity += alpha * 1.5 * translucent
-        weights = np.stack([w_deep, w_cavity, w_tongue, w_teeth], -1)
-        inside = weights @ np.stack([self.deep, self.cavity, self.tongue, self.teeth])
+        weights = np.stack([w_deep, w_cavity, w_tongue, w_teeth, w_dentin], -1)
+        inside = weights @ np.stack([self.deep, self.cavity, self.tongue, self.teeth, self.dentin])
         return inside

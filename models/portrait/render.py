@@ -24,6 +24,7 @@ from models.portrait.face_mesh import FaceMesh, as_rgb
 from models.portrait.flow import Flow
 from models.portrait.motion import CHANNELS, INDEX, MotionBasis
 from models.portrait.mouth import LOWER, UPPER, MouthInterior, inner_polygon
+from models.portrait.open_mouth import fill_opening, lift_upper_lip
 
 _HEAD = [INDEX[k] for k in CHANNELS if k.startswith("head_")]
 # scale, head above/below chin, expression: the hair and neck near the face follow it, the outer
@@ -52,7 +53,7 @@ class PortraitRenderer:
             self.source_scale = 2 * self.scale
             self.source = cv2.resize(self.photo, None, fx=self.source_scale, fy=self.source_scale,
                                      interpolation=cv2.INTER_AREA)
-        points = mesh.points.astype(np.float64).copy()
+        points = lift_upper_lip(self.photo, mesh.points, fh)
         points[:, :2] = (points[:, :2] - self.origin) * self.scale
         points[:, 2] *= self.scale
         self.basis = MotionBasis(points)
@@ -76,28 +77,9 @@ class PortraitRenderer:
                                    grain_scale=self.scale,
                                    closed=self.basis.displace(np.zeros(len(CHANNELS)))
                                    if self.basis.closing.any() else None)
-        if self.basis.closing.any():
-            self._fill_open_mouth()
-
-    def _fill_open_mouth(self):
-        """The photo shows teeth or an open mouth: paint that opening over with the lips' own
-        colours (inpainting) in the source, so lips closed over it never show slivers of teeth."""
-        poly = inner_polygon(self.rest_source[:topo.NUM_POINTS])
-        x0, y0 = np.floor(poly.min(0)).astype(int) - 12
-        x1, y1 = np.ceil(poly.max(0)).astype(int) + 13
-        h, w = self.source.shape[:2]
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(mask, [np.round((poly - [x0, y0]) * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
-        # the mesh's inner upper lip runs below the photo's lip edge (the shadow under the lip):
-        # cover a strip above it (and past the corners), or that shadow fills the opening and stays
-        # between the closed lips
-        r = max(1, int(round(0.012 * self.basis.height / self.scale * self.source_scale)))
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1),
-                                                          (r, 0)))
-        self.source = self.source.copy()
-        roi = np.ascontiguousarray(self.source[y0:y1, x0:x1])
-        self.source[y0:y1, x0:x1] = cv2.inpaint(roi, mask, 3, cv2.INPAINT_TELEA)
+        if self.basis.closing.any():   # lips closed over the photo's opening show no teeth
+            self.source = fill_opening(self.source, inner_polygon(self.rest_source[:topo.NUM_POINTS]),
+                                       self.mouth.lip, fh * self.source_scale)
 
     def _build_mesh(self, points, oval_photo):
         s = self.size

@@ -9,7 +9,6 @@ Other transports add their routes by adding a route module to ROUTE_MODULES (see
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import ssl
 import sys
@@ -19,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from avatar.errors import AvatarError, ProfileError
-from avatar.threads import generation_cores, set_opencv_threads, torch_threads
+from avatar.threads import generation_cores, torch_threads
 
+from . import process_tuning
 from .avatars import AvatarLibrary, decode_upload
 from .call import Call
 from .config import ServerConfig
@@ -36,13 +36,6 @@ from .whip import WhipEndpoints
 from .whip import add_routes as add_whip_routes
 
 log = logging.getLogger(__name__)
-
-# How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms). Every
-# call's generation thread, the event loop and the codecs' threads take turns at it hundreds of times
-# a window; at 5 ms a turn, two portrait calls' 20 ms windows took 80-110 ms of wall time, and 6-10%
-# of their frames were repeats (`benchmarks/robustness.py soak --profile portrait --callers 2`, idle
-# machine); at 0.5 ms, 0.4-2.8%, for the same CPU time.
-GIL_SWITCH_S = 0.0005
 
 
 class AvatarServer:
@@ -60,13 +53,21 @@ class AvatarServer:
         self.metrics = ServerMetrics(self)
         self.whip = WhipEndpoints(self)
         self.signaling = WebsocketSignaling(self)
+        self._tuned = False  # holds the process-wide settings of streaming/process_tuning.py
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self) -> "AvatarServer":
         self._restore_loop_handler = quiet_library_task_failures(asyncio.get_running_loop())
-        self._switch_interval_before = sys.getswitchinterval()
-        sys.setswitchinterval(GIL_SWITCH_S)
-        self._opencv_threads_before = set_opencv_threads(torch_threads(self.config.max_sessions))
+        process_tuning.take(opencv_threads=torch_threads(self.config.max_sessions))
+        self._tuned = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _start(self) -> None:
         use_numpy_audio_level()
         if self.profile is None:
             from avatar.profiles import load_profile
@@ -86,15 +87,10 @@ class AvatarServer:
 
             self.compute_allowance_s = await asyncio.get_running_loop().run_in_executor(
                 None, compute_allowance, self.profile, self.torch_threads(running=1))
-        # What start-up made (portrait: ~450k objects) stays for the server's life: kept out of the
-        # collector's reach, a full collection no longer walks it (0.2 CPU-s each before, holding the
-        # GIL, so every call's frames waited for it).
-        gc.collect()
-        gc.freeze()
+        process_tuning.freeze_start_up()
         self._runner = await serve(build_app(self, ROUTE_MODULES), cfg.host, cfg.port, cfg.tls_cert, cfg.tls_key)
         self.port = self._runner.addresses[0][1]
         self.origins = frozenset(cfg.allowed_origins) | own_origins(cfg.host, self.port, self.scheme)
-        return self
 
     @property
     def scheme(self) -> str:
@@ -114,9 +110,9 @@ class AvatarServer:
             await self._runner.cleanup()
         self._vad_pool.shutdown(wait=False)
         self._restore_loop_handler()
-        sys.setswitchinterval(self._switch_interval_before)
-        set_opencv_threads(self._opencv_threads_before)
-        gc.unfreeze()
+        if self._tuned:
+            self._tuned = False
+            process_tuning.give_back()
 
     def torch_threads(self, running: int | None = None) -> int:
         """Threads for each generation worker, shared by the calls running now (avatar/threads.py)."""

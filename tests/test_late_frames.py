@@ -7,9 +7,13 @@ import gc
 import sys
 import time
 
+import pytest
+
+from avatar.errors import ProfileError
 from streaming.config import ServerConfig
 from streaming.contrib.pyclient import CallClient
-from streaming.server import GIL_SWITCH_S, AvatarServer
+from streaming.process_tuning import GIL_SWITCH_S
+from streaming.server import AvatarServer
 
 
 async def test_late_frames_are_counted_once_and_reported(tiny_profile, speech_hello):
@@ -41,6 +45,19 @@ async def test_the_server_hands_the_gil_over_quickly_while_it_runs(tiny_profile)
     finally:
         await server.stop()
     assert sys.getswitchinterval() == before
+
+
+async def test_overlapping_servers_and_a_failed_start_leave_the_process_as_it_was(tiny_profile):
+    before = sys.getswitchinterval(), gc.get_freeze_count()
+    first = await AvatarServer(ServerConfig(port=0, compute_allowance_s=0.2), tiny_profile).start()
+    second = await AvatarServer(ServerConfig(port=0, compute_allowance_s=0.2), tiny_profile).start()
+    await first.stop()
+    assert sys.getswitchinterval() == GIL_SWITCH_S  # the second still runs
+    await second.stop()
+    assert (sys.getswitchinterval(), gc.get_freeze_count()) == before
+    with pytest.raises(ProfileError):  # a start that fails gives back what it took
+        await AvatarServer(ServerConfig(port=0, compute_allowance_s=0.2, output_mode="photo"), tiny_profile).start()
+    assert (sys.getswitchinterval(), gc.get_freeze_count()) == before
 
 
 async def test_what_start_up_made_is_out_of_the_collectors_reach_while_the_server_runs(tiny_profile):

@@ -1,7 +1,7 @@
 """Why frames reach the video track late: each frame handed over after its due time will be shown as
 a repeat of the one before, so the worker counts them, per window, under the likeliest cause. The
 counters travel in the stats (`engine.late_frames`, `engine.late_causes`), so a soak says where its
-repeats came from; a DEBUG line per late window gives the figures behind each verdict.
+repeats came from; an INFO line per late window (shown with `-v`) gives the figures behind each verdict.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ INDEX = {name: i for i, name in enumerate(CHANNELS)}
 # this deep (in eye openings) above them is squeezed into the shut lid's edge with them.
 LASH_BAND = 0.5
 HEAD_DEPTH = 0.6
+LIPS_APART = 0.004  # face heights between the photo's inner lips at the middle: its mouth is open, closed at rest
 UPPER_SHARE = 0.3   # of a photo's open mouth, closed by the upper lip coming down (the jaw: the rest)
 _UPPER = np.array(topo.LIPS_INNER_UPPER + topo.LIPS_OUTER_UPPER)
 _LOWER = np.array(topo.LIPS_INNER_LOWER + topo.LIPS_OUTER_LOWER)
@@ -203,7 +204,7 @@ class MotionBasis:
         gap = np.clip(q[low, 1] - q[up, 1], 0, None)
         d = np.zeros((len(q), 2))
         mid = float(gap[len(gap) // 2])
-        if mid < 0.004:
+        if mid < LIPS_APART:
             return d
         d[:, 1] = (UPPER_SHARE - 1) * mid * self._jaw_weight(q)
         # the whole upper lip comes down with its inner edge (the rings between its inner and

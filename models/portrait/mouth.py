@@ -36,6 +36,13 @@ def _polygon_pixels(image, polygon, hole=None):
     return image[mask > 0].reshape(-1, 3).astype(np.float32)
 
 
+def lip_colour(image, polygon, hole=None):
+    """Mean colour of the lips' pixels inside `polygon` (less `hole`); a plain lip red where the
+    polygon covers no pixel."""
+    lips = _polygon_pixels(image, polygon, hole)
+    return lips.mean(0) if len(lips) else np.array([170.0, 100, 100])
+
+
 def _catmull_rom_weights(n, per_segment=4):
     """(K, n) weights: a Catmull-Rom curve through n points (ends repeated) as one matrix."""
     t = np.linspace(0, 1, per_segment, endpoint=False)
@@ -113,9 +120,7 @@ class MouthInterior:
         outer = np.concatenate([points[list(topo.LIPS_OUTER_UPPER), :2],
                                 points[list(topo.LIPS_OUTER_LOWER[::-1]), :2]])
         inner = inner_polygon(points)
-        lips = _polygon_pixels(image, outer, inner)
-        lip = lips.mean(0) if len(lips) else np.array([170.0, 100, 100])
-        self.lip = lip
+        lip = self.lip = lip_colour(image, outer, inner)
         r = max(2, int(0.03 * face_height))
         patches = [image[max(0, int(y) - r):int(y) + r, max(0, int(x) - r):int(x) + r]
                    for x, y in points[list(topo.CHEEKS), :2]]

@@ -13,22 +13,14 @@ import cv2
 import numpy as np
 
 from models.portrait import topology as topo
-from models.portrait.mouth import LOWER, LUMA, UPPER
+from models.portrait.motion import LIPS_APART
+from models.portrait.mouth import LOWER, LUMA, UPPER, lip_colour
 
 
-def lips_apart(points, face_height, least=0.004) -> bool:
+def lips_apart(points, face_height) -> bool:
     """The photo's inner lips are apart at the middle (as `motion.MotionBasis._closing` decides)."""
     mid = len(UPPER) // 2
-    return bool(points[LOWER[mid], 1] - points[UPPER[mid], 1] > least * face_height)
-
-
-def _lip_colour(image, points):
-    """Mean colour of the lower lip (the band between its outer and inner edges)."""
-    poly = np.concatenate([points[list(topo.LIPS_OUTER_LOWER), :2], points[LOWER[::-1], :2]])
-    mask = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 255)
-    pixels = image[mask > 0].reshape(-1, 3).astype(np.float32)
-    return pixels.mean(0) if len(pixels) else np.array([170.0, 100, 100], np.float32)
+    return bool(points[LOWER[mid], 1] - points[UPPER[mid], 1] > LIPS_APART * face_height)
 
 
 def teeth(pixels, lip) -> np.ndarray:
@@ -49,7 +41,8 @@ def lift_upper_lip(image, points, face_height, reach=0.7) -> np.ndarray:
     points = np.array(points, np.float64)
     if not lips_apart(points, face_height):
         return points
-    lip = _lip_colour(image, points)
+    lower_lip = np.concatenate([points[list(topo.LIPS_OUTER_LOWER), :2], points[LOWER[::-1], :2]])
+    lip = lip_colour(image, lower_lip)
     h, w = image.shape[:2]
     for inner, outer in zip(UPPER[1:-1], np.array(topo.LIPS_OUTER_UPPER)[1:-1]):
         x, y = int(round(points[inner, 0])), int(round(points[inner, 1]))

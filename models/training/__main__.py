@@ -58,6 +58,8 @@ def main(argv=None) -> None:
     p.add_argument("--student-steps", type=int, default=2)
     p.add_argument("--teacher-steps", type=int, default=16)
     p.add_argument("--audio-cfg", type=float, default=2.0)
+    p.add_argument("--truth-weight", type=float, default=0.0,
+                   help="portrait-student: weight of the pull of the mouth toward the data's own, every frame")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16: autocast matrix work to bfloat16 (fast on CPUs with AVX-512 BF16 / AMX)")
     p.add_argument("--which", choices=["teacher", "student"], default="student")

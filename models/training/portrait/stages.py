@@ -101,12 +101,15 @@ def generated_context(student, cfg: ProfileConfig, windows: MotionWindows, clips
 
 
 def train_student(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: float, student_steps: int,
-                  teacher_steps: int, audio_cfg: float, bf16: bool) -> None:
+                  teacher_steps: int, audio_cfg: float, bf16: bool, truth_weight: float = 0.0) -> None:
+    """Besides the teacher's solve, the student's mouth is pulled toward the data's own mouth: by
+    `truth_weight` on every frame, and by `CLOSED_WEIGHT` more where the data's mouth is shut."""
     windows = MotionWindows(out, cfg)
     teacher, student, opt = teacher_and_student(out, cfg, lr)
     shift, c, n = cfg.sampler.shift, windows.context, windows.new
     student_sigmas = student_schedule(teacher_steps, student_steps, shift)
-    extra = {"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg}
+    extra = {"student_steps": student_steps, "teacher_steps": teacher_steps, "audio_cfg": audio_cfg,
+             "truth_weight": truth_weight}
     for step, rng, losses in stage_steps(out / "student.pt", student, opt, lr, steps, seed=20_000,
                                          desc="portrait student", save_every=50, extra=extra):
         generated = c % n == 0 and rng.random() < 0.5   # the context is the student's own frames
@@ -137,8 +140,9 @@ def train_student(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: flo
         loss = weighted_mean((x0 - trajectory[0.0].repeat(repeat)).pow(2))
         truth = latents[:, :MOUTH, known:]
         shut = (truth - windows.reference[:MOUTH, None, None, None]).abs().amax(1, keepdim=True) < 1e-3
-        shut = (shut & ~drop[:, None, None, None, None]).float().repeat(repeat)
-        loss = loss + CLOSED_WEIGHT * ((x0[:, :MOUTH] - truth.repeat(repeat)).pow(2) * shut).mean()
+        shut = (shut & ~drop[:, None, None, None, None]).float()
+        pull = (truth_weight + CLOSED_WEIGHT * shut) * (~drop).float()[:, None, None, None, None]
+        loss = loss + ((x0[:, :MOUTH] - truth.repeat(repeat)).pow(2) * pull.repeat(repeat)).mean()
         losses.append(optimise(opt, loss, student.parameters()))
 
 
@@ -171,7 +175,7 @@ def run(args: argparse.Namespace) -> None:
         train_teacher(out, cfg, args.steps, args.batch, args.lr, bf16)
     elif stage == "portrait-student":
         train_student(out, cfg, args.steps, args.batch, args.lr, args.student_steps, args.teacher_steps,
-                      args.audio_cfg, bf16)
+                      args.audio_cfg, bf16, args.truth_weight)
     elif stage == "portrait-export":
         export(out, cfg, args.target or out / "portrait.safetensors", args.which)
     else:

@@ -238,3 +238,56 @@ def test_a_mesh_lip_edge_on_the_teeth_is_lifted_to_the_lip(photo, mesher):
     assert rise[inner.index(topo.UPPER_LIP_INNER_MID)] >= 1 and rise.sum() >= 5, rise
     others = [i for i in range(len(points)) if i not in inner]
     assert np.array_equal(lifted[others], points[others])
+
+
+def _folded(renderer, motion):
+    """Triangles of the lips that the motion turns over (a fold: another triangle's pixels show
+    twice); a triangle squeezed flat where the lips meet is not one."""
+    def signed(points):
+        t = points[renderer.triangles]
+        a, b = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+        return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    moved, _ = renderer.vertices(motion)
+    rest, now = signed(renderer.rest), signed(moved)
+    return np.flatnonzero(renderer.regions["mouth"] & (now * np.sign(rest) < -2.0))   # 1 px^2 turned
+
+
+@pytest.mark.parametrize("motion", [{}, dict(jaw_open=0.3, lip_gap=0.2), dict(jaw_open=1.0, lip_gap=0.6,
+                                                                             upper_lip_raise=0.5)])
+def test_the_lips_open_and_close_without_folding(renderer, motion):
+    """Her smile is closed at zero motion and opened from there: the mesh's points between the lip
+    lines move with the lines around them and the skin under the corners rises no further than
+    they do, so no lip triangle turns over (at rest it once folded 40, a jagged upper lip)."""
+    assert len(_folded(renderer, vec(**motion))) == 0
+
+
+def test_a_medium_opening_keeps_dark_between_the_teeth_and_the_lower_lip(renderer):
+    """Upper teeth reaching down to the lower lip read as a shut mouth to a viewer (and to the
+    landmark model): the lowest part of a medium opening is shadow."""
+    from models.portrait.mouth import LUMA
+    m = vec(jaw_open=0.25, lip_gap=0.3)
+    frame = renderer.render(m).astype(np.float32)
+    pts = renderer.basis.displace(m)
+    up, low = pts[topo.UPPER_LIP_INNER_MID], pts[topo.LOWER_LIP_INNER_MID]
+    assert low[1] - up[1] > 0.02 * renderer.basis.height
+    column = frame[int(round(up[1])):int(round(low[1])) + 1, int(round(up[0]))] @ LUMA
+    teeth = float(renderer.mouth.teeth @ LUMA)
+    assert column.max() > 0.7 * teeth                    # the teeth show ...
+    lowest = column[-max(2, len(column) // 5):]
+    assert lowest.min() < 0.4 * teeth, column.round()    # ... above a dark band
+
+
+def test_lips_just_parted_show_a_visible_dark_slit(renderer):
+    """Lips 0.6% of the face apart (1.5 pixels here) are painted as a dark slit about 1.2% of the
+    face wide at the middle, not a line a viewer (or the landmark model) barely sees (it was 2
+    pixels)."""
+    from models.portrait.mouth import LUMA
+    m = vec(lip_gap=0.15)
+    frame = renderer.render(m).astype(np.float32)
+    shut = renderer.render(vec()).astype(np.float32)
+    pts = renderer.basis.displace(m)
+    x, y = (int(round(v)) for v in (pts[topo.UPPER_LIP_INNER_MID] + pts[topo.LOWER_LIP_INNER_MID]) / 2)
+    fh = renderer.basis.height
+    reach = int(0.02 * fh)
+    darker = (shut[y - reach:y + reach + 1, x] - frame[y - reach:y + reach + 1, x]) @ LUMA > 30
+    assert darker.sum() >= 0.013 * fh, darker

@@ -116,10 +116,10 @@ def test_bad_motion_is_refused(renderer, bad):
 
 
 def _exact(renderer, motion):
-    """The frame's warp with every triangle rasterised on the fine grid (no coarse inversion)."""
+    """The frame's warp with every triangle rasterised on every pixel (no coarse inversion)."""
     moved, _ = renderer.vertices(motion)
     map_x, map_y = renderer.flow.exact(moved, (0, 0, renderer.size, renderer.size),
-                                       np.arange(len(renderer.triangles)), renderer.map_step)
+                                       np.arange(len(renderer.triangles)), 1)
     return cv2.remap(renderer.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
@@ -128,13 +128,14 @@ def _exact(renderer, motion):
                                     dict(mouth_wide=0.8, upper_lip_raise=0.6, head_roll=3, head_x=0.02)])
 def test_fast_warp_matches_the_exact_piecewise_affine_map(renderer, motion):
     """Smooth parts inverted on the coarse grid, lips and lids rasterised: within a gray level
-    or so of rasterising every triangle at the fine step."""
+    or so of rasterising every triangle on every pixel (the worst pixels, beside the stretched
+    mouth corners, within 10 levels)."""
     m = vec(**motion)
     moved, _ = renderer.vertices(m)
     fine = ["mouth"] + [k for k in ("blink_right", "blink_left") if motion.get(k)]
     fast = renderer._warp(moved, fine).astype(int)
     diff = np.abs(fast - _exact(renderer, m)).max(2)
-    assert diff.mean() < 0.15 and np.percentile(diff, 99.9) <= 8
+    assert diff.mean() < 0.15 and np.percentile(diff, 99.9) <= 10
 
 
 def test_a_still_head_remaps_only_what_moves(renderer):
@@ -291,3 +292,19 @@ def test_lips_just_parted_show_a_visible_dark_slit(renderer):
     reach = int(0.02 * fh)
     darker = (shut[y - reach:y + reach + 1, x] - frame[y - reach:y + reach + 1, x]) @ LUMA > 30
     assert darker.sum() >= 0.013 * fh, darker
+
+
+def test_the_lips_are_mapped_on_every_pixel(renderer):
+    """Where the lips meet over her (closed) smile the map jumps from one lip to the other: the
+    lips' region is rasterised per pixel, so that line has no 2-pixel stair steps, and it is the
+    exact map there."""
+    m = vec()
+    moved, _ = renderer.vertices(m)
+    box, map_x, map_y = renderer.flow.maps(moved, [(renderer.regions["mouth"], renderer.fine_steps["mouth"])])
+    full_x, full_y = renderer.flow.exact(moved, (0, 0, renderer.size, renderer.size),
+                                         np.flatnonzero(renderer.regions["mouth"]), 1)
+    lips = renderer.basis.rest[list(topo.LIPS_INNER_UPPER), :2]
+    (x0, y0), (x1, y1) = np.floor(lips.min(0)).astype(int) + 2, np.ceil(lips.max(0)).astype(int) - 2
+    ours = map_y[y0 - box[1]:y1 - box[1], x0 - box[0]:x1 - box[0]]
+    assert renderer.fine_steps["mouth"] == 1
+    assert np.abs(ours - full_y[y0:y1, x0:x1]).max() < 1e-3

@@ -23,7 +23,7 @@ UPPER_TEETH = 0.036     # visible height of the upper central incisors, in face 
 LOWER_TEETH = 0.016
 TEETH_REACH = 0.75      # of the opening, at most, under the upper lip
 MIN_SLIT = 0.012         # face heights: the opening drawn at least this wide at its middle ...
-SLIT_FULL = 0.006       # ... once the lips are this far apart (less: in proportion)
+SLIT_FULL = 0.006       # ... where the lips are this far apart (less: in proportion)
 # where one tooth meets the next across half the arch (0 = middle, 1 = the mouth's corner):
 # central and lateral incisors, canine, premolars, molar
 TOOTH_EDGES = np.array([0.0, 0.21, 0.38, 0.53, 0.67, 0.8, 0.92, 1.2])
@@ -67,11 +67,12 @@ _SMOOTH = _catmull_rom_weights(len(topo.LIPS_INNER_UPPER))
 _CAP = np.sqrt(1 - np.linspace(-1, 1, len(_SMOOTH)) ** 2)[:, None]
 
 
-def inner_polygon(points, smooth=False, least=0.0):
+def inner_polygon(points, smooth=False, least=0.0, full=1.0):
     """The opening between the inner lips; `smooth`: a smooth curve whose ends follow the lips'
     rounded corners (the points alone cut a dropped jaw's opening square at the ends): toward
-    each corner the two lips' curves close in on their middle line like an ellipse, at least
-    `least` pixels apart at the middle."""
+    each corner the two lips' curves close in on their middle line like an ellipse; where they
+    are `full` pixels apart or more, at least `least` pixels apart at the middle (less apart: in
+    proportion; touching: not parted)."""
     upper, lower = points[UPPER, :2], points[LOWER, :2]
     if smooth:
         upper, lower = _SMOOTH @ upper, _SMOOTH @ lower
@@ -80,7 +81,9 @@ def inner_polygon(points, smooth=False, least=0.0):
         if least > 0:
             across = upper[-1] - upper[0]
             down = np.array([-across[1], across[0]]) / max(float(np.linalg.norm(across)), 1e-9)
-            short = np.clip(least * _CAP[:, 0] - (lower - upper) @ down, 0, None)[:, None] / 2
+            apart = (lower - upper) @ down
+            want = least * _CAP[:, 0] * _smoothstep(0.0, full, apart)
+            short = np.clip(want - apart, 0, None)[:, None] / 2
             upper, lower = upper - short * down, lower + short * down
     return np.concatenate([upper, lower[::-1]])
 
@@ -194,8 +197,7 @@ class MouthInterior:
             return
         # lips just parted show a dark slit at once, not a line thinner than a pixel
         fh = self.face_height
-        poly = inner_polygon(points, smooth=True,
-                             least=MIN_SLIT * fh * float(_smoothstep(0.6, SLIT_FULL * fh, gap.max())))
+        poly = inner_polygon(points, smooth=True, least=MIN_SLIT * fh, full=SLIT_FULL * fh)
         h, w = frame.shape[:2]
         pad = int(np.ceil(0.012 * self.face_height)) + 2
         x0, y0 = np.floor(poly.min(0)).astype(int) - pad

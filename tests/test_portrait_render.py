@@ -308,3 +308,19 @@ def test_the_lips_are_mapped_on_every_pixel(renderer):
     ours = map_y[y0 - box[1]:y1 - box[1], x0 - box[0]:x1 - box[0]]
     assert renderer.fine_steps["mouth"] == 1
     assert np.abs(ours - full_y[y0:y1, x0:x1]).max() < 1e-3
+
+
+def test_lips_pressed_at_the_middle_are_not_painted_open_there(renderer):
+    """Parted at the sides but touching at the middle (a press with rounding): the slit's least
+    width applies where the lips are apart, so the middle shows no more than the thin line of the
+    lips' smoothed curves (forcing the width there painted it 4 pixels open)."""
+    from models.portrait.mouth import LUMA, LOWER, UPPER
+    m = vec(jaw_open=0.1, lip_gap=-0.35, mouth_round=0.24, lip_press=0.67)
+    pts = renderer.basis.displace(m)
+    gap = pts[LOWER, 1] - pts[UPPER, 1]
+    assert gap.max() > 1.5 and gap[len(gap) // 2] < 0.1
+    frame = renderer.render(m).astype(np.float32)
+    shut = renderer.render(vec()).astype(np.float32)
+    x, y = (int(round(v)) for v in (pts[topo.UPPER_LIP_INNER_MID] + pts[topo.LOWER_LIP_INNER_MID]) / 2)
+    darker = (shut[y - 6:y + 7, x] - frame[y - 6:y + 7, x]) @ LUMA > 30
+    assert darker.sum() <= 2, darker

@@ -88,26 +88,26 @@ class MotionBasis:
         on_line[np.concatenate(lines)] = True
         x0, x1 = q[topo.MOUTH_CORNERS, 0].min(), q[topo.MOUTH_CORNERS, 0].max()
         candidates = np.flatnonzero(~on_line & (q[:, 0] > x0) & (q[:, 0] < x1))
+        x, y = q[candidates, 0], q[candidates, 1]
 
-        def at(line, x):   # (weights over N) of the line's point at x, and its y
+        def at(line):   # (weights over N) of the line's points at each candidate's x
             order = line[np.argsort(q[line, 0])]
-            k = int(np.clip(np.searchsorted(q[order, 0], x) - 1, 0, len(order) - 2))
+            k = np.clip(np.searchsorted(q[order, 0], x) - 1, 0, len(order) - 2)
             a, b = order[k], order[k + 1]
-            s = float(np.clip((x - q[a, 0]) / max(q[b, 0] - q[a, 0], 1e-9), 0, 1))
-            w = np.zeros(len(q))
-            w[a], w[b] = 1 - s, s
-            return w, float(w @ q[:, 1])
-        band, rows = [], []
-        for p in candidates:
-            ws, ys = zip(*(at(line, q[p, 0]) for line in lines))
-            ys = np.maximum.accumulate(ys)     # lines top to bottom (a crossed pair: as met)
-            for top in range(3):
-                if ys[top] <= q[p, 1] <= ys[top + 1]:
-                    f = (q[p, 1] - ys[top]) / max(ys[top + 1] - ys[top], 1e-9)
-                    band.append(p)
-                    rows.append((1 - f) * ws[top] + f * ws[top + 1])
-                    break
-        return np.array(band, int), np.array(rows).reshape(len(band), len(q))
+            s = np.clip((x - q[a, 0]) / np.maximum(q[b, 0] - q[a, 0], 1e-9), 0, 1)
+            w = np.zeros((len(x), len(q)))
+            w[np.arange(len(x)), a] = 1 - s
+            w[np.arange(len(x)), b] += s
+            return w
+        weights = [at(line) for line in lines]
+        ys = np.maximum.accumulate(np.stack([w @ q[:, 1] for w in weights]))   # top to bottom
+        rows, found = np.zeros((len(x), len(q))), np.zeros(len(x), bool)
+        for top in range(3):
+            here = ~found & (ys[top] <= y) & (y <= ys[top + 1])
+            f = ((y - ys[top]) / np.maximum(ys[top + 1] - ys[top], 1e-9))[here, None]
+            rows[here] = (1 - f) * weights[top][here] + f * weights[top + 1][here]
+            found |= here
+        return candidates[found], rows[found]
 
     # --- the linear channels, each (N, 2) in face heights -------------------------------------
     def _mouth(self, q):

@@ -116,10 +116,10 @@ def test_bad_motion_is_refused(renderer, bad):
 
 
 def _exact(renderer, motion):
-    """The frame's warp with every triangle rasterised on the fine grid (no coarse inversion)."""
+    """The frame's warp with every triangle rasterised on every pixel (no coarse inversion)."""
     moved, _ = renderer.vertices(motion)
     map_x, map_y = renderer.flow.exact(moved, (0, 0, renderer.size, renderer.size),
-                                       np.arange(len(renderer.triangles)), renderer.map_step)
+                                       np.arange(len(renderer.triangles)), 1)
     return cv2.remap(renderer.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
@@ -128,13 +128,14 @@ def _exact(renderer, motion):
                                     dict(mouth_wide=0.8, upper_lip_raise=0.6, head_roll=3, head_x=0.02)])
 def test_fast_warp_matches_the_exact_piecewise_affine_map(renderer, motion):
     """Smooth parts inverted on the coarse grid, lips and lids rasterised: within a gray level
-    or so of rasterising every triangle at the fine step."""
+    or so of rasterising every triangle on every pixel (the worst pixels, beside the stretched
+    mouth corners, within 10 levels)."""
     m = vec(**motion)
     moved, _ = renderer.vertices(m)
     fine = ["mouth"] + [k for k in ("blink_right", "blink_left") if motion.get(k)]
     fast = renderer._warp(moved, fine).astype(int)
     diff = np.abs(fast - _exact(renderer, m)).max(2)
-    assert diff.mean() < 0.15 and np.percentile(diff, 99.9) <= 8
+    assert diff.mean() < 0.15 and np.percentile(diff, 99.9) <= 10
 
 
 def test_a_still_head_remaps_only_what_moves(renderer):
@@ -238,3 +239,88 @@ def test_a_mesh_lip_edge_on_the_teeth_is_lifted_to_the_lip(photo, mesher):
     assert rise[inner.index(topo.UPPER_LIP_INNER_MID)] >= 1 and rise.sum() >= 5, rise
     others = [i for i in range(len(points)) if i not in inner]
     assert np.array_equal(lifted[others], points[others])
+
+
+def _folded(renderer, motion):
+    """Triangles of the lips that the motion turns over (a fold: another triangle's pixels show
+    twice); a triangle squeezed flat where the lips meet is not one."""
+    def signed(points):
+        t = points[renderer.triangles]
+        a, b = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+        return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    moved, _ = renderer.vertices(motion)
+    rest, now = signed(renderer.rest), signed(moved)
+    return np.flatnonzero(renderer.regions["mouth"] & (now * np.sign(rest) < -2.0))   # 1 px^2 turned
+
+
+@pytest.mark.parametrize("motion", [{}, dict(jaw_open=0.3, lip_gap=0.2), dict(jaw_open=1.0, lip_gap=0.6,
+                                                                             upper_lip_raise=0.5)])
+def test_the_lips_open_and_close_without_folding(renderer, motion):
+    """Her smile is closed at zero motion and opened from there: the mesh's points between the lip
+    lines move with the lines around them and the skin under the corners rises no further than
+    they do, so no lip triangle turns over (at rest it once folded 40, a jagged upper lip)."""
+    assert len(_folded(renderer, vec(**motion))) == 0
+
+
+def test_a_medium_opening_keeps_dark_between_the_teeth_and_the_lower_lip(renderer):
+    """Upper teeth reaching down to the lower lip read as a shut mouth to a viewer (and to the
+    landmark model): the lowest part of a medium opening is shadow."""
+    from models.portrait.mouth import LUMA
+    m = vec(jaw_open=0.25, lip_gap=0.3)
+    frame = renderer.render(m).astype(np.float32)
+    pts = renderer.basis.displace(m)
+    up, low = pts[topo.UPPER_LIP_INNER_MID], pts[topo.LOWER_LIP_INNER_MID]
+    assert low[1] - up[1] > 0.02 * renderer.basis.height
+    column = frame[int(round(up[1])):int(round(low[1])) + 1, int(round(up[0]))] @ LUMA
+    teeth = float(renderer.mouth.teeth @ LUMA)
+    assert column.max() > 0.7 * teeth                    # the teeth show ...
+    lowest = column[-max(2, len(column) // 5):]
+    assert lowest.min() < 0.4 * teeth, column.round()    # ... above a dark band
+
+
+def test_lips_just_parted_show_a_visible_dark_slit(renderer):
+    """Lips 0.6% of the face apart (1.5 pixels here) are painted as a dark slit about 1.2% of the
+    face wide at the middle, not a line a viewer (or the landmark model) barely sees (it was 2
+    pixels)."""
+    from models.portrait.mouth import LUMA
+    m = vec(lip_gap=0.15)
+    frame = renderer.render(m).astype(np.float32)
+    shut = renderer.render(vec()).astype(np.float32)
+    pts = renderer.basis.displace(m)
+    x, y = (int(round(v)) for v in (pts[topo.UPPER_LIP_INNER_MID] + pts[topo.LOWER_LIP_INNER_MID]) / 2)
+    fh = renderer.basis.height
+    reach = int(0.02 * fh)
+    darker = (shut[y - reach:y + reach + 1, x] - frame[y - reach:y + reach + 1, x]) @ LUMA > 30
+    assert darker.sum() >= 0.013 * fh, darker
+
+
+def test_the_lips_are_mapped_on_every_pixel(renderer):
+    """Where the lips meet over her (closed) smile the map jumps from one lip to the other: the
+    lips' region is rasterised per pixel, so that line has no 2-pixel stair steps, and it is the
+    exact map there."""
+    m = vec()
+    moved, _ = renderer.vertices(m)
+    box, map_x, map_y = renderer.flow.maps(moved, [(renderer.regions["mouth"], renderer.fine_steps["mouth"])])
+    full_x, full_y = renderer.flow.exact(moved, (0, 0, renderer.size, renderer.size),
+                                         np.flatnonzero(renderer.regions["mouth"]), 1)
+    lips = renderer.basis.rest[list(topo.LIPS_INNER_UPPER), :2]
+    (x0, y0), (x1, y1) = np.floor(lips.min(0)).astype(int) + 2, np.ceil(lips.max(0)).astype(int) - 2
+    ours = map_y[y0 - box[1]:y1 - box[1], x0 - box[0]:x1 - box[0]]
+    assert renderer.fine_steps["mouth"] == 1
+    assert np.abs(ours - full_y[y0:y1, x0:x1]).max() < 1e-3
+
+
+def test_lips_pressed_at_the_middle_are_not_painted_open_there(renderer):
+    """Parted at the sides but touching at the middle (a press with rounding): the slit's least
+    width applies where the lips are apart, so the middle shows no more than the thin line of the
+    lips' smoothed curves (forcing the width there painted it 4 pixels open)."""
+    from models.portrait.mouth import LUMA, LOWER, UPPER
+    m = vec(jaw_open=0.1, lip_gap=-0.35, mouth_round=0.24, lip_press=0.67)
+    pts = renderer.basis.displace(m)
+    gap = pts[LOWER, 1] - pts[UPPER, 1]
+    assert gap.max() > 1.5 and gap[len(gap) // 2] < 0.1
+    frame = renderer.render(m).astype(np.float32)
+    shut = renderer.render(vec()).astype(np.float32)
+    x, y = (int(round(v)) for v in (pts[topo.UPPER_LIP_INNER_MID] + pts[topo.LOWER_LIP_INNER_MID]) / 2)
+    darker = (shut[y - 6:y + 7, x] - frame[y - 6:y + 7, x]) @ LUMA > 30
+    assert darker.sum() <= 2, darker

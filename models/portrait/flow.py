@@ -36,7 +36,7 @@ class Flow:
 
     def maps(self, moved: np.ndarray, fine=()) -> tuple:
         """(box, map_x, map_y) over the box of the triangles that move (None if none does),
-        exact over the triangles of each boolean mask in `fine`, smooth elsewhere."""
+        exact over the triangles of each (boolean mask, grid step) in `fine`, smooth elsewhere."""
         moving = np.abs(moved - self.rest).max(1) > 1e-3
         mobile = np.flatnonzero(moving[self.triangles].any(1))
         if not len(mobile):
@@ -47,14 +47,14 @@ class Flow:
         smooth = self.smooth(moved)
         map_x, map_y = (self.upsample(m, self.coarse, box) for m in smooth)
         self.hold_border(map_x, map_y, box)
-        for region in fine:
+        for region, step in fine:
             hot = np.flatnonzero(region[mobile])
             if not len(hot):
                 continue
             pts = moved[self.triangles[mobile[hot]]].reshape(-1, 2)
             fbox = self.box(pts.min(0), pts.max(0), self.coarse, box)
-            default = [self.upsample(m, self.coarse, fbox, factor=self.step) for m in smooth]
-            fx, fy = self.exact(moved, fbox, mobile[hot], self.step, default)
+            default = [self.upsample(m, self.coarse, fbox, factor=self.coarse // step) for m in smooth]
+            fx, fy = self.exact(moved, fbox, mobile[hot], step, default)
             rows = slice(fbox[1] - box[1], fbox[3] - box[1])
             cols = slice(fbox[0] - box[0], fbox[2] - box[0])
             map_x[rows, cols], map_y[rows, cols] = fx, fy

@@ -68,8 +68,46 @@ class MotionBasis:
         self.origin, self.rot, self.height = face_frame(self.rest)
         q = (self.rest[:, :2] - self.origin) @ self.rot.T / self.height   # face frame, unit FH
         self.q = q
-        self.fields = np.stack([getattr(self, "_" + name)(q) for name in LINEAR])  # (C, N, 2)
-        self.closing = self._closing(q)
+        fields = np.stack([getattr(self, "_" + name)(q) for name in LINEAR])  # (C, N, 2)
+        closing = self._closing(q)
+        # the mesh's points between the lip lines (the lips' inner rings; teeth in an open mouth)
+        # move as the lines around them do, so no triangle of the lips folds over another
+        band, weights = self._lip_bands(q)
+        fields[:, band] = np.einsum("bn,cnk->cbk", weights, fields)
+        closing[band] = weights @ closing
+        self.fields, self.closing = fields, closing
+
+    @staticmethod
+    def _lip_bands(q):
+        """(points, weights (points, N)): each mesh point strictly between the outer upper and
+        the outer lower lip line (but not on one) as the mix of the two lines just above and below
+        it (outer upper, inner upper, inner lower, outer lower), each line linear along x."""
+        lines = [np.array(line) for line in (topo.LIPS_OUTER_UPPER, topo.LIPS_INNER_UPPER,
+                                             topo.LIPS_INNER_LOWER, topo.LIPS_OUTER_LOWER)]
+        on_line = np.zeros(len(q), bool)
+        on_line[np.concatenate(lines)] = True
+        x0, x1 = q[topo.MOUTH_CORNERS, 0].min(), q[topo.MOUTH_CORNERS, 0].max()
+        candidates = np.flatnonzero(~on_line & (q[:, 0] > x0) & (q[:, 0] < x1))
+        x, y = q[candidates, 0], q[candidates, 1]
+
+        def at(line):   # (weights over N) of the line's points at each candidate's x
+            order = line[np.argsort(q[line, 0])]
+            k = np.clip(np.searchsorted(q[order, 0], x) - 1, 0, len(order) - 2)
+            a, b = order[k], order[k + 1]
+            s = np.clip((x - q[a, 0]) / np.maximum(q[b, 0] - q[a, 0], 1e-9), 0, 1)
+            w = np.zeros((len(x), len(q)))
+            w[np.arange(len(x)), a] = 1 - s
+            w[np.arange(len(x)), b] += s
+            return w
+        weights = [at(line) for line in lines]
+        ys = np.maximum.accumulate(np.stack([w @ q[:, 1] for w in weights]))   # top to bottom
+        rows, found = np.zeros((len(x), len(q))), np.zeros(len(x), bool)
+        for top in range(3):
+            here = ~found & (ys[top] <= y) & (y <= ys[top + 1])
+            f = ((y - ys[top]) / np.maximum(ys[top + 1] - ys[top], 1e-9))[here, None]
+            rows[here] = (1 - f) * weights[top][here] + f * weights[top + 1][here]
+            found |= here
+        return candidates[found], rows[found]
 
     # --- the linear channels, each (N, 2) in face heights -------------------------------------
     def _mouth(self, q):
@@ -206,16 +244,22 @@ class MotionBasis:
         mid = float(gap[len(gap) // 2])
         if mid < LIPS_APART:
             return d
-        d[:, 1] = (UPPER_SHARE - 1) * mid * self._jaw_weight(q)
-        # the whole upper lip comes down with its inner edge (the rings between its inner and
-        # outer edges too: held, the lip folded over them), the skin above easing to the nose
         _, _, u, _ = self._mouth(q)
 
-        def across(points, values):     # values over a lip's points, spread over u
+        def across(points, values, **ends):     # values over a lip's points, spread over u
             at = np.argsort(u[points])
-            return np.interp(u, u[points][at], values[at], left=0.0, right=0.0)
+            return np.interp(u, u[points][at], values[at], **ends)
         outer = list(topo.LIPS_OUTER_UPPER)
-        inner_y, column = across(up, q[up, 1]), across(up, gap)
+        inner_y, column = across(up, q[up, 1]), across(up, gap, left=0.0, right=0.0)
+        # the jaw comes up: the chin by the gap at the middle, the skin just below the lower lip
+        # by the gap above it (none beside the corners), blended in between (else the cheek
+        # under a corner rises past the corner and folds); above the lower lip nothing
+        lower_y = across(low, q[low, 1])
+        depth = _smooth((q[:, 1] - lower_y) / np.maximum(q[topo.CHIN, 1] - lower_y, 1e-3))
+        jaw = column + (mid * self._jaw_weight(q) - column) * depth
+        d[:, 1] = np.where(q[:, 1] >= lower_y, (UPPER_SHARE - 1) * jaw, 0.0)
+        # the whole upper lip comes down with its inner edge (the rings between its inner and
+        # outer edges too: held, the lip folded over them), the skin above easing to the nose
         band = inner_y - across(up, q[outer, 1])
         above = inner_y - q[:, 1]
         reach = np.maximum(inner_y - q[topo.NOSE_TIP, 1] - band, 1e-3)

@@ -21,6 +21,9 @@ UPPER = np.array(topo.LIPS_INNER_UPPER)
 LOWER = np.array(topo.LIPS_INNER_LOWER)
 UPPER_TEETH = 0.036     # visible height of the upper central incisors, in face heights
 LOWER_TEETH = 0.016
+TEETH_REACH = 0.75      # of the opening, at most, under the upper lip
+MIN_SLIT = 0.012         # face heights: the opening drawn at least this wide at its middle ...
+SLIT_FULL = 0.006       # ... where the lips are this far apart (less: in proportion)
 # where one tooth meets the next across half the arch (0 = middle, 1 = the mouth's corner):
 # central and lateral incisors, canine, premolars, molar
 TOOTH_EDGES = np.array([0.0, 0.21, 0.38, 0.53, 0.67, 0.8, 0.92, 1.2])
@@ -64,15 +67,24 @@ _SMOOTH = _catmull_rom_weights(len(topo.LIPS_INNER_UPPER))
 _CAP = np.sqrt(1 - np.linspace(-1, 1, len(_SMOOTH)) ** 2)[:, None]
 
 
-def inner_polygon(points, smooth=False):
+def inner_polygon(points, smooth=False, least=0.0, full=1.0):
     """The opening between the inner lips; `smooth`: a smooth curve whose ends follow the lips'
     rounded corners (the points alone cut a dropped jaw's opening square at the ends): toward
-    each corner the two lips' curves close in on their middle line like an ellipse."""
+    each corner the two lips' curves close in on their middle line like an ellipse; where they
+    are `full` pixels apart or more, at least `least` pixels apart at the middle (less apart: in
+    proportion; touching: not parted)."""
     upper, lower = points[UPPER, :2], points[LOWER, :2]
     if smooth:
         upper, lower = _SMOOTH @ upper, _SMOOTH @ lower
         middle = (upper + lower) / 2
         upper, lower = middle + (upper - middle) * _CAP, middle + (lower - middle) * _CAP
+        if least > 0:
+            across = upper[-1] - upper[0]
+            down = np.array([-across[1], across[0]]) / max(float(np.linalg.norm(across)), 1e-9)
+            apart = (lower - upper) @ down
+            want = least * _CAP[:, 0] * _smoothstep(0.0, full, apart)
+            short = np.clip(want - apart, 0, None)[:, None] / 2
+            upper, lower = upper - short * down, lower + short * down
     return np.concatenate([upper, lower[::-1]])
 
 
@@ -183,7 +195,9 @@ class MouthInterior:
             self._seam(frame, points, gap)
         if gap.max() < 0.6:
             return
-        poly = inner_polygon(points, smooth=True)
+        # lips just parted show a dark slit at once, not a line thinner than a pixel
+        fh = self.face_height
+        poly = inner_polygon(points, smooth=True, least=MIN_SLIT * fh, full=SLIT_FULL * fh)
         h, w = frame.shape[:2]
         pad = int(np.ceil(0.012 * self.face_height)) + 2
         x0, y0 = np.floor(poly.min(0)).astype(int) - pad
@@ -256,12 +270,17 @@ class MouthInterior:
         # light reaches the teeth through the opening: a barely parted mouth is a dark slit (dim
         # teeth read grey, not dark), a medium one already shows them lit, a wide one whole
         lit = _smoothstep(0.008 * fh, 0.03 * fh, opening)
-        table = np.stack([top, opening, curve(upper_teeth),
+        root_up = curve(upper_teeth)
+        # the upper teeth reach at most TEETH_REACH of the way down the opening: a dark band
+        # stays between them and the lower lip (teeth down to it read as a shut mouth)
+        up_length = np.clip(np.minimum(UPPER_TEETH * fh * arch * tooth_length * (0.3 + 0.7 * lit),
+                                       top + TEETH_REACH * opening - root_up), 0, None)
+        table = np.stack([top, opening, root_up,
                           curve(lower_teeth), 1 - 0.7 * u2, 1 - 0.6 * u2,
                           _smoothstep(0.95, 0.55, np.abs(table_u)),
                           1 - 0.45 * u2, LOWER_TEETH * fh * arch * low_length,
                           0.72 * low_shade ** 2 * (1 - 0.4 * u2) * (0.1 + 0.9 * lit),
-                          UPPER_TEETH * fh * arch * tooth_length * (0.3 + 0.7 * lit),
+                          up_length,
                           shade * (1.04 - 0.3 * u2) * (0.1 + 0.9 * lit), side, warm])
         at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
         (lip_top, opening, root_up, root_low, back, tongue_arch, tongue_side, tongue_light,

@@ -14,8 +14,8 @@ chains its stages, resumably, with the shipped weights' settings:
 
     python -m models.training portrait-data    --clips 2000 --seconds 6
     python -m models.training portrait-data    --engine flite --clips 400 --seconds 6
-    python -m models.training portrait-teacher --steps 6000 --batch 64 --lr 1e-3
-    python -m models.training portrait-student --steps 400 --batch 48 --lr 2e-4 --teacher-steps 8
+    python -m models.training portrait-teacher --steps 8000 --batch 64 --lr 1e-3
+    python -m models.training portrait-student --steps 400 --batch 48 --lr 2e-4 --teacher-steps 8 --truth-weight 3
     python -m models.training portrait-export  --which student
     python -m models.training portrait-eval
 

@@ -25,7 +25,7 @@ stage() {   # [TAG=-x] stage NAME ARGS...: run `python -m models.training NAME A
 
 stage portrait-data --clips 2000 --seconds 6
 TAG=-flite stage portrait-data --engine flite --clips 400 --seconds 6
-stage portrait-teacher --steps 6000 --batch 64 --lr 1e-3
-stage portrait-student --steps 400 --batch 48 --lr 2e-4 --teacher-steps 8
+stage portrait-teacher --steps 8000 --batch 64 --lr 1e-3
+stage portrait-student --steps 400 --batch 48 --lr 2e-4 --teacher-steps 8 --truth-weight 3
 stage portrait-export --which student --target "$RUN/portrait.safetensors"
 stage portrait-eval --target "$RUN/portrait.safetensors" --voices 6 --render --json "$RUN/eval.json"

@@ -250,7 +250,7 @@ def _folded(renderer, motion):
         return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
     moved, _ = renderer.vertices(motion)
     rest, now = signed(renderer.rest), signed(moved)
-    return np.flatnonzero(renderer.regions["mouth"] & (now * np.sign(rest) < -2.0))   # 1 px^2 turned
+    return np.flatnonzero(renderer.regions["mouth"][0] & (now * np.sign(rest) < -2.0))   # 1 px^2 turned
 
 
 @pytest.mark.parametrize("motion", [{}, dict(jaw_open=0.3, lip_gap=0.2), dict(jaw_open=1.0, lip_gap=0.6,
@@ -300,13 +300,13 @@ def test_the_lips_are_mapped_on_every_pixel(renderer):
     exact map there."""
     m = vec()
     moved, _ = renderer.vertices(m)
-    box, map_x, map_y = renderer.flow.maps(moved, [(renderer.regions["mouth"], renderer.fine_steps["mouth"])])
+    box, map_x, map_y = renderer.flow.maps(moved, [renderer.regions["mouth"]])
     full_x, full_y = renderer.flow.exact(moved, (0, 0, renderer.size, renderer.size),
-                                         np.flatnonzero(renderer.regions["mouth"]), 1)
+                                         np.flatnonzero(renderer.regions["mouth"][0]), 1)
     lips = renderer.basis.rest[list(topo.LIPS_INNER_UPPER), :2]
     (x0, y0), (x1, y1) = np.floor(lips.min(0)).astype(int) + 2, np.ceil(lips.max(0)).astype(int) - 2
     ours = map_y[y0 - box[1]:y1 - box[1], x0 - box[0]:x1 - box[0]]
-    assert renderer.fine_steps["mouth"] == 1
+    assert renderer.regions["mouth"][1] == 1
     assert np.abs(ours - full_y[y0:y1, x0:x1]).max() < 1e-3
 
 

@@ -20,9 +20,10 @@ class Flow:
     def __init__(self, rest, delaunay, size: int, to_source, step: int = 2):
         """rest: (V, 2) vertices in output pixels, triangulated by `delaunay`; to_source: (scale,
         origin, source_scale): output pixel p is source pixel (p / scale + origin) * source_scale
-        when nothing moves; step: the fine grid."""
+        when nothing moves; step: the fine grid (`maps` takes each fine region's own), the coarse
+        grid twice it."""
         self.rest, self.delaunay, self.triangles = rest, delaunay, delaunay.simplices
-        self.size, self.step, self.coarse = size, step, 2 * step
+        self.size, self.coarse = size, 2 * step
         self.scale, self.origin, self.source_scale = to_source
         self.rest_source = (rest / self.scale + self.origin) * self.source_scale
         self._grids = {}

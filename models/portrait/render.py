@@ -66,15 +66,14 @@ class PortraitRenderer:
         # piecewise-affine map; elsewhere it moves smoothly and the coarse inverted spread is as good
         lips = np.r_[topo.LIPS_OUTER_UPPER, topo.LIPS_OUTER_LOWER, topo.LIPS_INNER_UPPER,
                      topo.LIPS_INNER_LOWER]
-        self.regions = {"mouth": np.isin(self.triangles, lips).any(1)}
+        # name -> (its triangles, the grid step it is rasterised on); the lips on every pixel: where
+        # they meet over a photo's open mouth the map jumps from one lip to the other, and a
+        # 2-pixel grid cut that line into stair steps
+        self.regions = {"mouth": (np.isin(self.triangles, lips).any(1), 1)}
         for name in ("blink_right", "blink_left"):
             lid = np.zeros(len(self.rest), bool)
             lid[:topo.NUM_POINTS] = np.abs(self.basis.fields[INDEX[name]]).max(1) > 2e-3
-            self.regions[name] = lid[self.triangles].any(1)
-        # the lips on every pixel: where they meet over a photo's open mouth the map jumps from
-        # one lip to the other, and a 2-pixel grid cut that line into stair steps
-        self.fine_steps = {name: map_step for name in self.regions}
-        self.fine_steps["mouth"] = 1
+            self.regions[name] = (lid[self.triangles].any(1), map_step)
         self.reference = self._warp(self.rest)   # the crop as the photo has it
         self.mouth = MouthInterior(self.reference, self.basis.rest, self.basis.height,
                                    softness=max(0.5, 0.45 * self.scale / self.source_scale),
@@ -135,8 +134,7 @@ class PortraitRenderer:
             return cv2.remap(self.source, map_x, map_y, cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REFLECT)
         frame = self.reference.copy()
-        box, map_x, map_y = self.flow.maps(moved, [(self.regions[name], self.fine_steps[name])
-                                                   for name in fine])
+        box, map_x, map_y = self.flow.maps(moved, [self.regions[name] for name in fine])
         if box is not None:
             frame[box[1]:box[3], box[0]:box[2]] = cv2.remap(
                 self.source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)

@@ -140,8 +140,7 @@ def train_student(out: Path, cfg: ProfileConfig, steps: int, batch: int, lr: flo
         loss = weighted_mean((x0 - trajectory[0.0].repeat(repeat)).pow(2))
         truth = latents[:, :MOUTH, known:]
         shut = (truth - windows.reference[:MOUTH, None, None, None]).abs().amax(1, keepdim=True) < 1e-3
-        shut = (shut & ~drop[:, None, None, None, None]).float()
-        pull = (truth_weight + CLOSED_WEIGHT * shut) * (~drop).float()[:, None, None, None, None]
+        pull = (truth_weight + CLOSED_WEIGHT * shut.float()) * (~drop).float()[:, None, None, None, None]
         loss = loss + ((x0[:, :MOUTH] - truth.repeat(repeat)).pow(2) * pull.repeat(repeat)).mean()
         losses.append(optimise(opt, loss, student.parameters()))
 

@@ -21,6 +21,9 @@ class FaceError(ImageError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self):  # pickled whole: a session's process reports it to the server (avatar/remote.py)
+        return type(self), (self.reason, str(self))
+
 
 class AudioError(AvatarError, ValueError):
     """The audio cannot be used (unknown sample format, bad rate, unreadable file)."""

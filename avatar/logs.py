@@ -39,3 +39,10 @@ def setup_logging(verbose: bool, log_format: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+
+
+def logging_settings() -> tuple[bool, str]:
+    """What setup_logging was given (verbose, format), read back: a session's process logs alike."""
+    root = logging.getLogger()
+    json_lines = any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers)
+    return root.getEffectiveLevel() <= logging.INFO, "json" if json_lines else "text"

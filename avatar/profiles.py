@@ -231,6 +231,12 @@ def load_profile(name: str = DEFAULT_PROFILE, device: str | torch.device | None 
         if not 64 <= size <= 2048 or size % 2:
             raise ProfileError(f"--size must be an even number of pixels, 64-2048, not {size}")
         cfg = replace(cfg, resolution=(int(size), int(size)))
+    return build_profile(cfg, device)
+
+
+def build_profile(cfg: ProfileConfig, device: str | torch.device | None = "cpu") -> Profile:
+    """The models of a profile's config, weights loaded (a session's own process rebuilds its call's
+    profile from the config this way: avatar/remote.py)."""
     device = _resolve_device(device)
     dtype = cfg.torch_dtype(device)
     started = time.perf_counter()
@@ -241,10 +247,10 @@ def load_profile(name: str = DEFAULT_PROFILE, device: str | torch.device | None 
     finally:
         torch.random.set_rng_state(seed_state)
     if audio_encoder.tokens_per_frame != cfg.audio.tokens_per_frame:
-        raise ProfileError(f"profile {name!r}: audio.tokens_per_frame = {cfg.audio.tokens_per_frame}, but the "
+        raise ProfileError(f"profile {cfg.name!r}: audio.tokens_per_frame = {cfg.audio.tokens_per_frame}, but the "
                            f"{cfg.audio.encoder} encoder gives {audio_encoder.tokens_per_frame}")
     dit = cast_keeping_fp32(dit.to(device), dtype).eval().requires_grad_(False)
     codec = codec.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    notes = (f"profile {name!r} has random weights: for tests and benchmarks only",) if cfg.random_weights else ()
-    log.info("loaded profile %s on %s in %.1fs", name, device, time.perf_counter() - started)
+    notes = (f"profile {cfg.name!r} has random weights: for tests and benchmarks only",) if cfg.random_weights else ()
+    log.info("loaded profile %s on %s in %.1fs", cfg.name, device, time.perf_counter() - started)
     return Profile(cfg, device, dtype, dit, codec, audio_encoder, encode_text, encode_image, notes)

@@ -54,6 +54,7 @@ class WindowResult:
     context_latents: int
     decode_s: float = 0.0  # of compute_s, the decoder's (the portrait profile: rendering)
     decode_cpu_s: float = 0.0  # the same in this thread's CPU time (a shared machine's load left out)
+    cpu_s: float = 0.0  # the whole window's CPU time in the thread that made it
 
 
 class Session:
@@ -79,6 +80,7 @@ class Session:
         self._end_frame: int | None = None
         self._context: torch.Tensor | None = None  # (1, C, c, h, w)
         self.last_window: WindowResult | None = None
+        self.window_cpu_s = 0.0  # CPU seconds the window being made has used so far (read as its frames come)
 
         dev, dtype = profile.device, profile.dtype
         with torch.inference_mode():
@@ -143,6 +145,13 @@ class Session:
         s0 = self.frames_done * SAMPLES_PER_FRAME
         self._audio.silence_from(s0)
         return s0
+
+    def use_threads(self, count: int) -> None:
+        """Torch threads to compute with from the next window on (per thread under OpenMP)."""
+        torch.set_num_threads(count)
+
+    def close(self) -> None:
+        """The end of a live stream: nothing to release in this process (a RemoteSession ends its own)."""
 
     def finish(self) -> list[Frame]:
         """End of input: run what is left (the tail padded with silence), trimmed to the audio length."""
@@ -210,7 +219,8 @@ class Session:
     def _run_window(self, steps: int | None = None,
                     deliver: Callable[[list[Frame]], None] | None = None) -> WindowResult:
         p = self.profile
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        self.window_cpu_s = 0.0
         k, n = self.window_index, p.new_latents
         f0 = k * self.frames_per_window
         f1 = f0 + self.frames_per_window
@@ -241,13 +251,15 @@ class Session:
                                            speech[i * fpl:], k)
                 out += made
                 if deliver is not None and made:
+                    self.window_cpu_s = time.thread_time() - cpu_started
                     deliver(made)
             decode_s = (time.perf_counter() - decode_started[0], time.thread_time() - decode_started[1])
         self.window_index += 1
         self.frames_done = f1
         self._audio.discard_old(self.window_index, self.frames_done)
+        self.window_cpu_s = time.thread_time() - cpu_started
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
-                                        forward_count(sigmas, plan), c, *decode_s)
+                                        forward_count(sigmas, plan), c, *decode_s, self.window_cpu_s)
         return self.last_window
 
     def _decode_latent(self, latent: torch.Tensor, audio: torch.Tensor, first: int, speech: np.ndarray,

@@ -78,15 +78,41 @@ class Server:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
             return json.loads(r.read())["sessions"]
 
+    def _tree(self) -> dict[int, list[str]]:
+        """/proc/PID/stat fields of the server process and those it started (the calls' session
+        processes and their fork server), all the way down."""
+        stats = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                stats[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+        tree, grew = {self.proc.pid}, True
+        while grew:
+            grew = False
+            for pid, fields in stats.items():
+                if int(fields[1]) in tree and pid not in tree:
+                    tree.add(pid)
+                    grew = True
+        return {pid: stats[pid] for pid in tree if pid in stats}
+
     def cpu_s(self) -> float:
-        """CPU seconds the server process has used (all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds the server has used: its processes' (all threads), and those of its ended children."""
+        ticks = sum(sum(int(f) for f in fields[11:15]) for fields in self._tree().values())
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def memory(self) -> tuple[float, int]:
-        """(RSS in MB, threads) of the server process."""
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+        """(memory in MB, threads) of the server's processes: their proportional set sizes (a page
+        shared by several processes counted once in all), and their threads together."""
+        pss_kb, threads = 0, 0
+        for pid, fields in self._tree().items():
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            pss_kb += int(next(line.split()[1] for line in rollup.splitlines() if line.startswith("Pss:")))
+            threads += int(fields[17])
+        return pss_kb / 1024, threads
 
     def stop(self) -> None:
         self.proc.terminate()

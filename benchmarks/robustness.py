@@ -146,15 +146,15 @@ async def run_churn(server: Server, calls: int) -> dict:
         finally:
             await client.close()
         await asyncio.sleep(0.3)
-        rss, threads = server.memory()
+        memory_mb, threads = server.memory()
         rows.append({"call": i + 1, "style": style, "frames": frames, "freed_s": round(freed_s, 2),
-                     "rss_mb": round(rss, 1), "threads": threads})
+                     "memory_mb": round(memory_mb, 1), "threads": threads})
         print(json.dumps(rows[-1]), flush=True)
     ref = rows[min(9, len(rows) - 1)]
     last = rows[-1]
     return {"calls": rows, "summary": {
-        "rss_mb_at_10": ref["rss_mb"], "rss_mb_at_end": last["rss_mb"],
-        "rss_growth_after_10": round(last["rss_mb"] / ref["rss_mb"] - 1, 4),
+        "memory_mb_at_10": ref["memory_mb"], "memory_mb_at_end": last["memory_mb"],
+        "memory_growth_after_10": round(last["memory_mb"] / ref["memory_mb"] - 1, 4),
         "threads_at_10": ref["threads"], "threads_at_end": last["threads"],
         "threads_max": max(r["threads"] for r in rows),
         "freed_s_max": max(r["freed_s"] for r in rows), "calls_without_frames": sum(r["frames"] < 10 for r in rows),
@@ -166,7 +166,7 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
     clients = [await open_probe(server) for _ in range(callers)]
     start = time.monotonic()
     await asyncio.sleep(warmup_s)
-    memory = [server.memory()]  # (RSS, threads) every 10 s after the warm-up
+    memory = [server.memory()]  # (memory, threads) every 10 s after the warm-up
     cpu_then = server.cpu_s(), time.process_time()
     try:
         while time.monotonic() - start < warmup_s + minutes * 60 and all(c.ws.close_code is None for c in clients):
@@ -201,7 +201,7 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
             "call_alive": up})
     return {"minutes": round((end - t0) / 60, 2), "callers": results,
             **cpu_budget(*cpu_used, counts, end - t0),
-            "rss_mb_start_end": [round(memory[0][0], 1), round(memory[-1][0], 1)],
+            "memory_mb_start_end": [round(memory[0][0], 1), round(memory[-1][0], 1)],
             "threads_start_end": [memory[0][1], memory[-1][1]], "load": load()}
 
 

@@ -11,6 +11,7 @@ from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from avatar.audio import AudioTimeline
 from avatar.errors import AvatarError
+from avatar.remote import open_session
 from models.audio_features import SAMPLE_RATE
 
 from .avatars import image_refused
@@ -84,14 +85,10 @@ class Call:
     # ---- set-up -----------------------------------------------------------------------------
     async def start(self, offer: Offer, image, watched=None) -> dict:
         """`watched`: the Broadcast of a call WHEP players may watch; the caller's tracks come from it."""
-        from avatar.session import Session
-
         cfg = self.config
         check_caller_rtmp(cfg, offer.rtmp)
         try:
-            session = await self.loop.run_in_executor(
-                None, lambda: Session(self.profile, image, prompt=offer.prompt, seed=cfg.seed,
-                                      output_mode=cfg.output_mode))
+            session = await self._open_session(image, offer.prompt)
             vad_model = await self.loop.run_in_executor(None, self._vad_model_factory)
         except AvatarError as exc:
             raise image_refused(exc) from None
@@ -198,15 +195,22 @@ class Call:
 
     async def change_avatar(self, image) -> None:
         """A new session for the new image (built off the loop), taken over at the next window."""
-        from avatar.session import Session
-
         try:
-            session = await self.loop.run_in_executor(
-                None, lambda: Session(self.profile, image, prompt=self.prompt, seed=self.config.seed,
-                                      output_mode=self.config.output_mode))
+            session = await self._open_session(image, self.prompt)
         except AvatarError as exc:
             raise image_refused(exc) from None
-        self._live_worker().swap_session(session)
+        try:
+            self._live_worker().swap_session(session)
+        except ProtocolError:  # the call ended meanwhile
+            await self.loop.run_in_executor(None, session.close)
+            raise
+
+    async def _open_session(self, image, prompt: str | None):
+        """The call's session, built off the loop: in a process of its own on a CPU (avatar/remote.py)."""
+        cfg = self.config
+        return await self.loop.run_in_executor(None, lambda: open_session(
+            self.profile, image, prompt=prompt, seed=cfg.seed, output_mode=cfg.output_mode,
+            threads=self._torch_threads()))
 
     def _from_worker(self, event: WorkerEvent) -> None:
         """Called from the worker thread: hop onto the loop."""

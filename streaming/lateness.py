@@ -67,22 +67,21 @@ def late_cause(lateness: "WindowLateness", cpu_s: float, wall_s: float, gc_s: fl
 class WindowLateness:
     """One window's hand-overs, made on the worker thread: the frames given to the track after their
     due time, by how much, and whether one of them was due sooner after the window's start than the
-    CPU time it took (`hopeless`)."""
+    CPU time the window had taken to make it (`hopeless`)."""
 
-    def __init__(self, due_of, started: float, cpu_started: float):
+    def __init__(self, due_of, started: float):
         self._due_of = due_of  # frame index -> its due time (time.monotonic())
-        self._started, self._cpu_started = started, cpu_started
+        self._started = started
         self.frames = 0
         self.worst_s = 0.0
         self.hopeless = False
 
-    def delivered(self, indices) -> None:
-        now, cpu = time.monotonic(), None
+    def delivered(self, indices, cpu: float) -> None:
+        """Frames handed over now; `cpu`: the window's CPU seconds so far (Session.window_cpu_s)."""
+        now = time.monotonic()
         for index in indices:
             due = self._due_of(index)
             if now > due:
-                if cpu is None:  # read only for a late frame: a thread's CPU clock is a system call, made holding the GIL
-                    cpu = time.thread_time() - self._cpu_started
                 self.frames += 1
                 self.worst_s = max(self.worst_s, now - due)
                 self.hopeless |= due - self._started < cpu

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from avatar.errors import AvatarError, ProfileError
+from avatar.remote import in_own_process, start_processes
 from avatar.threads import generation_cores, torch_threads
 
 from . import process_tuning
@@ -81,6 +82,8 @@ class AvatarServer:
             raise ProfileError(f"--output-mode {cfg.output_mode} needs a profile that animates the photo "
                                f"(portrait), not {self.profile.name!r}")
         self.avatars.first = "astronaut" if photo else "drawn"
+        if in_own_process(self.profile):  # the calls' sessions fork from it: started now, not at the first call
+            await asyncio.get_running_loop().run_in_executor(None, start_processes)
         self.compute_allowance_s = cfg.compute_allowance_s
         if self.compute_allowance_s is None:
             from .calibrate import compute_allowance

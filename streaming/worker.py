@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-import torch
 
 from models.audio_features import SAMPLES_PER_FRAME
 
@@ -46,7 +45,7 @@ class WorkerStats:
         self.late_windows = 0  # windows whose first frame was ready after its due time
         self.late_frames = 0  # frames handed to the track after their due time (each shown as a repeat)
         self.late_causes = dict.fromkeys(CAUSES, 0)  # those frames by their window's cause (streaming/lateness.py)
-        self.cpu_s = 0.0  # CPU seconds the generation thread has used (as of its last window)
+        self.cpu_s = 0.0  # CPU seconds the windows have used (in the thread or process that made them)
         self.compute_s = deque(maxlen=50)
         self.slack_s = deque(maxlen=50)  # due time of a window's first frame - time it was ready
         self.recent = deque(maxlen=1000)  # per window: index, first frame, started, done, CPU s, steps, idle
@@ -131,6 +130,7 @@ class GenerationWorker:
         self._marks: deque = deque()  # (start, end, speech) call samples, as far back as _recent
         self._lateness: WindowLateness | None = None  # the window being made
         self._last_idle = True  # whether the last window made was idle
+        self._threads: int | None = None  # the session's torch threads, as last set
 
     # ---- called from the event loop ---------------------------------------------------------
     def start(self) -> None:
@@ -156,9 +156,14 @@ class GenerationWorker:
         self._inbox.put(SwapSession(session))
 
     def stop(self, timeout: float = 5.0) -> None:
+        """End the thread, then the session (a session still stuck in a window after `timeout` is
+        closed under it: a RemoteSession's process ends, and the thread with it)."""
         self._inbox.put(Stop())
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+        if threading.current_thread() is self._thread:
+            return
+        if self._thread.is_alive():
             self._thread.join(timeout)
+        self.session.close()
 
     @property
     def alive(self) -> bool:
@@ -240,7 +245,8 @@ class GenerationWorker:
         for s0, s1, speech in self._marks:
             if s1 > start:
                 session.mark_speech(max(s0 - start, 0), s1 - start, speech)
-        self.session, self._base_frame = session, switch
+        old, self.session, self._base_frame, self._threads = self.session, session, switch, None
+        old.close()
         self.notify(AvatarSwitched(switch))
 
     def _jump(self, windows: int, behind_s: float) -> None:
@@ -261,35 +267,36 @@ class GenerationWorker:
             frames = [replace(f, index=f.index + self._base_frame) for f in frames]
         self.frames.put(frames)
         if self._lateness is not None:
-            self._lateness.delivered(f.index for f in frames)
+            self._lateness.delivered((f.index for f in frames), self.session.window_cpu_s)
 
     def _run_window(self) -> None:
         if self.threads is not None:
             wanted = self.threads()
-            if wanted != torch.get_num_threads():
-                torch.set_num_threads(wanted)
+            if wanted != self._threads:
+                self.session.use_threads(wanted)
+                self._threads = wanted
         slack = self.clock.frame_due(self._next_frame) - time.monotonic()
         plan = self.planner.plan(slack, self.session.windows_ready(), None if self.cores is None else self.cores())
         if plan.skip:
             self._jump(plan.skip, -slack)
         first = self._next_frame
         due = self.clock.frame_due(first)
-        started, cpu_started, gc_started = time.monotonic(), time.thread_time(), GcClock.seconds
-        lateness = self._lateness = WindowLateness(self.clock.frame_due, started, cpu_started)
+        started, gc_started = time.monotonic(), GcClock.seconds
+        lateness = self._lateness = WindowLateness(self.clock.frame_due, started)
         result = self.session.run_window(plan.steps, deliver=self._deliver)
-        done, cpu = time.monotonic(), time.thread_time()
+        done, cpu = time.monotonic(), result.cpu_s
         self._lateness = None
         self._next_frame = self._base_frame + result.first_frame + self.session.frames_per_window
         compute = done - started
-        self.planner.observe(plan.steps, result.idle, compute, cpu - cpu_started)
+        self.planner.observe(plan.steps, result.idle, compute, cpu)
         cause = None
         if lateness.frames:
-            cause = late_cause(lateness, cpu - cpu_started, compute, GcClock.seconds - gc_started,
+            cause = late_cause(lateness, cpu, compute, GcClock.seconds - gc_started,
                                plan.steps is None and not result.idle,
                                self._last_idle and not result.idle)
             log.info("thread=%s event=late_window window=%d cause=%s late_frames=%d worst_s=%.3f start_slack_s=%.3f "
                      "compute_s=%.3f cpu_s=%.3f gc_s=%.3f steps=%d", self._thread.name, result.window, cause,
-                     lateness.frames, lateness.worst_s, due - started, compute, cpu - cpu_started,
+                     lateness.frames, lateness.worst_s, due - started, compute, cpu,
                      GcClock.seconds - gc_started, result.steps)
         self._last_idle = result.idle
         with self.lock:
@@ -303,6 +310,6 @@ class GenerationWorker:
             st.late_frames += lateness.frames
             if cause is not None:
                 st.late_causes[cause] += lateness.frames
-            st.cpu_s = cpu
+            st.cpu_s += cpu
             st.recent.append({"window": result.window, "first_frame": first, "started": started,
-                              "done": done, "cpu_s": cpu - cpu_started, "steps": result.steps, "idle": result.idle})
+                              "done": done, "cpu_s": cpu, "steps": result.steps, "idle": result.idle})

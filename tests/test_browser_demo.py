@@ -179,7 +179,9 @@ async def test_demo_page_plays_the_avatar_in_chromium(tmp_path, tiny_profile, sp
         assert stats[-1]["fps"] >= 20 and stats[-1]["latency"]["output_delay_s"] > 0.5
         # The fake microphone loops the WAV from wherever it was when the call began, so compare the
         # speech starts with the WAV's own (found offline by the same VAD) up to one offset.
-        starts = [e["detail"]["inputT"] for e in events if e["type"] == "speechstart"]
+        # A start in the call's first moments may be speech already under way when the call began.
+        starts = [e["detail"]["inputT"] for e in events if e["type"] == "speechstart" and e["detail"]["inputT"] > 0.3]
+        assert len(starts) >= 2, events
         expected, period = wav_speech_starts(tmp_path / "mic.wav")
         offsets = [(e - x) % period for e in expected for x in expected]  # between two starts in the WAV
         for t in starts[1:]:

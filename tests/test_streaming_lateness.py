@@ -8,7 +8,7 @@ from streaming.lateness import CAUSES, WindowLateness, late_cause
 
 
 def lateness(hopeless: bool) -> WindowLateness:
-    window = WindowLateness(lambda index: 0.0, 0.0, 0.0)
+    window = WindowLateness(lambda index: 0.0, 0.0)
     window.frames, window.hopeless = 4, hopeless
     return window
 
@@ -29,11 +29,11 @@ def test_a_late_window_gets_the_first_cause_that_holds(hopeless, cpu, wall, gc_s
 def test_frames_handed_over_after_their_due_time_are_counted():
     now = time.monotonic()
     due = {0: now - 0.05, 1: now + 10.0, 2: now - 0.2}  # 0 and 2 already late
-    window = WindowLateness(due.__getitem__, now - 0.3, time.thread_time())
-    window.delivered([0, 1, 2])
+    window = WindowLateness(due.__getitem__, now - 0.3)
+    window.delivered([0, 1, 2], 0.001)
     assert window.frames == 2 and window.worst_s == pytest.approx(0.2, abs=0.05)
     # due 0.1 s and 0.25 s after the start, with (almost) no CPU time used yet: a core would have made them
     assert not window.hopeless
-    hopeless = WindowLateness(due.__getitem__, now - 0.3, time.thread_time() - 1.0)  # as if 1 CPU-s went in
-    hopeless.delivered([0])
+    hopeless = WindowLateness(due.__getitem__, now - 0.3)
+    hopeless.delivered([0], 1.0)  # 1 CPU-s had gone into the window
     assert hopeless.hopeless

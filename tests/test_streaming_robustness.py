@@ -4,6 +4,7 @@ every hang-up style, a 30-minute soak) are benchmarks/robustness.py."""
 
 import asyncio
 import gc
+import multiprocessing
 import threading
 import time
 import weakref
@@ -56,6 +57,7 @@ async def test_a_finished_call_is_freed_without_a_garbage_collection(server, spe
         await asyncio.sleep(0.5)  # the closing tasks finish
         assert [name for name, ref in parts.items() if ref() is not None] == []
         assert not [t for t in threading.enumerate() if t.name.startswith("gen-")]
+        assert not [p for p in multiprocessing.active_children() if p.name == "avatar-session"]
     finally:
         gc.enable()
         await client.close()

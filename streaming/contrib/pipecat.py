@@ -80,12 +80,12 @@ class AvatarVideoService(AIService):
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self, frame: StartFrame):
         await super().start(frame)
-        from avatar.session import Session
+        from avatar.remote import open_session
 
         loop = asyncio.get_running_loop()
         try:
-            session = await loop.run_in_executor(
-                None, lambda: Session(self._profile, self._image, prompt=self._prompt, seed=self._seed))
+            session = await loop.run_in_executor(None, lambda: open_session(
+                self._profile, self._image, prompt=self._prompt, seed=self._seed, threads=self._threads))
         except AvatarError as exc:  # frames pass through untouched; the pipeline is told
             await self.push_error(error_msg=f"the avatar cannot start: {exc}", force_treat_as_permanent=True)
             return

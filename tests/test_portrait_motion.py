@@ -44,8 +44,14 @@ def test_channel_units_in_face_heights(mesh):
     neutral = local(basis, basis.displace(vec()))
     jaw = local(basis, basis.displace(vec(jaw_open=1.0))) - neutral
     assert jaw[topo.CHIN, 1] == pytest.approx(0.10, abs=0.01)
-    assert np.abs(jaw[list(topo.LIPS_INNER_UPPER[1:-1])]).max() < 1e-9   # the upper lip stays
+    assert np.abs(jaw[list(topo.LIPS_INNER_UPPER[3:-3])]).max() < 1e-9   # the upper lip stays
     assert jaw[topo.MOUTH_CORNERS[0], 1] == pytest.approx(0.045)       # corners go half way
+    # the lips' ends ease into the corners' drop: no step at the corner to stretch the skin
+    ends = jaw[list(topo.LIPS_INNER_UPPER[1:3] + topo.LIPS_INNER_UPPER[-3:-1]), 1]
+    assert (ends >= 0).all() and (ends < 0.045).all() and ends.max() > 0.005
+    lower = jaw[list(topo.LIPS_INNER_LOWER), 1]
+    assert jaw[topo.LOWER_LIP_INNER_MID, 1] == pytest.approx(lower.max(), abs=1e-9)
+    assert 0.045 <= lower[1] < lower.max() and 0.045 <= lower[-2] < lower.max()
     gap = local(basis, basis.displace(vec(lip_gap=1.0)))
     mid = gap[topo.LOWER_LIP_INNER_MID, 1] - gap[topo.UPPER_LIP_INNER_MID, 1]
     assert mid == pytest.approx(0.04, abs=0.002)

@@ -39,6 +39,9 @@ INDEX = {name: i for i, name in enumerate(CHANNELS)}
 LASH_BAND = 0.5
 HEAD_DEPTH = 0.6
 LIPS_APART = 0.004  # face heights between the photo's inner lips at the middle: its mouth is open, closed at rest
+JAW_BAND = 0.12    # face heights: beside the corners, the jaw's pull fades in over this
+CORNER_DROP = 0.45  # of the jaw's drop, at the mouth's corners
+LIP_END = 0.35     # of the half mouth: the lips' ends, easing into their corners' drop
 UPPER_SHARE = 0.3   # of a photo's open mouth, closed by the upper lip coming down (the jaw: the rest)
 _UPPER = np.array(topo.LIPS_INNER_UPPER + topo.LIPS_OUTER_UPPER)
 _LOWER = np.array(topo.LIPS_INNER_LOWER + topo.LIPS_OUTER_LOWER)
@@ -128,12 +131,19 @@ class MotionBasis:
         nose_y = q[topo.NOSE_TIP, 1]
         below = _smooth((q[:, 1] - nose_y) / (centre[1] - nose_y + 1e-9))   # 0 at the nose
         w = 0.35 * below * _smooth(np.abs(u) - 0.6)                          # cheeks beside it
-        w = np.where(q[:, 1] > centre[1], 1.0, w)
+        # under the lips the whole jaw; beside the corners it fades in over a band of skin across
+        # the mouth's line (a step at the line stretched the skin there into streaks)
+        beside = _smooth((np.abs(u) - 0.7) / 0.3)
+        fade = _smooth((q[:, 1] - centre[1]) / JAW_BAND + 0.5)
+        w = w + (1 - w) * (beside * fade + (1 - beside) * (q[:, 1] > centre[1]))
         lateral = 1 - 0.6 * _smooth((np.abs(q[:, 0] - centre[0]) - 0.12) / 0.3)
         w = w * lateral
-        w[_UPPER] = 0.0
-        w[_LOWER] = lateral[_LOWER]
-        w[_CORNERS] = 0.45
+        # the lips' ends ease into their corners' drop (a lower lip dropping whole up to its
+        # corner, the upper lip's end held, tore the corner's skin into streaks)
+        end = _smooth((1 - np.abs(u)) / LIP_END)
+        w[_UPPER] = CORNER_DROP * (1 - end[_UPPER])
+        w[_LOWER] = CORNER_DROP + (lateral[_LOWER] - CORNER_DROP) * end[_LOWER]
+        w[_CORNERS] = CORNER_DROP
         return w
 
     def _jaw_open(self, q):

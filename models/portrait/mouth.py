@@ -279,7 +279,7 @@ class MouthInterior:
                           curve(lower_teeth), 1 - 0.7 * u2, 1 - 0.6 * u2,
                           _smoothstep(0.95, 0.55, np.abs(table_u)),
                           1 - 0.45 * u2, LOWER_TEETH * fh * arch * low_length,
-                          0.72 * low_shade ** 2 * (1 - 0.4 * u2) * (0.1 + 0.9 * lit),
+                          0.9 * low_shade ** 2 * (1 - 0.4 * u2) * (0.1 + 0.9 * lit),
                           up_length,
                           shade * (1.04 - 0.3 * u2) * (0.1 + 0.9 * lit), side, warm])
         at = np.clip(((u + 1.4) * ((_TABLE - 1) / 2.8) + 0.5).astype(np.int32), 0, _TABLE - 1)
@@ -308,9 +308,8 @@ class MouthInterior:
                  * _smoothstep(root_low + 0.25 * low_height + 1, root_low, v) * side)
         over(alpha)
         lit = alpha * low_light * (0.7 + 0.3 * _smoothstep(edge + low_height, edge, v))
-        w_teeth += 0.55 * lit
-        w_dentin += 0.3 * lit
-        w_tongue += 0.15 * lit
+        w_teeth += 0.6 * lit
+        w_dentin += 0.4 * lit
         # below them the lower lip's wet inner side
         alpha = _smoothstep(root_low, root_low + 0.4 * low_height + 1, v)
         over(alpha)

@@ -65,12 +65,11 @@ def start_processes() -> None:
 
 def open_session(profile, image, prompt: str | None = None, seed: int = 0, output_mode: str = "crop",
                  threads: int = 1):
-    """A live stream's session: a RemoteSession for a CPU profile, else a Session (blocking: off the loop)."""
+    """A live stream's session: a RemoteSession for a CPU profile, else a Session (blocking: off the
+    loop). `threads`: the child's to start with (torch's, OpenCV's); the worker sets torch's after."""
     if in_own_process(profile):
         return RemoteSession(profile, image, prompt, seed, output_mode, threads)
-    session = Session(profile, image, prompt=prompt, seed=seed, output_mode=output_mode)
-    session.use_threads(threads)
-    return session
+    return Session(profile, image, prompt=prompt, seed=seed, output_mode=output_mode)
 
 
 class SessionEnded(RuntimeError):

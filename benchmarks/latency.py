@@ -43,7 +43,7 @@ TERMS = [
     ("window_fill_s", "rest of the window + audio look-ahead arriving"),
     ("queue_s", "waiting for the worker (previous window, event loop; the VAD is not waited for)"),
     ("compute_s", "window compute (DiT steps + decode)"),
-    ("compute_cpu_s", "the same in the worker thread's CPU time (what an idle machine's wall time would be)"),
+    ("compute_cpu_s", "the same in CPU time, where the session ran (what an idle machine's wall time would be)"),
     ("pacing_slack_s", "held until due (the output delay's spare)"),
     ("send_s", "encode + network, to the frame's last RTP packet (marker bit) at the caller"),
     ("total_s", "mouth-to-pixel (at the frame's last packet, as a browser receives it)"),

@@ -166,12 +166,14 @@ async def run_soak(server: Server, minutes: float, callers: int, warmup_s: float
     clients = [await open_probe(server) for _ in range(callers)]
     start = time.monotonic()
     await asyncio.sleep(warmup_s)
-    memory = [server.memory()]  # (memory, threads) every 10 s after the warm-up
+    # (memory, threads) every 10 s after the warm-up, read on a thread: walking /proc must not hold up
+    # this loop, which sends the callers' audio (late audio is a late window on the server)
+    memory = [await asyncio.to_thread(server.memory)]
     cpu_then = server.cpu_s(), time.process_time()
     try:
         while time.monotonic() - start < warmup_s + minutes * 60 and all(c.ws.close_code is None for c in clients):
             await asyncio.sleep(10)
-            memory.append(server.memory())
+            memory.append(await asyncio.to_thread(server.memory))
     finally:
         end = time.monotonic()
         cpu_used = server.cpu_s() - cpu_then[0], time.process_time() - cpu_then[1]

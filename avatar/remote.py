@@ -2,8 +2,9 @@
 
 The calls of one process share its GIL: each call's generation thread, the event loop and the codecs'
 threads take turns at it. With two portrait calls on two cores, a window of ~20 ms of CPU took 50-160
-ms on the wall, waiting its turns, and 2-9% of the frames were repeats
-(`benchmarks/robustness.py soak --profile portrait --callers 2`). A `RemoteSession` runs the call's
+ms on the wall, waiting its turns, and 0.8-15% of the frames were repeats, by the hour; 0.0-0.1% with
+each session in its own process (`benchmarks/robustness.py soak --profile portrait --callers 2`,
+benchmarks/portrait-engine-cpu.md). A `RemoteSession` runs the call's
 `Session` in a child process, so a window's Python work waits for no other call's and the event loop
 waits for no window's; the call's worker thread (streaming/worker.py) drives it as it drives a
 `Session`, through the same calls, and sleeps on a pipe while the window is made.

@@ -41,7 +41,7 @@ from models.audio_features import SAMPLES_PER_FRAME
 
 from .errors import AvatarError
 from .logs import logging_settings, setup_logging
-from .session import Session, WindowResult
+from .session import Session, StreamTiming, WindowResult
 from .session_audio import SessionAudio
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class RemoteReference:
         self.image = image
 
 
-class RemoteSession:
+class RemoteSession(StreamTiming):
     """A `Session` (the live calls: push_audio, mark_speech, windows_ready, run_window, interrupt, skip,
     set_prompt, use_threads, close) made in a child process. One thread drives it, like a Session;
     `close` may also come from another thread, to end a child stuck in a window."""
@@ -114,22 +114,6 @@ class RemoteSession:
             raise
 
     # ---- the Session's live calls ------------------------------------------------------------
-    @property
-    def frames_per_window(self) -> int:
-        return self.profile.frames_per_window
-
-    @property
-    def lookahead_s(self) -> float:
-        return self.profile.lookahead_s
-
-    @property
-    def window_latency_s(self) -> float:
-        return self.frames_per_window / self.profile.fps + self.lookahead_s
-
-    @property
-    def fps(self) -> int:
-        return self.profile.fps
-
     def push_audio(self, pcm: np.ndarray, sample_rate: int, speech: bool | None = None) -> None:
         self._audio.push(pcm, sample_rate, speech)
         self._pending.append(("push_audio", (pcm, sample_rate, speech)))

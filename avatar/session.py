@@ -57,7 +57,27 @@ class WindowResult:
     cpu_s: float = 0.0  # the whole window's CPU time in the thread that made it
 
 
-class Session:
+class StreamTiming:
+    """A stream's timing, from its profile (`self.profile`): shared by Session and RemoteSession."""
+
+    @property
+    def frames_per_window(self) -> int:
+        return self.profile.frames_per_window
+
+    @property
+    def lookahead_s(self) -> float:
+        return self.profile.lookahead_s
+
+    @property
+    def window_latency_s(self) -> float:
+        return self.frames_per_window / self.profile.fps + self.lookahead_s
+
+    @property
+    def fps(self) -> int:
+        return self.profile.fps
+
+
+class Session(StreamTiming):
     """One avatar's stream: push audio (any rate) as it comes, take frames window by window.
 
     `push_audio` appends to the timeline; `windows_ready` says how many windows have all their audio
@@ -164,22 +184,6 @@ class Session:
         return frames
 
     # ---- scheduling ---------------------------------------------------------------------------
-    @property
-    def frames_per_window(self) -> int:
-        return self.profile.frames_per_window
-
-    @property
-    def lookahead_s(self) -> float:
-        return self.profile.lookahead_s
-
-    @property
-    def window_latency_s(self) -> float:
-        return self.frames_per_window / self.profile.fps + self.lookahead_s
-
-    @property
-    def fps(self) -> int:
-        return self.profile.fps
-
     def windows_ready(self) -> int:
         """Windows whose audio (look-ahead included) is all in, so they can run now."""
         if self.finished:

@@ -196,7 +196,7 @@ def test_the_cli_renders_a_photo_cropped_or_pasted_back_and_refuses_a_faceless_o
 
 
 def test_the_drift_stream_judges_minute_1_the_middle_and_the_last(portrait_profile, photo):
-    """`avatar eval`'s drift figures (benchmarks/eval-portrait-drift10-cpu.json runs it for 10 minutes),
+    """`avatar eval`'s drift figures (10 minutes of stream in benchmarks/eval-portrait-cpu.json),
     on a 6-second stream: three parts of 2 s, every 10th frame judged, shifts measured from the first."""
     from avatar.evaluate import _photo_drift
     from models.training.portrait.judge import Judge

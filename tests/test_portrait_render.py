@@ -241,6 +241,29 @@ def test_a_mesh_lip_edge_on_the_teeth_is_lifted_to_the_lip(photo, mesher):
     assert np.array_equal(lifted[others], points[others])
 
 
+
+def test_teeth_in_the_lips_shadow_are_lifted_over_in_every_column(photo, mesher):
+    """Teeth in the upper lip's shadow can be as dark and as red as the lips (obama2's right half):
+    painted here in the lower lip's own colour, 3 rows above each inner upper point, under a dark
+    row (the lip's wet underside). The points move up to that dark row; the reach is measured to
+    the outer lip in the point's own column (the outer line's point of the same rank lies nearer
+    the corner and lower: on obama2 level with the inner point, which left it no room)."""
+    from models.portrait.mouth import LOWER, lip_colour
+    from models.portrait.open_mouth import lift_upper_lip
+    big = cv2.resize(photo, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)   # her lips are thin
+    mesh = mesher.fit(photo)
+    points, fh = mesh.points * 3, mesh.face_height * 3
+    inner = list(topo.LIPS_INNER_UPPER)[3:-3]   # where her lips are thick enough
+    lower_lip = np.concatenate([points[list(topo.LIPS_OUTER_LOWER), :2], points[LOWER[::-1], :2]])
+    shade = np.round(lip_colour(big, lower_lip)).astype(np.uint8)
+    painted = big.copy()
+    for x, y in np.round(points[inner, :2]).astype(int):
+        painted[y - 3:y + 1, x - 1:x + 2] = shade
+        painted[y - 4, x - 1:x + 2] = 30
+    lifted = lift_upper_lip(painted, points, fh)
+    rise = points[inner, 1] - lifted[inner, 1]
+    assert np.all((rise >= 3.5) & (rise <= 6)), rise
+
 def _folded(renderer, motion):
     """Triangles of the lips that the motion turns over (a fold: another triangle's pixels show
     twice); a triangle squeezed flat where the lips meet is not one."""

@@ -37,21 +37,34 @@ def inside(pixels, lip) -> np.ndarray:
 
 def lift_upper_lip(image, points, face_height, reach=0.7) -> np.ndarray:
     """`points` (photo pixels) with each inner upper point (but the corners) moved up over the
-    teeth or dark pixels above it, at most `reach` of the way to the outer lip."""
+    teeth or dark pixels above it, at most `reach` of the way to the outer lip in its column.
+
+    Teeth in the lip's shadow can have the lips' colour and brightness, so a point on them finds
+    no teeth or dark where it is: then the darkest pixel above it (the lip's dark underside, where
+    it meets the teeth) marks the lip's edge when it is dark enough, and the point moves over it."""
     points = np.array(points, np.float64)
     if not lips_apart(points, face_height):
         return points
     lower_lip = np.concatenate([points[list(topo.LIPS_OUTER_LOWER), :2], points[LOWER[::-1], :2]])
     lip = lip_colour(image, lower_lip)
+    outer = points[list(topo.LIPS_OUTER_UPPER), :2]
+    outer = outer[np.argsort(outer[:, 0])]
     h, w = image.shape[:2]
-    for inner, outer in zip(UPPER[1:-1], np.array(topo.LIPS_OUTER_UPPER)[1:-1]):
+    for inner in UPPER[1:-1]:
         x, y = int(round(points[inner, 0])), int(round(points[inner, 1]))
-        top = int(np.ceil(y - reach * (y - points[outer, 1])))
+        # the outer lip in the point's own column (the outer line is wider than the inner one:
+        # its point of the same rank lies further out, toward the corner, and lower)
+        outer_y = np.interp(points[inner, 0], outer[:, 0], outer[:, 1])
+        top = int(np.ceil(y - reach * (y - outer_y)))
         if not (0 <= x < w and 0 <= top < y < h):
             continue
-        column = inside(image[top:y + 1, x], lip)[::-1]    # from the point upward
+        pixels = image[top:y + 1, x][::-1]                  # from the point upward
+        column = inside(pixels, lip)
         if not column[:2].any():
-            continue
+            darkest = int(np.argmin(pixels.astype(np.float32) @ LUMA))
+            if not column[darkest]:
+                continue
+            column[:darkest] = True                         # shaded teeth below the lip's edge
         run = np.flatnonzero(~(column[1:] | column[:-1]))    # two lip pixels in a row end it
         k = run[0] if len(run) else len(column) - 1
         points[inner, 1] = min(points[inner, 1], y - k)

@@ -38,11 +38,9 @@ from multiprocessing import forkserver
 
 import numpy as np
 
-from models.audio_features import SAMPLES_PER_FRAME
-
 from .errors import AvatarError
 from .logs import logging_settings, setup_logging
-from .session import Session, StreamTiming, WindowResult
+from .session import Session, StreamPosition, WindowResult
 from .session_audio import SessionAudio
 
 log = logging.getLogger(__name__)
@@ -84,7 +82,7 @@ class RemoteReference:
         self.image = image
 
 
-class RemoteSession(StreamTiming):
+class RemoteSession(StreamPosition):
     """A `Session` (the live calls: push_audio, mark_speech, windows_ready, run_window, interrupt, skip,
     set_prompt, use_threads, close) made in a child process. One thread drives it, like a Session;
     `close` may also come from another thread, to end a child stuck in a window."""
@@ -129,17 +127,13 @@ class RemoteSession(StreamTiming):
         self._pending.append(("use_threads", (count,)))
 
     def interrupt(self) -> int:
-        s0 = self.frames_done * SAMPLES_PER_FRAME
-        self._audio.silence_from(s0)
         self._pending.append(("interrupt", ()))
-        return s0
+        return self._silence_unmade()
 
     def skip(self, windows: int) -> None:
         if windows < 1:
             return
-        self.window_index += windows
-        self.frames_done = self.window_index * self.frames_per_window
-        self._audio.discard_old(self.window_index, self.frames_done)
+        self._advance(self.window_index + windows)
         self._pending.append(("skip", (windows,)))
 
     def windows_ready(self) -> int:
@@ -160,9 +154,7 @@ class RemoteSession(StreamTiming):
                 deliver(frames)
         result = message[1]
         self.window_cpu_s = result.cpu_s
-        self.window_index += 1
-        self.frames_done = result.first_frame + self.frames_per_window
-        self._audio.discard_old(self.window_index, self.frames_done)
+        self._advance(result.window + 1)
         return result
 
     def close(self) -> None:

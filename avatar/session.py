@@ -57,8 +57,10 @@ class WindowResult:
     cpu_s: float = 0.0  # the whole window's CPU time in the thread that made it
 
 
-class StreamTiming:
-    """A stream's timing, from its profile (`self.profile`): shared by Session and RemoteSession."""
+class StreamPosition:
+    """Where a stream is, shared by Session and RemoteSession (which keeps a mirror of its process's):
+    the profile's timing, the next window and frame, and the audio timeline its windows read
+    (`self._audio`, a SessionAudio)."""
 
     @property
     def frames_per_window(self) -> int:
@@ -76,8 +78,20 @@ class StreamTiming:
     def fps(self) -> int:
         return self.profile.fps
 
+    def _silence_unmade(self) -> int:
+        """Speech that has no frames yet becomes silence; returns the sample it starts at."""
+        s0 = self.frames_done * SAMPLES_PER_FRAME
+        self._audio.silence_from(s0)
+        return s0
 
-class Session(StreamTiming):
+    def _advance(self, window: int) -> None:
+        """The next window is `window`: what no window from there on reads is dropped."""
+        self.window_index = window
+        self.frames_done = window * self.frames_per_window
+        self._audio.discard_old(self.window_index, self.frames_done)
+
+
+class Session(StreamPosition):
     """One avatar's stream: push audio (any rate) as it comes, take frames window by window.
 
     `push_audio` appends to the timeline; `windows_ready` says how many windows have all their audio
@@ -162,9 +176,7 @@ class Session(StreamTiming):
     def interrupt(self) -> int:
         """Drop speech that has no frames yet: it becomes silence, so the next windows idle.
         Returns the timeline sample from which speech was dropped (the next window's first)."""
-        s0 = self.frames_done * SAMPLES_PER_FRAME
-        self._audio.silence_from(s0)
-        return s0
+        return self._silence_unmade()
 
     def use_threads(self, count: int) -> None:
         """Torch threads to compute with from the next window on (per thread under OpenMP)."""
@@ -215,9 +227,7 @@ class Session(StreamTiming):
             return
         if self.finished:
             raise RuntimeError("skip after finish()")
-        self.window_index += windows
-        self.frames_done = self.window_index * self.frames_per_window
-        self._audio.discard_old(self.window_index, self.frames_done)
+        self._advance(self.window_index + windows)
 
     # ---- one window -----------------------------------------------------------------------
     def _run_window(self, steps: int | None = None,
@@ -258,9 +268,7 @@ class Session(StreamTiming):
                     self.window_cpu_s = time.thread_time() - cpu_started
                     deliver(made)
             decode_s = (time.perf_counter() - decode_started[0], time.thread_time() - decode_started[1])
-        self.window_index += 1
-        self.frames_done = f1
-        self._audio.discard_old(self.window_index, self.frames_done)
+        self._advance(k + 1)
         self.window_cpu_s = time.thread_time() - cpu_started
         self.last_window = WindowResult(k, f0, out, steps, idle, time.perf_counter() - started,
                                         forward_count(sigmas, plan), c, *decode_s, self.window_cpu_s)

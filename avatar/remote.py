@@ -58,8 +58,13 @@ def in_own_process(profile) -> bool:
 
 
 def start_processes() -> None:
-    """Start the fork server now (it imports the engine: seconds), so the first call need not wait."""
+    """Start the fork server and wait until it has imported the engine (seconds), so the first call's
+    session need not wait for it. (It answers a first child only once its imports are done.)"""
     forkserver.ensure_running()
+    with _without_main():
+        probe = _context.Process(target=_return, name="avatar-warm-up", daemon=True)
+        probe.start()
+    probe.join()
 
 
 def open_session(profile, image, prompt: str | None = None, seed: int = 0, output_mode: str = "crop",
@@ -200,6 +205,10 @@ def _without_main():
             yield
         finally:
             sys.modules["__main__"] = main
+
+
+def _return() -> None:
+    """A child with nothing to do (start_processes' wait)."""
 
 
 def _end_process(process, conn) -> None:

@@ -1,3 +1,5 @@
+import asyncio
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -101,6 +103,15 @@ def turn_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def wait_until(predicate, timeout: float) -> float:
+    """Poll `predicate` until it holds (failing after `timeout` s); the seconds it took."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, "timed out"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
 
 
 async def started_servers(profile, compute_allowance_s: float):

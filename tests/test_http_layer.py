@@ -14,6 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 from websockets.asyncio.client import connect
 
+from conftest import wait_until
 from streaming.config import ServerConfig
 from streaming.contrib.pyclient import CallClient
 from streaming.http import SERVER, Refused
@@ -197,8 +198,7 @@ async def test_https_and_wss_with_a_self_signed_certificate(server, certificate,
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     client = await CallClient.open(f"wss://127.0.0.1:{srv.port}/ws", speech_hello, 16000)
     try:
-        await client.wait_for("stats", timeout=15)
-        assert len(client.received.video) > 0
+        await wait_until(lambda: len(client.received.video) > 0, timeout=15)
     finally:
         await client.close()
 

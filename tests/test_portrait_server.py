@@ -14,7 +14,7 @@ from skimage import data as skdata
 from websockets.asyncio.client import connect
 
 from benchmarks.fuzz_cases import OFFER_SDP
-from conftest import started_servers
+from conftest import started_servers, wait_until
 from streaming.contrib.pyclient import CallClient
 
 
@@ -22,13 +22,6 @@ def data_url(image: np.ndarray) -> str:
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
-
-
-async def wait_until(check, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

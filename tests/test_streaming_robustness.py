@@ -12,16 +12,10 @@ import weakref
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from streaming.config import ServerConfig
 from streaming.contrib.pyclient import CallClient
 from streaming.server import AvatarServer
-
-
-async def wait_until(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

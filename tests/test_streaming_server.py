@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from benchmarks.fuzz_cases import OFFER_SDP
-from conftest import started_servers
+from conftest import started_servers, wait_until
 from streaming.contrib.pyclient import CallClient
 from streaming.watch import PONG_GRACE_S, WATCH_POLL_S
 
@@ -169,15 +169,6 @@ async def test_signaling_timeout_closes_an_idle_socket(server):
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 1008
     assert json.loads((await http_get(srv, "/healthz"))[2])["sessions"] == 0
-
-
-async def wait_until(predicate, timeout: float, step: float = 0.05) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise TimeoutError
-        await asyncio.sleep(step)
-    return time.monotonic() - started
 
 
 @pytest.mark.slow

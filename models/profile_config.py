@@ -91,12 +91,17 @@ class CodecConfig:
     # portrait only: ease the mouth shut over this many ms after the session's speech flags end
     # (models/portrait/silence.py); None leaves the mouth to the DiT in silence too
     silence_close_ms: float | None = None
+    # portrait only: the DiT's jaw opening x > 0 shown as x (1 + k) / (x + k) (models/portrait/codec.py);
+    # None shows it as is
+    jaw_knee: float | None = None
     vae: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         _one_of(self.kind, ("tiny", "wan-vae", "portrait"), "codec.kind")
         if self.silence_close_ms is not None and (self.kind != "portrait" or not 40 <= self.silence_close_ms <= 1000):
             raise ProfileConfigError("codec.silence_close_ms is for the portrait codec, 40-1000 ms")
+        if self.jaw_knee is not None and (self.kind != "portrait" or not 0.05 <= self.jaw_knee <= 10):
+            raise ProfileConfigError("codec.jaw_knee is for the portrait codec, 0.05-10")
         if self.vae is not None:
             object.__setattr__(self, "vae", types.MappingProxyType(dict(self.vae)))
 

@@ -18,7 +18,7 @@ MARGIN = 1.25  # headroom over the measured compute
 # arrived and the event loop has passed it on (two calls share the cores: a jitter allowance). The
 # worker does not wait for the VAD: its speech marks follow the audio (streaming/call_input.py).
 INPUT_WAIT_S = 0.020
-JITTER_S = 0.020
+JITTER_S = 0.030
 CEILING_S = 1.0  # a busier machine than that degrades (fewer steps, idle path) instead of waiting longer
 
 

@@ -8,8 +8,8 @@ the previous window). Figures, beside those of the speech targets themselves:
   median in silence;
 - through the renderer (`--render`, the canonical held-out lip-sync measure): the same clips rendered
   on scikit-image's astronaut photo by the product's decode (`MotionCodec.decode_images`: the motion
-  clamped, and with the profile's `codec.silence_close_ms` the mouth eased shut where the session's
-  energy gate marks no speech) and measured by the landmark judge on the
+  clamped, its jaw shown through the profile's `codec.jaw_knee`, and with its `codec.silence_close_ms`
+  the mouth eased shut where the session's energy gate marks no speech) and measured by the landmark judge on the
   frames (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
   "closed in silence" reads as on this photo);
 - `--sweep`: the motion-level r of each sampling plan (steps, guidance scale and phases, the
@@ -65,8 +65,7 @@ def gap_figures(gap: np.ndarray, audio: np.ndarray) -> dict:
             "gap_median_silence": round(float(np.median(gap[loud < QUIET])), 4)}
 
 
-def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mesher,
-                   silence_close_ms: float | None) -> dict:
+def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mesher, codec_cfg) -> dict:
     import torch
     from models.portrait.codec import MotionCodec
     from models.portrait.render import PortraitRenderer
@@ -74,7 +73,7 @@ def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mes
     from models.training.portrait.judge import Judge, lip_gap
     renderer = PortraitRenderer(photo, mesher.fit(photo), size=512)
     shut = lip_gap(mesher.fit(renderer.render(np.zeros(motion.shape[1], np.float32))).points)
-    codec = MotionCodec(512, silence_close_ms)   # motion_mean 0, std 1: its latents are the motion
+    codec = MotionCodec(512, codec_cfg.silence_close_ms, codec_cfg.jaw_knee)   # mean 0, std 1: latents = motion
     speech = speech_frames(audio, 0, len(motion) + LEAD_FRAMES)   # the session's flags without a VAD
     frames, _ = codec.decode_images(codec.encode(torch.from_numpy(motion)[None]), renderer, speech)
     report = Judge(mesher).evaluate(frames, renderer.reference, audio)
@@ -141,7 +140,7 @@ def evaluate(path: Path, cfg: ProfileConfig, voices: int = 4, render: bool = Fal
                "generated": gap_figures(motion_gap(motion), example.audio),
                "targets": gap_figures(motion_gap(example.motion), example.audio)}
         if render:
-            row["rendered"] = render_figures(motion, example.audio, photo, mesher, cfg.codec.silence_close_ms)
+            row["rendered"] = render_figures(motion, example.audio, photo, mesher, cfg.codec)
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {kind: {key: round(float(np.mean([r[kind][key] for r in rows])), 4)

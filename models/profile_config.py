@@ -91,17 +91,18 @@ class CodecConfig:
     # portrait only: ease the mouth shut over this many ms after the session's speech flags end
     # (models/portrait/silence.py); None leaves the mouth to the DiT in silence too
     silence_close_ms: float | None = None
-    # portrait only: the DiT's jaw opening x > 0 shown as x (1 + k) / (x + k) (models/portrait/codec.py);
-    # None shows it as is
-    jaw_knee: float | None = None
+    # portrait only: (k, top): the DiT's jaw opening x > 0 shown as top x (1 + k) / (x + k)
+    # (models/portrait/codec.py `shown_jaw`); None shows it as is
+    jaw_curve: tuple[float, float] | None = None
     vae: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         _one_of(self.kind, ("tiny", "wan-vae", "portrait"), "codec.kind")
         if self.silence_close_ms is not None and (self.kind != "portrait" or not 40 <= self.silence_close_ms <= 1000):
             raise ProfileConfigError("codec.silence_close_ms is for the portrait codec, 40-1000 ms")
-        if self.jaw_knee is not None and (self.kind != "portrait" or not 0.05 <= self.jaw_knee <= 10):
-            raise ProfileConfigError("codec.jaw_knee is for the portrait codec, 0.05-10")
+        if self.jaw_curve is not None and (self.kind != "portrait" or not 0.05 <= self.jaw_curve[0] <= 10
+                                           or not 0.3 <= self.jaw_curve[1] <= 1.5):
+            raise ProfileConfigError("codec.jaw_curve is for the portrait codec: [k 0.05-10, top 0.3-1.5]")
         if self.vae is not None:
             object.__setattr__(self, "vae", types.MappingProxyType(dict(self.vae)))
 

@@ -91,11 +91,11 @@ def test_the_jaw_is_shown_through_its_curve_closed_shut_wide_as_wide_small_openi
     motion = np.zeros((6, 15))
     motion[:, jaw] = [-0.2, 0.0, 0.02, 0.2, 0.6, 1.0]
     motion[:, INDEX["lip_gap"]] = 0.3
-    shown = shown_jaw(motion, 0.5)
+    shown = shown_jaw(motion, (0.3, 0.8))
     assert np.array_equal(np.delete(shown, jaw, 1), np.delete(motion, jaw, 1))   # the jaw alone
-    assert shown[0, jaw] == -0.2 and shown[1, jaw] == 0.0 and shown[5, jaw] == pytest.approx(1.0)
-    assert np.all(np.diff(shown[1:, jaw]) > 0) and 2.8 < shown[2, jaw] / 0.02 < 3.0   # monotone; small x ~3x
-    bare, curved = MotionCodec(64, None), MotionCodec(64, None, 0.5)
+    assert shown[0, jaw] == -0.2 and shown[1, jaw] == 0.0 and shown[5, jaw] == pytest.approx(0.8)
+    assert np.all(np.diff(shown[1:, jaw]) > 0) and 3.2 < shown[2, jaw] / 0.02 < 3.5   # monotone; small x ~3.3x
+    bare, curved = MotionCodec(64, None), MotionCodec(64, None, (0.3, 0.8))
     renderer, _ = bare.fit_photo(photo)
     latents = bare.encode(torch.from_numpy(motion[3:4]).float()[None])
     assert not np.array_equal(bare.decode_images(latents, renderer)[0][0], curved.decode_images(latents, renderer)[0][0])

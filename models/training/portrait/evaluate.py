@@ -8,7 +8,7 @@ the previous window). Figures, beside those of the speech targets themselves:
   median in silence;
 - through the renderer (`--render`, the canonical held-out lip-sync measure): the same clips rendered
   on scikit-image's astronaut photo by the product's decode (`MotionCodec.decode_images`: the motion
-  clamped, its jaw shown through the profile's `codec.jaw_knee`, and with its `codec.silence_close_ms`
+  clamped, its jaw shown through the profile's `codec.jaw_curve`, and with its `codec.silence_close_ms`
   the mouth eased shut where the session's energy gate marks no speech) and measured by the landmark judge on the
   frames (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
   "closed in silence" reads as on this photo);
@@ -73,7 +73,7 @@ def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mes
     from models.training.portrait.judge import Judge, lip_gap
     renderer = PortraitRenderer(photo, mesher.fit(photo), size=512)
     shut = lip_gap(mesher.fit(renderer.render(np.zeros(motion.shape[1], np.float32))).points)
-    codec = MotionCodec(512, codec_cfg.silence_close_ms, codec_cfg.jaw_knee)   # mean 0, std 1: latents = motion
+    codec = MotionCodec(512, codec_cfg.silence_close_ms, codec_cfg.jaw_curve)   # mean 0, std 1: latents = motion
     speech = speech_frames(audio, 0, len(motion) + LEAD_FRAMES)   # the session's flags without a VAD
     frames, _ = codec.decode_images(codec.encode(torch.from_numpy(motion)[None]), renderer, speech)
     report = Judge(mesher).evaluate(frames, renderer.reference, audio)

@@ -2,13 +2,14 @@
 subprocess and real aiortc callers (streaming.contrib.pyclient) over loopback.
 
     python benchmarks/robustness.py pause [--pauses 0.3 1 3]       # SIGSTOP the server mid-call
-    python benchmarks/robustness.py churn [--calls 100]            # set-ups and tear-downs, every hang-up style
+    python benchmarks/robustness.py churn [--calls 100]            # set-ups (to the first frame) and tear-downs, every hang-up style
     python benchmarks/robustness.py soak [--minutes 30] [--callers 2]
     common: [--profile NAME] (default: the default profile; `tiny` for a checkout older than portrait)
             [--server-tree DIR] (run the server from another checkout, e.g. an older commit's worktree)
             [--json out.json] [--key NAME] (store the result under NAME in out.json, keeping its other
             keys, e.g. "before" and "after"; an earlier NAME is kept as NAME_previous)
             [--verbose] (the server runs with -v: its log has a line per late window, with its cause)
+            [--callers-nice N] (the callers, on the server's cores here, yield to it)
 
 Each prints its figures with the machine's load (`uptime`): figures taken on a loaded machine say
 more about the machine than about the server, and the output says so. The soak also prints per
@@ -138,6 +139,7 @@ async def run_churn(server: Server, calls: int) -> dict:
             while len(client.received.video) < 10 and time.monotonic() - started < 30:
                 await asyncio.sleep(0.05)
             frames = len(client.received.video)
+            first_frame_s = client.received.video[0][0] - started if frames else None
             await hang_up(client, style)
             hung_up = time.monotonic()
             while server.sessions() and time.monotonic() - hung_up < 20:
@@ -147,17 +149,22 @@ async def run_churn(server: Server, calls: int) -> dict:
             await client.close()
         await asyncio.sleep(0.3)
         memory_mb, threads = server.memory()
-        rows.append({"call": i + 1, "style": style, "frames": frames, "freed_s": round(freed_s, 2),
+        rows.append({"call": i + 1, "style": style, "frames": frames,
+                     "first_frame_s": None if first_frame_s is None else round(first_frame_s, 2),
+                     "freed_s": round(freed_s, 2),
                      "memory_mb": round(memory_mb, 1), "threads": threads})
         print(json.dumps(rows[-1]), flush=True)
     ref = rows[min(9, len(rows) - 1)]
     last = rows[-1]
+    firsts = [r["first_frame_s"] for r in rows if r["first_frame_s"] is not None]
     return {"calls": rows, "summary": {
         "memory_mb_at_10": ref["memory_mb"], "memory_mb_at_end": last["memory_mb"],
         "memory_growth_after_10": round(last["memory_mb"] / ref["memory_mb"] - 1, 4),
         "threads_at_10": ref["threads"], "threads_at_end": last["threads"],
         "threads_max": max(r["threads"] for r in rows),
         "freed_s_max": max(r["freed_s"] for r in rows), "calls_without_frames": sum(r["frames"] < 10 for r in rows),
+        "first_frame_s_first_call": rows[0]["first_frame_s"],
+        "first_frame_s_median": round(float(np.median(firsts)), 2) if firsts else None,
         "load": load()}}
 
 
@@ -218,12 +225,17 @@ async def main() -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--json")
     parser.add_argument("--key", help="store the result under this key of the --json file, keeping the others")
+    parser.add_argument("--callers-nice", type=int, default=0,
+                        help="this harness (its callers) at this nice value once the server runs: the callers share "
+                             "the server's cores only because the benchmark has one machine; niced, they take "
+                             "what the server leaves (0: they compete with it)")
     parser.add_argument("--verbose", action="store_true",
                         help="run the server with -v (its log, named in the output, has a line per late window)")
     args = parser.parse_args()
     server = await Server(args.server_tree.resolve(), profile=args.profile, verbose=args.verbose).ready()
     print(f"server: {' '.join(server.cmd)} (tree {args.server_tree}, log {server.log.name}), load {load()}",
           flush=True)
+    os.nice(args.callers_nice)   # after the server started: it keeps its own priority
     try:
         if args.harness == "pause":
             result = await run_pause(server, args.pauses)
@@ -233,7 +245,8 @@ async def main() -> None:
             result = await run_soak(server, args.minutes, args.callers)
     finally:
         server.stop()
-    result = {"harness": args.harness, "server_tree": str(args.server_tree), **result}
+    result = {"harness": args.harness, "server_tree": str(args.server_tree), "callers_nice": args.callers_nice,
+              **result}
     summary = {k: v for k, v in result.items() if k != "calls"}
     print(json.dumps(summary, indent=1))
     if args.json:

@@ -94,6 +94,8 @@ class CodecConfig:
     # portrait only: (k, top): the DiT's jaw opening x > 0 shown as top x (1 + k) / (x + k)
     # (models/portrait/codec.py `shown_jaw`); None shows it as is
     jaw_curve: tuple[float, float] | None = None
+    # portrait only: the DiT's head rotation (yaw, pitch, roll) shown at this scale; None: as is
+    head_turn_scale: float | None = None
     vae: Mapping[str, Any] | None = None
 
     def __post_init__(self):
@@ -103,6 +105,8 @@ class CodecConfig:
         if self.jaw_curve is not None and (self.kind != "portrait" or not 0.05 <= self.jaw_curve[0] <= 10
                                            or not 0.3 <= self.jaw_curve[1] <= 1.5):
             raise ProfileConfigError("codec.jaw_curve is for the portrait codec: [k 0.05-10, top 0.3-1.5]")
+        if self.head_turn_scale is not None and (self.kind != "portrait" or not 0 <= self.head_turn_scale <= 1.5):
+            raise ProfileConfigError("codec.head_turn_scale is for the portrait codec, 0-1.5")
         if self.vae is not None:
             object.__setattr__(self, "vae", types.MappingProxyType(dict(self.vae)))
 

@@ -101,6 +101,18 @@ def test_the_jaw_is_shown_through_its_curve_closed_shut_wide_as_wide_small_openi
     assert not np.array_equal(bare.decode_images(latents, renderer)[0][0], curved.decode_images(latents, renderer)[0][0])
 
 
+def test_the_head_turns_are_shown_at_the_profiles_scale(photo):
+    from models.portrait.motion import INDEX
+    motion = np.zeros((1, 15))
+    motion[0, [INDEX["head_yaw"], INDEX["head_pitch"], INDEX["head_roll"], INDEX["head_x"]]] = [4.0, -2.0, 1.0, 0.03125]
+    codec = MotionCodec(64, None, None, 0.5)
+    renderer, _ = codec.fit_photo(photo)
+    shown = codec.decode_images(codec.encode(torch.from_numpy(motion).float()[None]), renderer)[0][0]
+    half = motion[0].copy()
+    half[[INDEX["head_yaw"], INDEX["head_pitch"], INDEX["head_roll"]]] *= 0.5   # not the shift
+    assert np.array_equal(shown, renderer.render(half)) and not np.array_equal(shown, renderer.render(motion[0]))
+
+
 def test_a_real_photo_moves_at_512x512(portrait_profile, photo, speech_like):
     # (streaming == offline and every frame once: test_session.py, for this profile too)
     frames = render_offline(portrait_profile, photo, speech_like(2.0))

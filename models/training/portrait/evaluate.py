@@ -8,9 +8,9 @@ the previous window). Figures, beside those of the speech targets themselves:
   median in silence;
 - through the renderer (`--render`, the canonical held-out lip-sync measure): the same clips rendered
   on scikit-image's astronaut photo by the product's decode (`MotionCodec.decode_images`: the motion
-  clamped, its jaw shown through the profile's `codec.jaw_curve`, and with its `codec.silence_close_ms`
-  the mouth eased shut where the session's energy gate marks no speech) and measured by the landmark judge on the
-  frames (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
+  clamped, its jaw and head turns shown through the profile's `codec.jaw_curve` and
+  `codec.head_turn_scale`, and with its `codec.silence_close_ms` the mouth eased shut where the
+  session's energy gate marks no speech) and measured by the landmark judge on the frames (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
   "closed in silence" reads as on this photo);
 - `--sweep`: the motion-level r of each sampling plan (steps, guidance scale and phases, the
   starting noise's scale) with its DiT forwards per window.
@@ -73,7 +73,8 @@ def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mes
     from models.training.portrait.judge import Judge, lip_gap
     renderer = PortraitRenderer(photo, mesher.fit(photo), size=512)
     shut = lip_gap(mesher.fit(renderer.render(np.zeros(motion.shape[1], np.float32))).points)
-    codec = MotionCodec(512, codec_cfg.silence_close_ms, codec_cfg.jaw_curve)   # mean 0, std 1: latents = motion
+    # mean 0, std 1: its latents are the motion
+    codec = MotionCodec(512, codec_cfg.silence_close_ms, codec_cfg.jaw_curve, codec_cfg.head_turn_scale)
     speech = speech_frames(audio, 0, len(motion) + LEAD_FRAMES)   # the session's flags without a VAD
     frames, _ = codec.decode_images(codec.encode(torch.from_numpy(motion)[None]), renderer, speech)
     report = Judge(mesher).evaluate(frames, renderer.reference, audio)

@@ -9,7 +9,6 @@ subprocess and real aiortc callers (streaming.contrib.pyclient) over loopback.
             [--json out.json] [--key NAME] (store the result under NAME in out.json, keeping its other
             keys, e.g. "before" and "after"; an earlier NAME is kept as NAME_previous)
             [--verbose] (the server runs with -v: its log has a line per late window, with its cause)
-            [--callers-nice N] (the callers, on the server's cores here, yield to it)
 
 Each prints its figures with the machine's load (`uptime`): figures taken on a loaded machine say
 more about the machine than about the server, and the output says so. The soak also prints per
@@ -225,17 +224,12 @@ async def main() -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--json")
     parser.add_argument("--key", help="store the result under this key of the --json file, keeping the others")
-    parser.add_argument("--callers-nice", type=int, default=0,
-                        help="this harness (its callers) at this nice value once the server runs: the callers share "
-                             "the server's cores only because the benchmark has one machine; niced, they take "
-                             "what the server leaves (0: they compete with it)")
     parser.add_argument("--verbose", action="store_true",
                         help="run the server with -v (its log, named in the output, has a line per late window)")
     args = parser.parse_args()
     server = await Server(args.server_tree.resolve(), profile=args.profile, verbose=args.verbose).ready()
     print(f"server: {' '.join(server.cmd)} (tree {args.server_tree}, log {server.log.name}), load {load()}",
           flush=True)
-    os.nice(args.callers_nice)   # after the server started: it keeps its own priority
     try:
         if args.harness == "pause":
             result = await run_pause(server, args.pauses)
@@ -245,8 +239,7 @@ async def main() -> None:
             result = await run_soak(server, args.minutes, args.callers)
     finally:
         server.stop()
-    result = {"harness": args.harness, "server_tree": str(args.server_tree), "callers_nice": args.callers_nice,
-              **result}
+    result = {"harness": args.harness, "server_tree": str(args.server_tree), **result}
     summary = {k: v for k, v in result.items() if k != "calls"}
     print(json.dumps(summary, indent=1))
     if args.json:

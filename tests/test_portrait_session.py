@@ -84,7 +84,7 @@ def test_silence_eases_the_mouth_shut_and_speech_opens_it_just_before_the_voice(
     assert not np.array_equal(whole[15], codec.decode_images(latents, renderer)[0][15])   # shut in the pause
 
 
-def test_the_jaw_is_shown_through_its_curve_closed_shut_wide_as_wide_small_openings_wider(photo):
+def test_the_jaw_is_shown_through_its_curve_closed_stays_shut_small_openings_wider(photo):
     from models.portrait.codec import shown_jaw
     from models.portrait.motion import INDEX
     jaw = INDEX["jaw_open"]

@@ -129,7 +129,6 @@ def test_the_rollout_makes_the_motion_a_session_streams(monkeypatch):
     the session shows (eased shut in silence by its speech flags, window by window) is the one the
     canonical eval renders (the whole clip at once, with the energy gate's flags)."""
     import models.portrait.codec as codec_module
-    from models.portrait.codec import MOTION_RANGE
     from models.portrait.silence import LEAD_FRAMES, close_in_silence
     from models.training.portrait.rollout import speech_frames
     from avatar.profiles import load_profile
@@ -154,7 +153,7 @@ def test_the_rollout_makes_the_motion_a_session_streams(monkeypatch):
     assert np.abs(rolled - generate(profile.dit, profile.config, profile.codec.motion_mean,
                                     profile.codec.motion_std, audio, seed=4)).max() > 1e-2  # the seed matters
     close_ms = profile.config.codec.silence_close_ms
-    evaluated, _ = close_in_silence(np.clip(rolled, *MOTION_RANGE.T), speech_frames(audio, 0, len(rolled) + LEAD_FRAMES),
+    evaluated, _ = close_in_silence(profile.codec.shown_motion(rolled), speech_frames(audio, 0, len(rolled) + LEAD_FRAMES),
                                     0.0, close_ms)
     assert close_ms and np.abs(np.concatenate(shown)[:len(frames)] - evaluated).max() < 1e-4
     pause = slice(int(1.3 * 25) + 4, int(1.3 * 25 + 12000 / 640) - LEAD_FRAMES)   # 120 ms after speech

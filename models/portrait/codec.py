@@ -43,9 +43,8 @@ def shown_jaw(motion: np.ndarray, curve: tuple[float, float]) -> np.ndarray:
     Why: a jaw opening under ~0.03 moves the lips less than a pixel apart at 512x512 (the jaw drops
     0.1 face heights at 1), so the DiT's quieter syllables did not show. Where the photo's shut
     mouth already reads slightly parted (obama2: 0.021 face heights) the landmark judge read them
-    all as shut: lip sync 0.66-0.73 over six held-out voices. Through this curve one held-out voice
-    read 0.66 -> 0.79 on obama2, 0.75 -> 0.78 on biden, speech p90 staying 7-9% of the face
-    (benchmarks/portrait-preview-judge.json for the five photos).
+    all as shut: lip sync 0.66-0.73 over six held-out voices, 0.79-0.84 through this curve, speech
+    p90 staying 7-9% of the face (benchmarks/portrait-preview-voices.json).
     """
     knee, top = curve
     out = np.array(motion, np.float64, copy=True)
@@ -128,15 +127,21 @@ class MotionCodec(nn.Module):
             raise ValueError("the portrait codec renders one stream at a time (batch 1)")
         if isinstance(state, PortraitRenderer):
             state = PortraitStream(state)
-        motion = np.clip(self.motion(latents)[0].cpu().numpy().astype(np.float64), *MOTION_RANGE.T)
-        if self.jaw_curve:
-            motion = shown_jaw(motion, self.jaw_curve)
-        if self.head_turn_scale is not None:
-            motion[:, HEAD_TURN] *= self.head_turn_scale
+        motion = self.shown_motion(self.motion(latents)[0].cpu().numpy())
         if self.silence_close_ms and speech is not None:
             motion, gain = close_in_silence(motion, speech, state.mouth_gain, self.silence_close_ms)
             state = replace(state, mouth_gain=gain)
         return [state.renderer.render(m) for m in motion], state
+
+    def shown_motion(self, motion: np.ndarray) -> np.ndarray:
+        """(T, 15) motion vectors from the DiT -> as the renderer is given them, before the silence
+        closure: clamped to MOTION_RANGE, the jaw through `jaw_curve`, the head turns scaled."""
+        motion = np.clip(np.asarray(motion, np.float64), *MOTION_RANGE.T)
+        if self.jaw_curve:
+            motion = shown_jaw(motion, self.jaw_curve)
+        if self.head_turn_scale is not None:
+            motion[:, HEAD_TURN] *= self.head_turn_scale
+        return motion
 
     # ---- the whole photo, once per avatar --------------------------------------------------------
     def fit_photo(self, photo: np.ndarray, paste: bool = False) -> tuple[PortraitRenderer, list[str]]:

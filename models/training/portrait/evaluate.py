@@ -10,7 +10,8 @@ the previous window). Figures, beside those of the speech targets themselves:
   on scikit-image's astronaut photo by the product's decode (`MotionCodec.decode_images`: the motion
   clamped, its jaw and head turns shown through the profile's `codec.jaw_curve` and
   `codec.head_turn_scale`, and with its `codec.silence_close_ms` the mouth eased shut where the
-  session's energy gate marks no speech) and measured by the landmark judge on the frames (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
+  session's energy gate marks no speech) and measured by the landmark judge on the frames
+  (`Judge.evaluate`), with the judge's reading of the mouth rendered shut (`gap_shut`: what
   "closed in silence" reads as on this photo);
 - `--sweep`: the motion-level r of each sampling plan (steps, guidance scale and phases, the
   starting noise's scale) with its DiT forwards per window.

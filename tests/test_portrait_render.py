@@ -241,7 +241,6 @@ def test_a_mesh_lip_edge_on_the_teeth_is_lifted_to_the_lip(photo, mesher):
     assert np.array_equal(lifted[others], points[others])
 
 
-
 def test_teeth_in_the_lips_shadow_are_lifted_over_in_every_column(photo, mesher):
     """Teeth in the upper lip's shadow can be as dark and as red as the lips (obama2's right half):
     painted here in the lower lip's own colour, 3 rows above each inner upper point, under a dark
@@ -263,6 +262,7 @@ def test_teeth_in_the_lips_shadow_are_lifted_over_in_every_column(photo, mesher)
     lifted = lift_upper_lip(painted, points, fh)
     rise = points[inner, 1] - lifted[inner, 1]
     assert np.all((rise >= 3.5) & (rise <= 6)), rise
+
 
 def _folded(renderer, motion):
     """Triangles of the lips that the motion turns over (a fold: another triangle's pixels show

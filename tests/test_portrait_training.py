@@ -94,7 +94,7 @@ def test_the_shipped_weights_lip_sync_judged_on_the_rendered_frames(cfg):
     example = held_out_example(EVAL_VOICES.index("flite:awb"))
     dit, mean, std = load_weights(SHIPPED, cfg)
     motion = generate(dit, cfg, mean, std, example.audio)
-    figures = render_figures(motion, example.audio, data.astronaut(), FaceMesher(), cfg.codec)
+    figures = render_figures(motion, example.audio, data.astronaut(), FaceMesher(), cfg)
     assert figures["correlation"] >= 0.7 and abs(figures["lag_frames"]) <= 1, figures
     assert figures["gap_p90_speech"] >= 0.05, figures
     assert figures["gap_median_silence"] <= figures["gap_shut"] + 0.005, figures   # shut in silence

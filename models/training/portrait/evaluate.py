@@ -66,7 +66,8 @@ def gap_figures(gap: np.ndarray, audio: np.ndarray) -> dict:
             "gap_median_silence": round(float(np.median(gap[loud < QUIET])), 4)}
 
 
-def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mesher, codec_cfg) -> dict:
+def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mesher,
+                   cfg: ProfileConfig) -> dict:
     import torch
     from models.portrait.codec import MotionCodec
     from models.portrait.render import PortraitRenderer
@@ -74,8 +75,8 @@ def render_figures(motion: np.ndarray, audio: np.ndarray, photo: np.ndarray, mes
     from models.training.portrait.judge import Judge, lip_gap
     renderer = PortraitRenderer(photo, mesher.fit(photo), size=512)
     shut = lip_gap(mesher.fit(renderer.render(np.zeros(motion.shape[1], np.float32))).points)
-    # mean 0, std 1: its latents are the motion
-    codec = MotionCodec(512, codec_cfg.silence_close_ms, codec_cfg.jaw_curve, codec_cfg.head_turn_scale)
+    # the profile's decode at 512x512; a fresh codec's mean is 0 and std 1: its latents are the motion
+    codec = MotionCodec.from_config(replace(cfg, resolution=(512, 512)))
     speech = speech_frames(audio, 0, len(motion) + LEAD_FRAMES)   # the session's flags without a VAD
     frames, _ = codec.decode_images(codec.encode(torch.from_numpy(motion)[None]), renderer, speech)
     report = Judge(mesher).evaluate(frames, renderer.reference, audio)
@@ -142,7 +143,7 @@ def evaluate(path: Path, cfg: ProfileConfig, voices: int = 4, render: bool = Fal
                "generated": gap_figures(motion_gap(motion), example.audio),
                "targets": gap_figures(motion_gap(example.motion), example.audio)}
         if render:
-            row["rendered"] = render_figures(motion, example.audio, photo, mesher, cfg.codec)
+            row["rendered"] = render_figures(motion, example.audio, photo, mesher, cfg)
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {kind: {key: round(float(np.mean([r[kind][key] for r in rows])), 4)

@@ -139,10 +139,10 @@ def measure(call, client, timeline: np.ndarray, onsets: list[float], last_packet
         heard = clock.t0 + sample / RATE
         audio_complete = clock.t0 + (frame // fpw + 1) * fpw * 640 / RATE + session.lookahead_s
         vad_at = next((a for a, m in vad if m["t"] >= sample / RATE - 0.3), None)
-        # A window that finished after its first frames were due had those frames dropped (the track
-        # repeated the last one): the first frame for this onset that was shown comes later.
+        # A window that finished after its first frames' deadline (due time and the track's grace) had
+        # those frames dropped (the track repeated the last one): the first one shown comes later.
         shown = frame
-        while clock.frame_due(shown) < window["done"] and shown + 1 in arrival:
+        while clock.frame_deadline(shown) < window["done"] and shown + 1 in arrival:
             shown += 1
         at = packet_arrival[shown] or arrival[shown]
         rows.append({

@@ -116,9 +116,9 @@ class Resource:
 
 class OwnFrames(MediaStreamTrack):
     """One viewer's copy of a relayed track. aiortc's encoders run in a thread pool and change the
-    frame they get (the video one converts it to yuv420p with the frame's own scaler, marks key
-    frames); two viewers' encoders on the relay's one shared frame at once hang in libswscale.
-    So each viewer gets frames of its own, made here on the event loop: video already in yuv420p."""
+    frame they get (the video one marks key frames, and converts a frame not in yuv420p with the
+    frame's own scaler: two viewers' encoders on the relay's one shared frame at once hung in
+    libswscale). So each viewer gets frames of its own, copied here on the event loop."""
 
     def __init__(self, source: MediaStreamTrack):
         super().__init__()
@@ -128,9 +128,11 @@ class OwnFrames(MediaStreamTrack):
     async def recv(self):
         frame = await self._source.recv()
         if self.kind == "video":
-            return frame.reformat(format="yuv420p")
-        own = av.AudioFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name, layout=frame.layout.name)
-        own.sample_rate, own.pts, own.time_base = frame.sample_rate, frame.pts, frame.time_base
+            own = av.VideoFrame.from_ndarray(frame.reformat(format="yuv420p").to_ndarray(), format="yuv420p")
+        else:
+            own = av.AudioFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name, layout=frame.layout.name)
+            own.sample_rate = frame.sample_rate
+        own.pts, own.time_base = frame.pts, frame.time_base
         return own
 
     def stop(self) -> None:

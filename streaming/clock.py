@@ -6,6 +6,12 @@ from __future__ import annotations
 import time
 
 
+# A frame not made by its due time is waited for this much longer before the one before is shown
+# again: sent a little late, it still plays at its own timestamp (the receiver's jitter buffer takes
+# it), where a repeat is a visible stutter. Half a frame at 25 fps: the next frame's time is untouched.
+FRAME_GRACE_S = 0.020
+
+
 class MediaClock:
     """Media time 0 is `t0` (wall, time.monotonic()); media time m is played out at t0 + delay + m."""
 
@@ -33,6 +39,10 @@ class MediaClock:
 
     def frame_due(self, index: int) -> float:
         return self.start() + self.delay_s + index / self.fps
+
+    def frame_deadline(self, index: int) -> float:
+        """The last moment frame `index` is taken: after it, the one before is shown again."""
+        return self.frame_due(index) + FRAME_GRACE_S
 
     def sample_due(self, sample: int) -> float:
         return self.start() + self.delay_s + sample / self.sample_rate

@@ -1,5 +1,5 @@
-"""Why frames reach the video track late: each frame handed over after its due time will be shown as
-a repeat of the one before, so the worker counts them, per window, under the likeliest cause. The
+"""Why frames reach the video track late: each frame handed over after its deadline (its due time and
+the track's grace, `clock.frame_deadline`) will be shown as a repeat of the one before, so the worker counts them, per window, under the likeliest cause. The
 counters travel in the stats (`engine.late_frames`, `engine.late_causes`), so a soak says where its
 repeats came from; an INFO line per late window (shown with `-v`) gives the figures behind each verdict.
 """
@@ -17,7 +17,7 @@ CAUSES = (
     "late_start",  # started too late: a frame was due sooner after the start than the CPU time it took, so
     # no free core could have made it in time (the audio came late, or the window before ran over)
     "gc",  # a garbage collection (any thread's: it holds the GIL) ran during the window
-    "full_steps",  # made at the profile's full steps
+    "full_steps",  # made at the profile's full steps, where one step would have been quicker
     "after_idle",  # the first speech window after idle ones
     "contention",  # one step, but it waited for a core (other calls, the media path, anything else)
     "compute",  # one step and a core of its own: its CPU time alone was too long
@@ -66,11 +66,11 @@ def late_cause(lateness: "WindowLateness", cpu_s: float, wall_s: float, gc_s: fl
 
 class WindowLateness:
     """One window's hand-overs, made on the worker thread: the frames given to the track after their
-    due time, by how much, and whether one of them was due sooner after the window's start than the
+    deadline, by how much, and whether one of them was due sooner after the window's start than the
     CPU time the window had taken to make it (`hopeless`)."""
 
     def __init__(self, due_of, started: float):
-        self._due_of = due_of  # frame index -> its due time (time.monotonic())
+        self._due_of = due_of  # frame index -> its deadline (time.monotonic())
         self._started = started
         self.frames = 0
         self.worst_s = 0.0

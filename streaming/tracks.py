@@ -18,11 +18,13 @@ import numpy as np
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 
 from avatar.audio import AudioTimeline
+from avatar.video import yuv420_frame
 
 from .buffers import FrameBuffer
 from .clock import MediaClock
 
 LATE_JUMP_S = 0.5  # more behind than any event-loop hiccup: only a pause of the process gets here
+GRACE_POLL_S = 0.002  # how often a frame past its due time is looked for, until its deadline
 
 
 async def _sleep_until(due: float) -> None:
@@ -32,8 +34,9 @@ async def _sleep_until(due: float) -> None:
 
 
 class PacedVideoTrack(MediaStreamTrack):
-    """Frame i leaves at clock.frame_due(i) with pts i * 90000 / fps. A frame that is not ready
-    in time is replaced by the last one shown (counted as repeated); the stream never stalls."""
+    """Frame i leaves at clock.frame_due(i) with pts i * 90000 / fps, or as soon as it comes before
+    clock.frame_deadline(i). A frame that is not ready by then is replaced by the last one shown
+    (counted as repeated); the stream never stalls."""
 
     kind = "video"
 
@@ -68,6 +71,10 @@ class PacedVideoTrack(MediaStreamTrack):
         self._next += 1
         await _sleep_until(self.clock.frame_due(index))
         frame = self.frames.take(index)
+        deadline = self.clock.frame_deadline(index)
+        while frame is None and time.monotonic() < deadline:
+            await asyncio.sleep(GRACE_POLL_S)
+            frame = self.frames.take(index)
         if frame is None:
             self.repeated += 1
         else:
@@ -75,7 +82,7 @@ class PacedVideoTrack(MediaStreamTrack):
         image = self._last if self.decorate is None else self.decorate(self._last, index)
         for output in self.outputs:
             output.video(image, index)
-        out = av.VideoFrame.from_ndarray(image, format="rgb24")
+        out = yuv420_frame(image)
         out.pts = index * self._ticks
         out.time_base = Fraction(1, VIDEO_CLOCK_RATE)
         self.sent += 1

@@ -282,7 +282,7 @@ class GenerationWorker:
         first = self._next_frame
         due = self.clock.frame_due(first)
         started, gc_started = time.monotonic(), GcClock.seconds
-        lateness = self._lateness = WindowLateness(self.clock.frame_due, started)
+        lateness = self._lateness = WindowLateness(self.clock.frame_deadline, started)
         result = self.session.run_window(plan.steps, deliver=self._deliver)
         done, cpu = time.monotonic(), result.cpu_s
         self._lateness = None
@@ -292,7 +292,7 @@ class GenerationWorker:
         cause = None
         if lateness.frames:
             cause = late_cause(lateness, cpu, compute, GcClock.seconds - gc_started,
-                               plan.steps is None and not result.idle,
+                               plan.steps is None and result.steps > 1 and not result.idle,
                                self._last_idle and not result.idle)
             log.info("thread=%s event=late_window window=%d cause=%s late_frames=%d worst_s=%.3f start_slack_s=%.3f "
                      "compute_s=%.3f cpu_s=%.3f gc_s=%.3f steps=%d", self._thread.name, result.window, cause,

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,10 +92,12 @@ def test_a_dead_session_process_is_an_error_at_once_not_a_hang(tiny_profile, fac
 def test_close_ends_the_process_even_mid_window(tiny_profile, face_image, speech_like):
     sessions = [RemoteSession(tiny_profile, face_image) for _ in range(2)]
     assert len(session_processes()) == 2
+    assert Path("/proc/self/maps").read_text().count("memfd:avatar-frames") == 2  # each call's frame slots
     for session in sessions:
         session.close()
         session.close()  # a second close is nothing
     assert session_processes() == []
+    assert "memfd:avatar-frames" not in Path("/proc/self/maps").read_text()
 
 
 async def test_a_call_whose_session_process_dies_ends_alone(tiny_profile, speech_hello):

@@ -1,6 +1,8 @@
 """The paced tracks' timestamps and hand-over, with synthetic frames. The clock is started in the past
-so that every frame is already due: no test here depends on how fast the machine is."""
+so that every frame is already due: no test here depends on how fast the machine is (the grace test
+hands frames over on the loop's timers, 18 ms and more from the track's deadline)."""
 
+import asyncio
 import time
 
 import numpy as np
@@ -16,7 +18,7 @@ from streaming.tracks import DelayedVoiceTrack, PacedVideoTrack
 class F:
     def __init__(self, index):
         self.index = index
-        self.image = np.full((32, 32, 3), 10 + index, np.uint8)
+        self.image = np.full((32, 32, 3), 10 * (index % 20) + 10, np.uint8)  # apart by more than yuv420p rounds
 
 
 def clock_due_long_ago(frames_ago: int) -> MediaClock:
@@ -34,9 +36,22 @@ async def test_video_pts_are_exact_and_missing_frames_repeat_the_last():
     frames = [await track.recv() for _ in range(5)]
     assert [f.pts for f in frames] == [0, 3600, 7200, 10800, 14400]
     assert all(f.time_base.denominator == 90000 for f in frames)
-    shown = [int(f.to_ndarray(format="rgb24")[0, 0, 0]) for f in frames]
-    assert shown == [10, 11, 11, 13, 13]  # 2 and 4 repeat the frame before
+    shown = [round(int(f.to_ndarray(format="rgb24")[0, 0, 0]) / 10) - 1 for f in frames]
+    assert shown == [0, 1, 1, 3, 3]  # 2 and 4 repeat the frame before
     assert track.repeated == 2 and track.sent == 5
+
+
+async def test_a_frame_made_within_the_grace_is_shown_and_one_past_its_deadline_is_a_repeat():
+    clock = clock_due_long_ago(0)  # frame 0 is due now
+    buf = FrameBuffer(8)
+    track = PacedVideoTrack(clock, buf, np.zeros((32, 32, 3), np.uint8))
+    buf.put([F(0)])
+    loop = asyncio.get_running_loop()
+    loop.call_later(clock.frame_due(1) + 0.002 - time.monotonic(), buf.put, [F(1)])  # just past due
+    loop.call_later(clock.frame_deadline(2) + 0.03 - time.monotonic(), buf.put, [F(2)])  # past the grace
+    frames = [await track.recv() for _ in range(3)]
+    assert [round(int(f.to_ndarray(format="rgb24")[0, 0, 0]) / 10) - 1 for f in frames] == [0, 1, 1]
+    assert track.repeated == 1 and [f.pts for f in frames] == [0, 3600, 7200]
 
 
 async def test_video_starting_late_begins_at_the_due_frame_and_drops_stale_ones():

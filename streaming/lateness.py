@@ -1,7 +1,8 @@
 """Why frames reach the video track late: each frame handed over after its deadline (its due time and
-the track's grace, `clock.frame_deadline`) will be shown as a repeat of the one before, so the worker counts them, per window, under the likeliest cause. The
-counters travel in the stats (`engine.late_frames`, `engine.late_causes`), so a soak says where its
-repeats came from; an INFO line per late window (shown with `-v`) gives the figures behind each verdict.
+the track's grace, `clock.frame_deadline`) will be shown as a repeat of the one before, so the worker
+counts them, per window, under the likeliest cause. The counters travel in the stats
+(`engine.late_frames`, `engine.late_causes`), so a soak says where its repeats came from; an INFO line
+per late window (shown with `-v`) gives the figures behind each verdict.
 """
 
 from __future__ import annotations

@@ -95,7 +95,9 @@ def test_worker_far_behind_jumps_over_windows_it_would_show_late_and_says_so(tin
     made = [f.index for f in drain(frames)]
     degraded = [e for e, _ in events.of(Degraded)]
     fpw = tiny_profile.frames_per_window
-    assert degraded and all(e.reason == "catch-up" and e.behind_s > 59 and e.skipped_frames % fpw == 0
+    # a minute behind, less what earlier jumps crossed (at most the 3 s of audio fed): a second
+    # catch-up may come before the worker stops (CI: 60.1 s, then 58.3 s)
+    assert degraded and all(e.reason == "catch-up" and e.behind_s > 60 - 3.0 and e.skipped_frames % fpw == 0
                             for e in degraded)
     skipped = sum(e.skipped_frames for e in degraded)
     assert skipped == worker.stats.skipped_frames > 0

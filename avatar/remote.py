@@ -211,14 +211,17 @@ class FrameSlots:
 
     def __init__(self, fd: int, count: int, shape: tuple[int, ...]):
         self.fd = fd
-        size = count * int(np.prod(shape))
-        self.images = np.ndarray((count, *shape), np.uint8, mmap.mmap(fd, size))
+        self.images = np.ndarray((count, *shape), np.uint8, mmap.mmap(fd, self.size(count, shape)))
+
+    @staticmethod
+    def size(count: int, shape: tuple[int, ...]) -> int:
+        return count * int(np.prod(shape))
 
     @classmethod
     def create(cls, count: int, shape: tuple[int, ...]) -> "FrameSlots":
         fd = os.memfd_create("avatar-frames", os.MFD_CLOEXEC)
         try:
-            os.ftruncate(fd, count * int(np.prod(shape)))
+            os.ftruncate(fd, cls.size(count, shape))
             return cls(fd, count, shape)
         except BaseException:
             os.close(fd)
@@ -291,11 +294,12 @@ def _serve(conn, config, device: str, image, prompt, seed: int, output_mode: str
 
     def deliver(frames) -> None:
         nonlocal used
+        sent = []  # each frame without its pixels, and its slot
         for f in frames:
             slots.images[used] = f.image
+            sent.append((replace(f, image=None), used))
             used += 1
-        conn.send(("frames", [(replace(f, image=None), used - len(frames) + j) for j, f in enumerate(frames)],
-                   session.window_cpu_s))
+        conn.send(("frames", sent, session.window_cpu_s))
 
     while True:
         try:

@@ -67,11 +67,11 @@ def late_cause(lateness: "WindowLateness", cpu_s: float, wall_s: float, gc_s: fl
 
 class WindowLateness:
     """One window's hand-overs, made on the worker thread: the frames given to the track after their
-    deadline, by how much, and whether one of them was due sooner after the window's start than the
-    CPU time the window had taken to make it (`hopeless`)."""
+    deadline, by how much, and whether one of them had its deadline sooner after the window's start
+    than the CPU time the window had taken to make it (`hopeless`)."""
 
-    def __init__(self, due_of, started: float):
-        self._due_of = due_of  # frame index -> its deadline (time.monotonic())
+    def __init__(self, deadline_of, started: float):
+        self._deadline_of = deadline_of  # frame index -> its deadline (time.monotonic())
         self._started = started
         self.frames = 0
         self.worst_s = 0.0
@@ -81,8 +81,8 @@ class WindowLateness:
         """Frames handed over now; `cpu`: the window's CPU seconds so far (Session.window_cpu_s)."""
         now = time.monotonic()
         for index in indices:
-            due = self._due_of(index)
-            if now > due:
+            deadline = self._deadline_of(index)
+            if now > deadline:
                 self.frames += 1
-                self.worst_s = max(self.worst_s, now - due)
-                self.hopeless |= due - self._started < cpu
+                self.worst_s = max(self.worst_s, now - deadline)
+                self.hopeless |= deadline - self._started < cpu

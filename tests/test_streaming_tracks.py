@@ -21,6 +21,11 @@ class F:
         self.image = np.full((32, 32, 3), 10 * (index % 20) + 10, np.uint8)  # apart by more than yuv420p rounds
 
 
+def index_shown(frame) -> int:
+    """The F index a sent frame shows (its grey level, read back through yuv420p)."""
+    return round(int(frame.to_ndarray(format="rgb24")[0, 0, 0]) / 10) - 1
+
+
 def clock_due_long_ago(frames_ago: int) -> MediaClock:
     clock = MediaClock(delay_s=0.5, fps=25, sample_rate=16000)
     clock.start(now=time.monotonic() - 0.5 - frames_ago / 25)
@@ -36,8 +41,7 @@ async def test_video_pts_are_exact_and_missing_frames_repeat_the_last():
     frames = [await track.recv() for _ in range(5)]
     assert [f.pts for f in frames] == [0, 3600, 7200, 10800, 14400]
     assert all(f.time_base.denominator == 90000 for f in frames)
-    shown = [round(int(f.to_ndarray(format="rgb24")[0, 0, 0]) / 10) - 1 for f in frames]
-    assert shown == [0, 1, 1, 3, 3]  # 2 and 4 repeat the frame before
+    assert [index_shown(f) for f in frames] == [0, 1, 1, 3, 3]  # 2 and 4 repeat the frame before
     assert track.repeated == 2 and track.sent == 5
 
 
@@ -50,7 +54,7 @@ async def test_a_frame_made_within_the_grace_is_shown_and_one_past_its_deadline_
     loop.call_later(clock.frame_due(1) + 0.002 - time.monotonic(), buf.put, [F(1)])  # just past due
     loop.call_later(clock.frame_deadline(2) + 0.03 - time.monotonic(), buf.put, [F(2)])  # past the grace
     frames = [await track.recv() for _ in range(3)]
-    assert [round(int(f.to_ndarray(format="rgb24")[0, 0, 0]) / 10) - 1 for f in frames] == [0, 1, 1]
+    assert [index_shown(f) for f in frames] == [0, 1, 1]
     assert track.repeated == 1 and [f.pts for f in frames] == [0, 3600, 7200]
 
 
